@@ -1,0 +1,246 @@
+"""AutoCompression: config -> plan -> stages -> export -> report (PaddleSlim's API, on ONNX)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from autocompress.config.loader import CompressConfig, load_config, save_config
+from autocompress.data.batches import BatchAdapter, input_specs
+from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.evaluation import Evaluator
+from autocompress.graph.load import load_model, resolve_model_files
+from autocompress.graph.prepare import prepare_model
+from autocompress.report.summary import ModelSummary, summarize
+from autocompress.runtime.ort import Predictor, resolve_hardware
+from autocompress.savedir import atomic_dir, check_save_dir
+from autocompress.strategy.base import CompressionContext, StageResult
+from autocompress.strategy.plan import plan_stages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompressResult:
+    save_dir: Path
+    model_path: Path
+    config_path: Path
+    report_path: Path
+    report: dict[str, Any]
+    baseline: ModelSummary
+    compressed: ModelSummary
+    strategy: list[str] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline.latency_ms / max(self.compressed.latency_ms, 1e-9)
+
+
+def validate_exported(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], hardware) -> None:
+    """onnx.checker + one ORT run with finite outputs, before anything is committed to save_dir."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise AutoCompressError(f"the compressed model fails onnx.checker: {exc}") from None
+    outputs = Predictor(model, hardware)(dict(feed))
+    for name, value in zip([o.name for o in model.graph.output], outputs):
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise AutoCompressError(f"the compressed model's output {name!r} has NaN/Inf; it is not saved")
+
+
+def _batch_one(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Latency is reported for batch 1, as in the seed's tables."""
+    return {k: np.ascontiguousarray(v[:1]) if v.ndim > 0 else v for k, v in feed.items()}
+
+
+class AutoCompression:
+    """Compress an exported model.
+
+    Args mirror PaddleSlim's AutoCompression. `config` is a YAML path or dict holding strategy sections,
+    `TrainConfig` and `Global`; `strategy_config` / `train_config` may also be given directly (dicts or typed
+    objects). `eval_callback(predictor) -> float` scores a candidate (higher is better unless
+    `higher_is_better=False`); without it, the EMD to the original model on `eval_dataloader` is the metric.
+    `devices` is where training runs ('cpu' or 'gpu'); `deploy_hardware` is where the model will run.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None,
+        train_dataloader: Iterable | Callable[[], Iterable] | None,
+        model_filename: str | None = None,
+        params_filename: str | None = None,
+        save_dir: str | os.PathLike | None = "./output",
+        config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None,
+        target_speedup: float | str | None = None,
+        eval_callback: Callable | None = None,
+        eval_dataloader: Iterable | Callable[[], Iterable] | None = None,
+        deploy_hardware: str | None = None,
+        strategy_config: Mapping[str, Any] | None = None,
+        train_config: Any = None,
+        devices: str | None = None,
+        higher_is_better: bool | None = None,
+    ):
+        self.config = load_config(config, strategy_config, train_config)
+        g = self.config.global_
+        # Explicit arguments win over the Global section of a YAML.
+        overrides = {
+            "model_dir": str(model_dir) if model_dir is not None else None,
+            "model_filename": model_filename,
+            "params_filename": params_filename,
+            "input_shapes": input_shapes,
+            "deploy_hardware": deploy_hardware,
+            "devices": devices,
+            "higher_is_better": higher_is_better,
+        }
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(g, key, value)
+        if save_dir is not None and (g.save_dir is None or save_dir != "./output"):
+            g.save_dir = str(save_dir)
+        if g.save_dir is None:
+            g.save_dir = "./output"
+        if g.model_dir is None:
+            raise ConfigError("model_dir is not set: pass it or set Global.model_dir in the config")
+        self.kind, self.model_path, self.params_path = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
+        self.save_dir = check_save_dir(g.save_dir, self.model_path.parent)
+        self.hardware = resolve_hardware(g.deploy_hardware)
+        self.train_dataloader = train_dataloader
+        self.eval_callback = eval_callback
+        self.eval_dataloader = eval_dataloader
+        if eval_callback is None and eval_dataloader is None:
+            raise ConfigError(
+                "give eval_callback (predictor -> metric) or eval_dataloader (the metric is then the EMD between the "
+                "outputs of the original and the compressed model)"
+            )
+        self.target_speedup = target_speedup
+
+    def compress(self) -> CompressResult:
+        started = time.perf_counter()
+        g = self.config.global_
+        log.info("loading %s", self.model_path)
+        original = load_model(g.model_dir, g.model_filename, g.params_filename)
+        model = prepare_model(original, g.input_shapes)
+        specs = input_specs(model)
+        train = BatchAdapter(self.train_dataloader, specs, "train_dataloader") if self.train_dataloader is not None else None
+        eval_batches = BatchAdapter(self.eval_dataloader, specs, "eval_dataloader") if self.eval_dataloader is not None else None
+        first_source = train or eval_batches
+        if first_source is None:
+            raise ConfigError("train_dataloader is None; compression needs data (calibration or training batches)")
+        sample_feed = _batch_one(first_source.first()[0])
+        if eval_batches is not None:
+            eval_batches.first()
+
+        evaluator = Evaluator(model, self.hardware, self.eval_callback, eval_batches, g.higher_is_better, threads=None)
+        baseline_metric = evaluator(model)
+        log.info("baseline %s = %.6g", evaluator.name, baseline_metric)
+        if self.config.train is not None and self.config.train.origin_metric is not None:
+            self._check_origin_metric(baseline_metric, self.config.train.origin_metric, self.config.train.origin_metric_tolerance)
+        baseline = summarize(model, baseline_metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
+
+        work_dir = self.save_dir.with_name(self.save_dir.name + ".work")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ctx = CompressionContext(
+            config=self.config,
+            original=model,
+            train_batches=train,
+            evaluator=evaluator,
+            hardware=self.hardware,
+            work_dir=work_dir,
+            baseline_metric=baseline_metric,
+            sample_feed=sample_feed,
+            threads=g.latency_threads,
+        )
+        stages = plan_stages(self.config)
+        timeline = []
+        candidates: list[dict[str, Any]] = []
+        current = model
+        for stage in stages:
+            t0 = time.perf_counter()
+            log.info("stage %s", stage.name)
+            result: StageResult = stage.run(current, ctx)
+            current = result.model
+            timeline.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), "info": result.info})
+            candidates.extend({"stage": stage.name, **c} for c in result.candidates)
+
+        validate_exported(current, sample_feed, self.hardware)
+        metric = evaluator(current) if stages else baseline_metric
+        compressed = summarize(current, metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
+        report = {
+            "baseline": baseline.to_dict(),
+            "compressed": compressed.to_dict(),
+            "speedup": round(baseline.latency_ms / max(compressed.latency_ms, 1e-9), 4),
+            "metric_higher_is_better": evaluator.higher_is_better,
+            "strategy": [s.name for s in stages],
+            "timeline": timeline,
+            "candidates": candidates,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "hardware": self._hardware_info(),
+            "model": {"source": str(self.model_path), "format": self.kind},
+        }
+        with atomic_dir(self.save_dir) as tmp:
+            onnx.save_model(current, str(tmp / "model.onnx"), **_external_data_args(current))
+            save_config(self.config, tmp / "config.yaml")
+            (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        log.info("saved %s", self.save_dir)
+        return CompressResult(
+            save_dir=self.save_dir,
+            model_path=self.save_dir / "model.onnx",
+            config_path=self.save_dir / "config.yaml",
+            report_path=self.save_dir / "report.json",
+            report=report,
+            baseline=baseline,
+            compressed=compressed,
+            strategy=report["strategy"],
+        )
+
+    @staticmethod
+    def _check_origin_metric(measured: float, expected: float, tolerance: float) -> None:
+        scale = max(abs(expected), 1e-12)
+        if abs(measured - expected) / scale > tolerance:
+            raise ConfigError(
+                f"the eval function gives {measured:.6g} for the uncompressed model but TrainConfig.origin_metric says "
+                f"{expected:.6g} (relative tolerance {tolerance}); check the eval function and the data"
+            )
+
+    def _hardware_info(self) -> dict[str, Any]:
+        return {
+            "deploy_hardware": self.hardware.name,
+            "latency_measured_on_target": self.hardware.measured,
+            "note": self.hardware.note,
+            "providers": list(self.hardware.providers),
+            "latency_threads": self.config.global_.latency_threads,
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+        }
+
+
+def _external_data_args(model: onnx.ModelProto) -> dict[str, Any]:
+    if model.ByteSize() < 2**31 - 1:
+        return {}
+    return {"save_as_external_data": True, "location": "model.onnx.data"}
+
+
+def _json_default(value: Any):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,167 @@
+"""Command line: `autocompress compress|eval|bench|report`. Errors print one clear message and exit with 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from autocompress.errors import AutoCompressError
+
+log = logging.getLogger("autocompress")
+
+EXIT_USAGE = 2
+
+
+def _load_data(section, model, what):
+    from autocompress.data.batches import input_specs  # noqa: PLC0415
+    from autocompress.data.folder import FolderDataset  # noqa: PLC0415
+
+    if section is None:
+        return None
+    specs = input_specs(model)
+    if len(specs) != 1 and section.input_name is None:
+        raise AutoCompressError(f"{what}: the model has inputs {[s.name for s in specs]}; set input_name")
+    return FolderDataset(section, specs[0].name)
+
+
+def cmd_compress(args) -> int:
+    from autocompress.api import AutoCompression  # noqa: PLC0415
+    from autocompress.config.loader import load_config  # noqa: PLC0415
+    from autocompress.graph.load import load_model  # noqa: PLC0415
+
+    config = load_config(args.config)
+    g = config.global_
+    if args.model:
+        g.model_dir, g.model_filename, g.params_filename = args.model, None, None
+    if args.save_dir:
+        g.save_dir = args.save_dir
+    if g.model_dir is None:
+        raise AutoCompressError("no model: pass --model or set Global.model_dir in the config")
+    if g.train_data is None:
+        raise AutoCompressError("the CLI reads data from the config: set Global.train_data (and optionally eval_data)")
+    model = load_model(g.model_dir, g.model_filename, g.params_filename)
+    train = _load_data(g.train_data, model, "train_data")
+    evald = _load_data(g.eval_data, model, "eval_data") or train
+    ac = AutoCompression(
+        g.model_dir, train, g.model_filename, g.params_filename, save_dir=g.save_dir or "./output",
+        config=config, eval_dataloader=evald,
+    )
+    result = ac.compress()
+    print(json.dumps({k: result.report[k] for k in ("baseline", "compressed", "speedup", "strategy")}, indent=2))
+    print(f"saved to {result.save_dir}")
+    return 0
+
+
+def _parse_shape(text: str) -> tuple[str, list[int]]:
+    name, _, dims = text.partition("=")
+    try:
+        return name, [int(d) for d in dims.split(",")]
+    except ValueError:
+        raise AutoCompressError(f"--shape {text!r}: expected NAME=D1,D2,... e.g. x=1,3,224,224") from None
+
+
+def cmd_bench(args) -> int:
+    from autocompress.data.batches import input_specs  # noqa: PLC0415
+    from autocompress.graph.load import load_model  # noqa: PLC0415
+    from autocompress.runtime.ort import measure_latency  # noqa: PLC0415
+
+    model = load_model(args.model)
+    shapes = dict(_parse_shape(s) for s in args.shape or [])
+    feed = {}
+    rng = np.random.default_rng(0)
+    for spec in input_specs(model):
+        shape = shapes.get(spec.name) or [d if d is not None else 1 for d in spec.shape]
+        if any(d is None for d in shape):
+            raise AutoCompressError(f"input {spec.name!r} has dynamic dims; pass --shape {spec.name}=...")
+        feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+    lat = measure_latency(model, feed, args.hardware, threads=args.threads, runs=args.runs)
+    print(json.dumps(lat.to_dict(), indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from autocompress.config.loader import load_config  # noqa: PLC0415
+    from autocompress.data.batches import BatchAdapter, input_specs  # noqa: PLC0415
+    from autocompress.evaluation import Evaluator  # noqa: PLC0415
+    from autocompress.graph.load import load_model  # noqa: PLC0415
+    from autocompress.runtime.ort import resolve_hardware  # noqa: PLC0415
+
+    config = load_config(args.config)
+    section = config.global_.eval_data or config.global_.train_data
+    if section is None:
+        raise AutoCompressError("set Global.eval_data in the config to evaluate")
+    reference = load_model(args.reference)
+    candidate = load_model(args.model)
+    batches = BatchAdapter(_load_data(section, reference, "eval_data"), input_specs(reference), "eval_data")
+    evaluator = Evaluator(reference, resolve_hardware(config.global_.deploy_hardware), eval_batches=batches)
+    print(json.dumps({"metric_name": evaluator.name, "metric": evaluator(candidate)}, indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    path = Path(args.save_dir) / "report.json"
+    if not path.is_file():
+        raise AutoCompressError(f"{str(path)!r} does not exist; is {args.save_dir!r} a save_dir written by autocompress?")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    print(json.dumps({k: report.get(k) for k in ("baseline", "compressed", "speedup", "strategy", "elapsed_s")}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocompress",
+        description="Compress an exported ONNX (or Paddle) model: quantization, pruning, sparsity, distillation.",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "compress",
+        help="run the strategies of a YAML config and write save_dir (model.onnx, config.yaml, report.json)",
+        description="Compress the model named in --model or Global.model_dir with the config's strategies. "
+        "Data comes from Global.train_data / Global.eval_data (a folder of images or .npy files); "
+        "without an eval callback the metric is the EMD between original and compressed outputs.",
+    )
+    p.add_argument("--config", required=True, help="YAML config (strategy sections, TrainConfig, Global)")
+    p.add_argument("--model", help="model file or folder (overrides Global.model_dir)")
+    p.add_argument("--save-dir", help="output folder (overrides Global.save_dir); must not be inside the model folder")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("eval", help="EMD of a model's outputs to a reference model on the config's eval data")
+    p.add_argument("--model", required=True, help="candidate model")
+    p.add_argument("--reference", required=True, help="reference (original) model")
+    p.add_argument("--config", required=True, help="YAML config with Global.eval_data")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="median/p90 latency of a model with ONNX Runtime on this machine")
+    p.add_argument("--model", required=True)
+    p.add_argument("--shape", action="append", help="NAME=D1,D2,... for inputs with dynamic dims (repeatable)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--hardware", default="cpu")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="print the summary of a save_dir's report.json")
+    p.add_argument("save_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except AutoCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Base class of every typed config section.
+
+Sections are pydantic models that forbid unknown keys, so a typo is an error instead of a silently ignored
+setting (ACT's most confusing behaviour). Older PaddleSlim key names are accepted as aliases and normalised to the
+current names, so the effective config written to save_dir always uses one vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from autocompress.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Section(BaseModel):
+    """A config section: strict, typed, with documented legacy aliases."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    #: legacy key -> current key, applied before validation.
+    legacy_aliases: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename_legacy_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in cls.legacy_aliases.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"both '{old}' and its current name '{new}' are set; keep only '{new}'")
+                log.info("%s: legacy key '%s' read as '%s'", cls.__name__, old, new)
+                data[new] = data.pop(old)
+        return data
+
+    @classmethod
+    def parse(cls, data: Any, section: str | None = None) -> "Section":
+        """Validate `data` (dict, None or an instance) into this section, raising ConfigError on failure."""
+        if isinstance(data, cls):
+            return data
+        if data is None:
+            data = {}
+        if hasattr(data, "__dict__") and not isinstance(data, dict):
+            # PaddleSlim-style strategy objects (plain classes holding their fields as attributes).
+            data = {k: v for k, v in vars(data).items() if not k.startswith("_") and k != "name"}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{section or cls.__name__}: expected a mapping of keys to values, got {type(data).__name__} {data!r}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, section or cls.__name__, cls)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with every default filled in, as written to save_dir/config.yaml."""
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError, section: str, model: type[BaseModel]) -> str:
+    """One line per problem: the key path, the offending value and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = f"{section}.{loc}" if loc else section
+        if err["type"] == "extra_forbidden":
+            allowed = sorted(model.model_fields)
+            lines.append(f"{key}: unknown key; allowed keys of {section} are {allowed}")
+            continue
+        value = err.get("input")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{key} = {value!r}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)

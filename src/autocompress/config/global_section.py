@@ -1,0 +1,43 @@
+"""The `Global` section: what a YAML needs besides strategies to drive the CLI alone."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field
+
+from autocompress.config.base import Section
+
+
+class DataSection(Section):
+    """A dataset on disk for the CLI: a folder of images or of .npy arrays (one sample per file).
+
+    Images are resized to `size` (H, W), scaled to [0, 1], normalised with mean/std per channel and laid out as
+    NCHW float32. `.npy` files hold one sample each (without batch dimension) and are used as they are.
+    """
+
+    path: str
+    format: Literal["images", "npy"] = "images"
+    input_name: Optional[str] = None
+    batch_size: int = Field(1, ge=1)
+    size: Optional[list[int]] = None
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
+    bgr: bool = False
+    limit: Optional[int] = Field(None, ge=1)
+
+
+class GlobalConfig(Section):
+    model_dir: Optional[str] = None
+    model_filename: Optional[str] = None
+    params_filename: Optional[str] = None
+    input_shapes: Optional[Union[dict[str, list[int]], list[int]]] = None
+    deploy_hardware: str = "cpu"
+    devices: str = "cpu"
+    save_dir: Optional[str] = None
+    #: True if a larger eval_callback metric is better (accuracy, IoU); False for losses/errors.
+    higher_is_better: bool = True
+    train_data: Optional[DataSection] = None
+    eval_data: Optional[DataSection] = None
+    #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
+    latency_threads: int = Field(1, ge=1)

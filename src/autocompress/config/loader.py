@@ -1,0 +1,115 @@
+"""Load, validate and write the full config (YAML file, dict, or typed objects)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from autocompress.config.base import Section
+from autocompress.config.combinations import check_combination, ordered_stage_keys
+from autocompress.config.global_section import GlobalConfig
+from autocompress.config.strategies import LEGACY_SECTION_NAMES, STRATEGY_SECTIONS
+from autocompress.config.train import TrainConfig
+from autocompress.errors import ConfigError
+
+TOP_LEVEL_KEYS = ("Global", "TrainConfig", *STRATEGY_SECTIONS)
+
+
+@dataclass
+class CompressConfig:
+    """The effective config: every section typed, every default filled in."""
+
+    global_: GlobalConfig = field(default_factory=GlobalConfig)
+    train: TrainConfig | None = None
+    strategies: dict[str, Section] = field(default_factory=dict)
+
+    @property
+    def stage_keys(self) -> list[str]:
+        return ordered_stage_keys(set(self.strategies))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Global": self.global_.to_dict()}
+        for key in self.stage_keys + [k for k in self.strategies if k not in self.stage_keys]:
+            out[key] = self.strategies[key].to_dict()
+        if self.train is not None:
+            out["TrainConfig"] = self.train.to_dict()
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
+    strategy_config: Mapping[str, Any] | None = None,
+    train_config: Any = None,
+) -> CompressConfig:
+    """Merge a YAML path or dict with the seed-style `strategy_config` / `train_config` arguments.
+
+    Legacy section names (Quantization, Prune) and legacy keys are normalised. Unknown sections, keys,
+    wrong types and unsupported combinations raise ConfigError naming the key and what is allowed.
+    """
+    if isinstance(config, CompressConfig):
+        raw: dict[str, Any] = config.to_dict()
+    elif config is None:
+        raw = {}
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        raw = _read_yaml(config)
+    else:
+        raise ConfigError(f"config must be a YAML path, a dict or None, got {type(config).__name__}")
+
+    if strategy_config is not None:
+        if isinstance(strategy_config, (list, tuple)):
+            merged: dict[str, Any] = {}
+            for part in strategy_config:
+                merged.update(part)
+            strategy_config = merged
+        if not isinstance(strategy_config, Mapping):
+            raise ConfigError("strategy_config must be a dict such as {'QuantPost': QuantPost(...)}")
+        for key, value in strategy_config.items():
+            raw[key] = value
+    if train_config is not None:
+        raw["TrainConfig"] = train_config
+
+    sections: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = LEGACY_SECTION_NAMES.get(key, key)
+        if name not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"unknown config section {key!r}; allowed sections are {list(TOP_LEVEL_KEYS)}")
+        if name in sections:
+            raise ConfigError(f"section {name!r} is given twice (as {key!r} and under its other name)")
+        sections[name] = value
+
+    result = CompressConfig()
+    result.global_ = GlobalConfig.parse(sections.pop("Global", None), "Global")
+    if "TrainConfig" in sections:
+        result.train = TrainConfig.parse(sections.pop("TrainConfig"), "TrainConfig")
+    for key, value in sections.items():
+        result.strategies[key] = STRATEGY_SECTIONS[key].parse(value, key)
+    check_combination(set(result.strategies))
+    return result
+
+
+def save_config(config: CompressConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(config.to_yaml(), encoding="utf-8")

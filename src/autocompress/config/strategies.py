@@ -1,0 +1,264 @@
+"""Typed configs of the compression strategies, one class per top-level key of the PaddleSlim schema.
+
+Field names and defaults follow PaddleSlim's AutoCompression; comments say where ours differ and why.
+Op types may be written as ONNX op types (Conv, MatMul) or as PaddleSlim names (conv2d, mul); the quantization
+stage normalises them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from autocompress.config.base import Section
+
+WeightQuantizeType = Literal["channel_wise_abs_max", "abs_max"]
+PtqAlgo = Literal["abs_max", "avg", "hist", "KL", "mse", "emd"]
+DistillLoss = Literal["l2", "soft_label", "fsp"]
+
+_DEFAULT_QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+
+
+def _as_list(value):
+    if value is None:
+        return value
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _normalise_loss_name(value):
+    """PaddleSlim writes both 'l2' and 'l2_loss'; accept both."""
+    names = {"l2_loss": "l2", "soft_label_loss": "soft_label", "fsp_loss": "fsp"}
+    if isinstance(value, str):
+        return names.get(value, value)
+    if isinstance(value, (list, tuple)):
+        return [names.get(v, v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+class _QuantCommon(Section):
+    quantize_op_types: list[str] = Field(default_factory=lambda: list(_DEFAULT_QUANT_OPS))
+    weight_bits: int = Field(8, ge=2, le=16)
+    activation_bits: int = Field(8, ge=2, le=16)
+    not_quant_pattern: list[str] = Field(default_factory=lambda: ["skip_quant"])
+    weight_quantize_type: WeightQuantizeType = "channel_wise_abs_max"
+    is_full_quantize: bool = False
+    #: Always exported as ONNX QuantizeLinear/DequantizeLinear; kept for config compatibility.
+    onnx_format: bool = True
+    for_tensorrt: bool = False
+
+    _listify = field_validator("quantize_op_types", "not_quant_pattern", mode="before")(_as_list)
+
+    @field_validator("quantize_op_types")
+    @classmethod
+    def _non_empty(cls, value):
+        if not value:
+            raise ValueError("quantize_op_types is empty; list at least one op type such as Conv or MatMul")
+        return value
+
+
+class QuantAware(_QuantCommon):
+    """Quantization-aware training (fake-quant in the trained graph, exported as QDQ)."""
+
+    use_pact: bool = False
+    activation_quantize_type: Literal["moving_average_abs_max", "range_abs_max", "abs_max"] = "moving_average_abs_max"
+    dtype: Literal["int8", "uint8"] = "int8"
+    window_size: int = Field(10000, ge=1)
+    moving_rate: float = Field(0.9, gt=0.0, lt=1.0)
+
+
+class QuantPost(_QuantCommon):
+    """Post-training quantization from calibration statistics."""
+
+    legacy_aliases: ClassVar[dict[str, str]] = {"bias_correction": "bias_correct"}
+
+    batch_size: int = Field(32, ge=1)
+    batch_nums: Optional[int] = Field(None, ge=1)
+    algo: PtqAlgo = "hist"
+    hist_percent: float = Field(0.999, gt=0.0, le=1.0)
+    bias_correct: bool = False
+    activation_quantize_type: Literal["range_abs_max", "moving_average_abs_max", "abs_max"] = "range_abs_max"
+    skip_tensor_list: Optional[list[str]] = None
+    # Reconstruction (AdaRound/BRECQ-style) options of PaddleSlim; accepted, and rejected if switched on.
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(0.1, gt=0.0)
+    regions: Optional[list[list[str]]] = None
+    region_weights_names: Optional[list[list[str]]] = None
+    recon_level: Optional[Literal["layer-wise", "region-wise"]] = None
+    simulate_activation_quant: bool = False
+    #: Accuracy-driven fallback: largest allowed metric drop; the most harmful ops return to float until met.
+    max_metric_drop: Optional[float] = Field(None, ge=0.0)
+
+    @field_validator("recon_level")
+    @classmethod
+    def _no_reconstruction(cls, value):
+        if value is not None:
+            raise ValueError("reconstruction quantization (recon_level) is not supported; leave it unset")
+        return value
+
+
+class Distillation(Section):
+    """Single-teacher distillation; the teacher is the original model unless teacher_model_dir is set."""
+
+    legacy_aliases: ClassVar[dict[str, str]] = {
+        "distill_loss": "loss",
+        "distill_node_pair": "node",
+        "distill_lambda": "alpha",
+    }
+
+    loss: Union[DistillLoss, list[DistillLoss]] = "l2"
+    node: list[Union[str, list[str]]] = Field(default_factory=list)
+    alpha: Union[float, list[float]] = 1.0
+    teacher_model_dir: Optional[str] = None
+    teacher_model_filename: Optional[str] = None
+    teacher_params_filename: Optional[str] = None
+    merge_feed: bool = True
+    #: Temperature of the soft_label loss.
+    temperature: float = Field(1.0, gt=0.0)
+    #: Weight of a label loss when the train loader also yields labels (0 = off).
+    label_loss_weight: float = Field(0.0, ge=0.0)
+
+    _loss_names = field_validator("loss", mode="before")(_normalise_loss_name)
+
+    @model_validator(mode="after")
+    def _lengths_agree(self):
+        if isinstance(self.loss, list) and isinstance(self.alpha, list) and len(self.loss) != len(self.alpha):
+            raise ValueError(f"loss has {len(self.loss)} entries but alpha has {len(self.alpha)}; they pair up")
+        return self
+
+
+class MultiTeacherDistillation(Section):
+    """Several teachers, each with its own loss, node pairs and weight."""
+
+    legacy_aliases: ClassVar[dict[str, str]] = Distillation.legacy_aliases
+
+    loss: list[DistillLoss] = Field(default_factory=list)
+    node: list[list[str]] = Field(default_factory=list)
+    alpha: list[float] = Field(default_factory=list)
+    teacher_model_dir: list[str] = Field(default_factory=list)
+    teacher_model_filename: list[Optional[str]] = Field(default_factory=list)
+    teacher_params_filename: list[Optional[str]] = Field(default_factory=list)
+    merge_feed: bool = True
+    temperature: float = Field(1.0, gt=0.0)
+
+    _loss_names = field_validator("loss", mode="before")(_normalise_loss_name)
+
+    @model_validator(mode="after")
+    def _per_teacher_lists_agree(self):
+        n = len(self.teacher_model_dir)
+        if n == 0:
+            raise ValueError("teacher_model_dir lists no teacher; give one model path per teacher")
+        for key in ("loss", "node", "alpha"):
+            got = len(getattr(self, key))
+            if got != n:
+                raise ValueError(f"{key} has {got} entries but there are {n} teachers; give one per teacher")
+        return self
+
+
+class HyperParameterOptimization(Section):
+    """Search space of post-training quantization settings, searched with Optuna's TPE."""
+
+    ptq_algo: list[PtqAlgo] = Field(default_factory=lambda: ["KL", "hist", "avg", "mse"])
+    bias_correct: list[bool] = Field(default_factory=lambda: [True, False])
+    weight_quantize_type: list[WeightQuantizeType] = Field(default_factory=lambda: ["channel_wise_abs_max"])
+    hist_percent: list[float] = Field(default_factory=lambda: [0.98, 0.999])
+    batch_num: list[int] = Field(default_factory=lambda: [10, 30])
+    max_quant_count: int = Field(20, ge=1)
+    seed: int = 0
+
+    _listify = field_validator(
+        "ptq_algo", "bias_correct", "weight_quantize_type", "hist_percent", "batch_num", mode="before"
+    )(_as_list)
+
+    @field_validator("hist_percent")
+    @classmethod
+    def _percent_range(cls, value):
+        for v in value:
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"hist_percent {v} is outside (0, 1]")
+        return value
+
+    @field_validator("batch_num")
+    @classmethod
+    def _positive(cls, value):
+        if any(v < 1 for v in value):
+            raise ValueError("batch_num values must be >= 1")
+        return value
+
+
+class ChannelPrune(Section):
+    """Structured pruning: whole channels are removed from the graph."""
+
+    pruned_ratio: Union[float, dict[str, float]] = 0.3
+    prune_params_name: Optional[list[str]] = None
+    criterion: Literal["l1_norm", "bn_scale", "geometry_median"] = "l1_norm"
+    #: Kept channel counts are rounded to a multiple of this (ORT's AVX-512 kernels like 16).
+    round_to: int = Field(16, ge=1)
+
+    @field_validator("pruned_ratio")
+    @classmethod
+    def _ratio_range(cls, value):
+        ratios = value.values() if isinstance(value, dict) else [value]
+        for r in ratios:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"pruned_ratio {r} is outside [0, 1)")
+        return value
+
+
+class ASPPrune(Section):
+    """2:4 semi-structured sparsity (sparse tensor cores)."""
+
+    prune_params_name: Optional[list[str]] = None
+
+
+class TransformerPrune(Section):
+    """Removes attention heads and FFN neurons of transformer encoders."""
+
+    pruned_ratio: float = Field(0.25, ge=0.0, lt=1.0)
+
+
+class GmpConfig(Section):
+    stable_iterations: int = Field(0, ge=0)
+    pruning_iterations: int = Field(1000, ge=1)
+    tunning_iterations: int = Field(1000, ge=0)
+    resume_iteration: int = -1
+    pruning_steps: int = Field(100, ge=1)
+    initial_ratio: float = Field(0.15, ge=0.0, lt=1.0)
+
+
+class UnstructurePrune(Section):
+    """Unstructured (element-wise) sparsity, optionally with the GMP schedule."""
+
+    legacy_aliases: ClassVar[dict[str, str]] = {"pruned_ratio": "prune_ratio", "ratio": "prune_ratio"}
+
+    prune_strategy: Optional[Literal["gmp"]] = None
+    prune_mode: Literal["ratio", "threshold"] = "ratio"
+    threshold: float = Field(0.01, ge=0.0)
+    prune_ratio: float = Field(0.55, ge=0.0, lt=1.0)
+    gmp_config: Optional[GmpConfig] = None
+    prune_params_type: Optional[Literal["conv1x1_only"]] = "conv1x1_only"
+    local_sparsity: bool = False
+
+    @model_validator(mode="after")
+    def _gmp_needs_config(self):
+        if self.prune_strategy == "gmp" and self.gmp_config is None:
+            self.gmp_config = GmpConfig()
+        if self.prune_strategy == "gmp" and self.prune_mode != "ratio":
+            raise ValueError("prune_strategy 'gmp' ramps a ratio; it needs prune_mode 'ratio'")
+        return self
+
+
+STRATEGY_SECTIONS: dict[str, type[Section]] = {
+    "QuantAware": QuantAware,
+    "QuantPost": QuantPost,
+    "Distillation": Distillation,
+    "MultiTeacherDistillation": MultiTeacherDistillation,
+    "HyperParameterOptimization": HyperParameterOptimization,
+    "ChannelPrune": ChannelPrune,
+    "ASPPrune": ASPPrune,
+    "TransformerPrune": TransformerPrune,
+    "UnstructurePrune": UnstructurePrune,
+}
+
+#: Older PaddleSlim top-level key names.
+LEGACY_SECTION_NAMES = {"Quantization": "QuantAware", "Prune": "ChannelPrune"}

@@ -1,0 +1,168 @@
+"""Turn a user's dataloader into validated feed dicts for one model.
+
+Accepted: any re-iterable (list, torch DataLoader, object with __iter__) or a function returning an iterable
+(PaddleSlim's `reader_wrapper` style). Each batch is a dict {input_name: numpy array | torch tensor}, or a
+tuple/list matched positionally to the model inputs. A key `label` (or `labels`), or one extra trailing
+tuple element, is taken as the label for an optional label loss. Problems are reported on the batch where they
+occur, naming the input and what the model expects.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import onnx
+
+from autocompress.errors import DataError
+
+log = logging.getLogger(__name__)
+
+LABEL_KEYS = ("label", "labels")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]  # None for a dynamic dim
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        ttype = value.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type))
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim)
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class BatchAdapter:
+    """A re-iterable over `(feeds, label)` pairs, validated against the model's inputs."""
+
+    def __init__(
+        self,
+        loader: Iterable | Callable[[], Iterable],
+        specs: list[InputSpec],
+        what: str = "train_dataloader",
+        limit: int | None = None,
+    ):
+        if loader is None:
+            raise DataError(f"{what} is None; pass an iterable of {{input_name: array}} batches")
+        self._source = loader
+        self.specs = specs
+        self.what = what
+        self.limit = limit
+        self._warned_cast = False
+        if not callable(loader) and iter(loader) is loader:
+            raise DataError(
+                f"{what} is a one-shot iterator (e.g. a generator object); compression iterates the data several "
+                "times. Pass a list, a torch DataLoader, or a function returning a new generator (reader_wrapper style)"
+            )
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def _iterable(self) -> Iterable:
+        source = self._source
+        if callable(source) and not hasattr(source, "__iter__"):
+            source = source()
+        return source
+
+    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        count = 0
+        for index, batch in enumerate(self._iterable()):
+            if self.limit is not None and count >= self.limit:
+                break
+            yield self.convert(batch, index)
+            count += 1
+        if count == 0:
+            raise DataError(f"{self.what} yielded no batch; it must yield at least one")
+
+    def feeds(self) -> Iterator[dict[str, np.ndarray]]:
+        for feed, _ in self:
+            yield feed
+
+    def first(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The first batch, validated: used to fail fast before any long work."""
+        for item in self:
+            return item
+        raise DataError(f"{self.what} yielded no batch")  # pragma: no cover - __iter__ raises first
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._iterable()) if self.limit is None else min(self.limit, sum(1 for _ in self._iterable()))
+
+    def convert(self, batch: Any, index: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        names = self.input_names
+        label = None
+        if isinstance(batch, Mapping):
+            unknown = [k for k in batch if k not in names and k not in LABEL_KEYS]
+            if unknown:
+                raise DataError(
+                    f"{self.what} batch {index} has key(s) {unknown} that match no model input; the model's inputs "
+                    f"are {names} (plus optional 'label')"
+                )
+            missing = [n for n in names if n not in batch]
+            if missing:
+                raise DataError(f"{self.what} batch {index} lacks model input(s) {missing}; it has keys {list(batch)}")
+            raw = {n: batch[n] for n in names}
+            for key in LABEL_KEYS:
+                if key in batch:
+                    label = _to_numpy(batch[key])
+        elif isinstance(batch, (list, tuple)):
+            if len(batch) not in (len(names), len(names) + 1):
+                raise DataError(
+                    f"{self.what} batch {index} is a sequence of {len(batch)} items; the model has {len(names)} "
+                    f"input(s) {names} (one more item is read as the label)"
+                )
+            raw = dict(zip(names, batch))
+            if len(batch) == len(names) + 1:
+                label = _to_numpy(batch[-1])
+        elif len(names) == 1 and (isinstance(batch, np.ndarray) or hasattr(batch, "detach")):
+            raw = {names[0]: batch}
+        else:
+            raise DataError(
+                f"{self.what} batch {index} is a {type(batch).__name__}; yield dicts {{input_name: array}} with "
+                f"input names {names}, or tuples in that order"
+            )
+        feeds = {spec.name: self._check(spec, _to_numpy(raw[spec.name]), index) for spec in self.specs}
+        return feeds, label
+
+    def _check(self, spec: InputSpec, array: np.ndarray, index: int) -> np.ndarray:
+        where = f"{self.what} batch {index}, input {spec.name!r}"
+        if array.dtype != spec.dtype:
+            if np.issubdtype(array.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating):
+                if not self._warned_cast:
+                    log.warning("%s: casting %s data to the model's %s", where, array.dtype, spec.dtype)
+                    self._warned_cast = True
+                array = array.astype(spec.dtype)
+            else:
+                raise DataError(f"{where} has dtype {array.dtype}; the model expects {spec.dtype}")
+        if spec.shape and array.ndim != len(spec.shape):
+            raise DataError(
+                f"{where} has shape {list(array.shape)} (rank {array.ndim}); the model expects rank {len(spec.shape)} "
+                f"{[d if d is not None else '?' for d in spec.shape]} (did you forget the batch dimension?)"
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+            if want is not None and got != want:
+                raise DataError(
+                    f"{where} has shape {list(array.shape)}; dim {axis} must be {want} "
+                    f"(model expects {[d if d is not None else '?' for d in spec.shape]})"
+                )
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int(np.size(array) - np.isfinite(array).sum())
+            raise DataError(f"{where} contains {bad} NaN/Inf value(s); clean the data before compression")
+        return np.ascontiguousarray(array)

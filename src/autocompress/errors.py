@@ -1,0 +1,29 @@
+"""Exceptions raised by autocompress.
+
+Every error a user can cause derives from AutoCompressError so that the CLI can turn it into a
+clear message and exit code 2, and API users can catch one type.
+"""
+
+
+class AutoCompressError(Exception):
+    """Base class of every documented autocompress error."""
+
+
+class ConfigError(AutoCompressError, ValueError):
+    """A config key, value or combination is invalid; the message names the key and what is allowed."""
+
+
+class ModelLoadError(AutoCompressError):
+    """The model file is missing, corrupt, unsafe or in a format that needs an extra."""
+
+
+class DataError(AutoCompressError, ValueError):
+    """A batch from a dataloader does not fit the model (names, dtype, rank, shape, NaN) or is empty."""
+
+
+class UnsupportedOpError(AutoCompressError):
+    """An ONNX op that a pass or the torch executor does not implement."""
+
+
+class StrategyNotImplementedError(AutoCompressError, NotImplementedError):
+    """A configured strategy that this version does not implement yet."""

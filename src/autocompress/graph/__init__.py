@@ -1,0 +1,1 @@
+"""ONNX graph helpers: loading (ONNX, Paddle), preparation passes, producer/consumer queries."""

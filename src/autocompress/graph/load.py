@@ -1,0 +1,129 @@
+"""Find and load the user's model: an ONNX file, or a Paddle inference model converted with paddle2onnx.
+
+The user's files are only read. External-data locations are checked before onnx reads them, so a crafted
+model cannot make us read files outside its own directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from autocompress.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PADDLE_MODEL_SUFFIXES = (".pdmodel", ".json")
+
+
+def resolve_model_files(
+    model_dir: str | os.PathLike, model_filename: str | None = None, params_filename: str | None = None
+) -> tuple[str, Path, Path | None]:
+    """Return (format, model_path, params_path) where format is 'onnx' or 'paddle'."""
+    root = Path(model_dir)
+    if root.is_file():
+        if model_filename is not None:
+            raise ModelLoadError(f"model_dir {str(root)!r} is a file; set model_filename only when model_dir is a folder")
+        model_path = root
+        root = root.parent
+    elif root.is_dir():
+        if model_filename is None:
+            onnx_files = sorted(root.glob("*.onnx"))
+            paddle_files = sorted(p for s in PADDLE_MODEL_SUFFIXES for p in root.glob(f"*{s}") if s != ".json")
+            paddle_files += sorted(p for p in root.glob("*.json") if p.with_suffix(".pdiparams").exists())
+            candidates = onnx_files or paddle_files
+            if len(candidates) != 1:
+                found = [p.name for p in onnx_files + paddle_files]
+                raise ModelLoadError(
+                    f"cannot tell which model to load in {str(root)!r}: found {found or 'no .onnx/.pdmodel file'}; "
+                    "set model_filename"
+                )
+            model_path = candidates[0]
+        else:
+            model_path = root / model_filename
+    else:
+        raise ModelLoadError(f"model_dir {str(root)!r} does not exist")
+    if not model_path.is_file():
+        raise ModelLoadError(f"model file {str(model_path)!r} does not exist")
+
+    if model_path.suffix in PADDLE_MODEL_SUFFIXES:
+        params = root / params_filename if params_filename else model_path.with_suffix(".pdiparams")
+        if not params.is_file():
+            raise ModelLoadError(f"Paddle params file {str(params)!r} does not exist; set params_filename")
+        return "paddle", model_path, params
+    if params_filename:
+        log.warning("params_filename %r is ignored for an ONNX model", params_filename)
+    return "onnx", model_path, None
+
+
+def check_external_data_paths(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Refuse external-data locations that leave the model's folder (absolute, '..', symlinks)."""
+    base = base_dir.resolve()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                tensors.append(attr.t)
+    for tensor in tensors:
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        if os.path.isabs(location) or ".." in Path(location).parts:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} points to external data {location!r} outside the model folder; refused"
+            )
+        target = (base / location).resolve()
+        if base not in target.parents:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data {location!r} resolves outside the model folder; refused"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data file {str(target)!r} is missing")
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for corrupt files
+        raise ModelLoadError(f"{str(path)!r} is not a readable ONNX model: {exc}") from None
+    check_external_data_paths(model, path.parent)
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read the external data of {str(path)!r}: {exc}") from None
+    if not model.graph.node:
+        raise ModelLoadError(f"{str(path)!r} holds no graph nodes; is it an ONNX model?")
+    return model
+
+
+def convert_paddle(model_path: Path, params_path: Path, opset: int = 13) -> onnx.ModelProto:
+    """Convert a Paddle inference model with paddle2onnx (the `[paddle]` extra)."""
+    try:
+        import paddle2onnx  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise ModelLoadError(
+            f"{model_path.name} is a Paddle inference model; converting it needs paddle2onnx. "
+            "Install the extra: pip install 'autocompress[paddle]'"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="autocompress-p2o-") as tmp:
+        out = Path(tmp) / "model.onnx"
+        try:
+            paddle2onnx.export(str(model_path), str(params_path), str(out), opset_version=opset, enable_onnx_checker=True)
+        except Exception as exc:
+            raise ModelLoadError(f"paddle2onnx could not convert {str(model_path)!r}: {exc}") from None
+        return load_onnx(out)
+
+
+def load_model(
+    model_dir: str | os.PathLike, model_filename: str | None = None, params_filename: str | None = None
+) -> onnx.ModelProto:
+    """Load the user's model as an ONNX ModelProto, converting Paddle models on the fly."""
+    kind, model_path, params_path = resolve_model_files(model_dir, model_filename, params_filename)
+    if kind == "paddle":
+        return convert_paddle(model_path, params_path)
+    return load_onnx(model_path)

@@ -1,0 +1,143 @@
+"""Preparation passes run on every loaded model before any strategy: graph in, graph out.
+
+name nodes -> fix input shapes -> lift Constant weights to initializers -> simplify -> infer shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from typing import Mapping, Sequence
+
+import onnx
+import onnxslim
+
+from autocompress.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: Kept out of simplification: BatchNormalization stays a separate node so training updates its statistics
+#: and ChannelPrune's bn_scale criterion can read it; ONNX Runtime fuses it at inference anyway.
+_SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvTransposeBN"]
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every node a unique name (configs and reports refer to nodes by name)."""
+    seen: Counter[str] = Counter(n.name for n in model.graph.node if n.name)
+    used = set(seen)
+    for i, node in enumerate(model.graph.node):
+        if node.name and seen[node.name] == 1:
+            continue
+        base = node.name or (f"{node.op_type}_{node.output[0]}" if node.output else f"{node.op_type}_{i}")
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        if node.name:
+            seen[node.name] -= 1
+        node.name = name
+        used.add(name)
+    return model
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def fix_input_shapes(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None
+) -> onnx.ModelProto:
+    """Fix dynamic input dims; -1 (or None) keeps a dim dynamic (usually the batch)."""
+    if input_shapes is None:
+        return model
+    inputs = graph_inputs(model)
+    names = [i.name for i in inputs]
+    if not isinstance(input_shapes, Mapping):
+        if len(inputs) != 1:
+            raise ConfigError(f"input_shapes as a list needs a single-input model; this one has inputs {names}")
+        input_shapes = {names[0]: list(input_shapes)}
+    for name, shape in input_shapes.items():
+        if name not in names:
+            raise ConfigError(f"input_shapes names input {name!r}, but the model's inputs are {names}")
+        value = next(i for i in inputs if i.name == name)
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise ConfigError(f"input_shapes[{name!r}] = {list(shape)} has rank {len(shape)}; the model's input has rank {len(dims)}")
+        for dim, size in zip(dims, shape):
+            if size is None or int(size) < 0:
+                if not dim.HasField("dim_param") and dim.dim_value <= 0:
+                    dim.dim_param = "batch" if dim is dims[0] else f"{name}_dyn"
+                continue
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != int(size):
+                raise ConfigError(f"input_shapes[{name!r}] sets a dim to {size}, but the model fixes it to {dim.dim_value}")
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    return model
+
+
+def lift_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn tensor-valued Constant nodes into initializers (paddle2onnx keeps every weight in Constants).
+
+    Trainable weights must be initializers so the torch executor makes them parameters and the QDQ writer and
+    pruner can rewrite them. Outputs keep their names.
+    """
+    graph = model.graph
+    keep = []
+    lifted = 0
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = copy.deepcopy(node.attribute[0].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            lifted += 1
+        else:
+            keep.append(node)
+    if lifted:
+        del graph.node[:]
+        graph.node.extend(keep)
+        log.debug("lifted %d Constant nodes to initializers", lifted)
+    return model
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails."""
+    try:
+        slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=_SKIPPED_FUSIONS)
+    except Exception as exc:  # a simplifier bug must not stop compression
+        log.warning("onnxslim could not simplify the model (%s); continuing with it unsimplified", exc)
+        return model
+    if slim is None:
+        return model
+    return slim
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        log.warning("shape inference failed (%s); shapes stay as exported", exc)
+        return model
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:
+        raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
+
+
+def prepare_model(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None
+) -> onnx.ModelProto:
+    """All preparation passes on a copy of `model`."""
+    model = copy.deepcopy(model)
+    check_model(model)
+    model = fix_input_shapes(model, input_shapes)
+    model = lift_constants(model)
+    model = simplify(model)
+    model = infer_shapes(model)
+    model = name_nodes(model)
+    check_model(model)
+    return model
+

@@ -1,0 +1,1 @@
+"""Execution of ONNX graphs: ONNX Runtime sessions and a differentiable PyTorch executor."""

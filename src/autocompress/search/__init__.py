@@ -1,0 +1,1 @@
+"""Search over compression settings (Optuna) and the scores they are judged by."""

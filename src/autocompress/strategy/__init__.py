@@ -1,0 +1,1 @@
+"""Config keys -> ordered stages; each strategy is a registered Stage class."""

@@ -1,0 +1,70 @@
+import os
+
+import onnx
+import pytest
+
+from autocompress.errors import ModelLoadError
+from autocompress.graph.load import load_model, resolve_model_files
+from tests.conftest import RAPIDOCR_MODELS
+
+
+def test_directory_and_direct_path(tiny_cnn):
+    assert resolve_model_files(tiny_cnn)[1] == tiny_cnn
+    assert resolve_model_files(tiny_cnn.parent)[1] == tiny_cnn
+    assert resolve_model_files(tiny_cnn.parent, "tiny.onnx")[1] == tiny_cnn
+    assert load_model(tiny_cnn).graph.node
+
+
+def test_ambiguous_missing_and_corrupt(tmp_path, tiny_cnn):
+    (tiny_cnn.parent / "other.onnx").write_bytes(tiny_cnn.read_bytes())
+    with pytest.raises(ModelLoadError, match="set model_filename"):
+        resolve_model_files(tiny_cnn.parent)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "missing")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 not a protobuf at all")
+    with pytest.raises(ModelLoadError):
+        load_model(bad)
+
+
+def test_paddle_model_without_extra_says_how_to_install(tmp_path):
+    (tmp_path / "inference.pdmodel").write_bytes(b"x")
+    (tmp_path / "inference.pdiparams").write_bytes(b"x")
+    try:
+        import paddle2onnx  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelLoadError, match=r"autocompress\[paddle\]"):
+            load_model(tmp_path)
+    else:
+        with pytest.raises(ModelLoadError):
+            load_model(tmp_path)
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, tiny_cnn):
+    model = onnx.load(str(tiny_cnn))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 64)
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for location in ("../secret.bin", str(secret)):
+        del tensor.external_data[:]
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", location
+        onnx.save(model, str(tiny_cnn))
+        with pytest.raises(ModelLoadError, match="outside the model folder"):
+            load_model(tiny_cnn)
+    link = tiny_cnn.parent / "link.bin"
+    os.symlink(secret, link)
+    del tensor.external_data[:]
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "link.bin"
+    onnx.save(model, str(tiny_cnn))
+    with pytest.raises(ModelLoadError, match="outside the model folder"):
+        load_model(tiny_cnn)
+
+
+@pytest.mark.skipif(RAPIDOCR_MODELS is None, reason="rapidocr_onnxruntime (examples extra) not installed")
+def test_packaged_ocr_cls_model_loads():
+    model = load_model(RAPIDOCR_MODELS, "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    assert [i.name for i in model.graph.input] == ["x"]

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from autocompress import AutoCompression
+from autocompress.errors import ConfigError, DataError, StrategyNotImplementedError
+
+REPORT_KEYS = {"metric", "metric_name", "latency_ms", "size_mb", "params"}
+
+
+def _accuracy_like(predictor):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    logits = predictor({"x": x})[0]
+    return float(np.mean(np.argmax(logits, 1) >= 0))
+
+
+def test_baseline_run_writes_a_complete_save_dir(tiny_cnn, tiny_batches, tmp_path):
+    save = tmp_path / "out"
+    result = AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_callback=_accuracy_like).compress()
+    assert sorted(p.name for p in save.iterdir()) == ["config.yaml", "model.onnx", "report.json"]
+    report = json.loads((save / "report.json").read_text())
+    assert REPORT_KEYS <= set(report["baseline"]) and REPORT_KEYS <= set(report["compressed"])
+    assert report["baseline"]["metric"] == 1.0 and report["baseline"]["params"] > 1000
+    assert {"strategy", "elapsed_s", "hardware"} <= set(report)
+    assert yaml.safe_load((save / "config.yaml").read_text())["Global"]["deploy_hardware"] == "cpu"
+    assert result.model_path.is_file() and not save.with_name("out.work").exists()
+
+
+def test_emd_metric_without_eval_callback(tiny_cnn, tiny_batches, tmp_path):
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", eval_dataloader=tiny_batches).compress()
+    assert result.baseline.metric_name == "EMD" and result.baseline.metric == 0.0
+
+
+def test_input_model_is_never_modified(tiny_cnn, tiny_batches, tmp_path):
+    before = tiny_cnn.read_bytes()
+    AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", eval_dataloader=tiny_batches).compress()
+    assert tiny_cnn.read_bytes() == before
+
+
+def test_save_dir_inside_model_dir_is_refused(tiny_cnn, tiny_batches):
+    for save in (tiny_cnn.parent, tiny_cnn.parent / "out"):
+        with pytest.raises(ConfigError, match="outside the model's folder"):
+            AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_dataloader=tiny_batches)
+
+
+def test_wrong_input_name_lists_model_inputs(tiny_cnn, tmp_path):
+    batches = [{"image": np.zeros((1, 3, 16, 16), np.float32)}]
+    with pytest.raises(DataError, match=r"model's inputs are \['x'\]"):
+        AutoCompression(tiny_cnn, batches, save_dir=tmp_path / "o", eval_dataloader=batches).compress()
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_eval_is_an_error(tiny_cnn, tiny_batches, tmp_path):
+    with pytest.raises(ConfigError, match="eval_callback"):
+        AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o")
+
+
+def test_origin_metric_mismatch_catches_a_broken_eval(tiny_cnn, tiny_batches, tmp_path):
+    config = {"TrainConfig": {"origin_metric": 0.5}}
+    with pytest.raises(ConfigError, match="origin_metric"):
+        AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config=config,
+                        eval_callback=_accuracy_like).compress()
+
+
+def test_failure_mid_write_leaves_no_save_dir(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
+    import autocompress.api as api
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(api, "save_config", boom)
+    save = tmp_path / "o"
+    with pytest.raises(Exception, match="disk full"):
+        AutoCompression(tiny_cnn, tiny_batches, save_dir=save, eval_dataloader=tiny_batches).compress()
+    assert not save.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
+
+
+def test_previous_result_survives_a_failed_rerun(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
+    import autocompress.api as api
+
+    save = tmp_path / "o"
+    AutoCompression(tiny_cnn, tiny_batches, save_dir=save, eval_dataloader=tiny_batches).compress()
+    monkeypatch.setattr(api, "save_config", lambda *a, **k: (_ for _ in ()).throw(OSError("no space")))
+    with pytest.raises(Exception):
+        AutoCompression(tiny_cnn, tiny_batches, save_dir=save, eval_dataloader=tiny_batches).compress()
+    assert (save / "report.json").is_file()
+
+
+def test_unimplemented_strategy_is_a_clear_error(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
+    import autocompress.strategy.base as base
+
+    monkeypatch.setattr(base, "REGISTRY", {})
+    monkeypatch.setattr(base, "_load_builtin_strategies", lambda: None)
+    with pytest.raises(StrategyNotImplementedError, match="not implemented"):
+        AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"ASPPrune": {}},
+                        eval_dataloader=tiny_batches).compress()
