@@ -20,7 +20,7 @@ def _accuracy_like(predictor):
 def test_baseline_run_writes_a_complete_save_dir(tiny_cnn, tiny_batches, tmp_path):
     save = tmp_path / "out"
     result = AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_callback=_accuracy_like).compress()
-    assert sorted(p.name for p in save.iterdir()) == ["config.yaml", "model.onnx", "report.json"]
+    assert sorted(p.name for p in save.iterdir()) == ["config.yaml", "model.onnx", "report.html", "report.json"]
     report = json.loads((save / "report.json").read_text())
     assert REPORT_KEYS <= set(report["baseline"]) and REPORT_KEYS <= set(report["compressed"])
     assert report["baseline"]["metric"] == 1.0 and report["baseline"]["params"] > 1000

@@ -22,6 +22,7 @@ from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
 from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.prepare import prepare_model
+from autocompress.report.html import write_html
 from autocompress.report.summary import ModelSummary, summarize
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.savedir import atomic_dir, check_save_dir
@@ -193,6 +194,7 @@ class AutoCompression:
             onnx.save_model(current, str(tmp / "model.onnx"), **_external_data_args(current))
             save_config(self.config, tmp / "config.yaml")
             (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+            write_html(json.loads((tmp / "report.json").read_text(encoding="utf-8")), tmp)
         shutil.rmtree(work_dir, ignore_errors=True)
         log.info("saved %s", self.save_dir)
         return CompressResult(

@@ -107,7 +107,10 @@ def cmd_report(args) -> int:
     path = Path(args.save_dir) / "report.json"
     if not path.is_file():
         raise AutoCompressError(f"{str(path)!r} does not exist; is {args.save_dir!r} a save_dir written by autocompress?")
+    from autocompress.report.html import write_html  # noqa: PLC0415
+
     report = json.loads(path.read_text(encoding="utf-8"))
+    print(f"wrote {write_html(report, Path(args.save_dir))}")
     print(json.dumps({k: report.get(k) for k in ("baseline", "compressed", "speedup", "strategy", "elapsed_s")}, indent=2))
     return 0
 
@@ -146,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", default="cpu")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="print the summary of a save_dir's report.json")
+    p = sub.add_parser("report", help="regenerate report.html of a save_dir and print its summary")
     p.add_argument("save_dir")
     p.set_defaults(func=cmd_report)
     return parser

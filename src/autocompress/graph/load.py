@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
@@ -101,6 +102,38 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+def repair_scalar_concat(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Unsqueeze rank-0 inputs of Concat nodes.
+
+    paddle2onnx 2.x with Paddle 3 emits Concat over squeezed scalars when it rebuilds reshape targets; ONNX
+    requires rank >= 1, so ONNX Runtime refuses the model. Ranks come from onnx shape inference.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+        if v.type.tensor_type.HasField("shape")
+    }
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    new_nodes = []
+    for node in model.graph.node:
+        if node.op_type == "Concat":
+            for i, name in enumerate(node.input):
+                if ranks.get(name) == 0:
+                    out = f"{name}__as_1d"
+                    if opset >= 13:
+                        axes = f"{name}__axes"
+                        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), axes))
+                        new_nodes.append(onnx.helper.make_node("Unsqueeze", [name, axes], [out], name=f"{out}_unsqueeze"))
+                    else:
+                        new_nodes.append(onnx.helper.make_node("Unsqueeze", [name], [out], axes=[0], name=f"{out}_unsqueeze"))
+                    node.input[i] = out
+        new_nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return model
+
+
 def convert_paddle(model_path: Path, params_path: Path, opset: int = 13) -> onnx.ModelProto:
     """Convert a Paddle inference model with paddle2onnx (the `[paddle]` extra)."""
     try:
@@ -114,9 +147,9 @@ def convert_paddle(model_path: Path, params_path: Path, opset: int = 13) -> onnx
         out = Path(tmp) / "model.onnx"
         try:
             paddle2onnx.export(str(model_path), str(params_path), str(out), opset_version=opset, enable_onnx_checker=True)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # paddle2onnx calls sys.exit on some failures
             raise ModelLoadError(f"paddle2onnx could not convert {str(model_path)!r}: {exc}") from None
-        return load_onnx(out)
+        return repair_scalar_concat(load_onnx(out))
 
 
 def load_model(

@@ -1,0 +1,82 @@
+"""Matplotlib figures of a report, returned as PNG bytes so the HTML can embed them (readable offline)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pareto_figure(report: dict[str, Any]) -> bytes | None:
+    """Metric vs latency of the baseline, the result and every candidate tried."""
+    points = [c for c in report.get("candidates", []) if c.get("latency_ms") is not None and c.get("metric") is not None]
+    base, comp = report["baseline"], report["compressed"]
+    if not points and base["latency_ms"] == comp["latency_ms"]:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        ax.scatter([p["latency_ms"] for p in points], [p["metric"] for p in points], s=18, alpha=0.6,
+                   label="candidates")
+    ax.scatter([base["latency_ms"]], [base["metric"]], marker="s", s=60, color="black", label="baseline")
+    ax.scatter([comp["latency_ms"]], [comp["metric"]], marker="*", s=140, color="crimson", label="result")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel(f"{base['metric_name']} ({'higher' if report.get('metric_higher_is_better', True) else 'lower'} is better)")
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def trials_figure(trials: list[dict[str, Any]]) -> bytes | None:
+    """Score of each hyperparameter-search trial in order."""
+    scored = [t for t in trials if t.get("score") is not None]
+    if not scored:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(range(1, len(scored) + 1), [t["score"] for t in scored], marker="o")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("score (metric drop or EMD, lower is better)")
+    ax.set_title("hyperparameter search")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def bars_figure(values: dict[str, float], title: str, xlabel: str) -> bytes | None:
+    """Horizontal bars per layer (sparsity, sensitivity)."""
+    if not values:
+        return None
+    names = list(values)[:60]
+    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.22 * len(names))))
+    ax.barh(range(len(names)), [values[n] for n in names])
+    ax.set_yticks(range(len(names)), [n if len(n) < 40 else "…" + n[-38:] for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def timeline_figure(timeline: list[dict[str, Any]]) -> bytes | None:
+    if not timeline:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.3 * len(timeline)))
+    start = 0.0
+    for i, stage in enumerate(timeline):
+        ax.barh(i, stage["seconds"], left=start)
+        ax.text(start, i, f" {stage['stage']} ({stage['seconds']:.1f}s)", va="center", fontsize=8)
+        start += stage["seconds"]
+    ax.set_yticks([])
+    ax.set_xlabel("seconds")
+    ax.set_title("stages")
+    return _png(fig)
