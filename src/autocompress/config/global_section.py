@@ -41,3 +41,11 @@ class GlobalConfig(Section):
     eval_data: Optional[DataSection] = None
     #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
     latency_threads: int = Field(1, ge=1)
+    #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or
+    #: ~/.cache/autocompress); a rerun with other PTQ settings on the same model and data reuses them.
+    cache_dir: Optional[str] = None
+
+    def resolved_cache_dir(self) -> str:
+        import os  # noqa: PLC0415
+
+        return self.cache_dir or os.environ.get("AUTOCOMPRESS_CACHE_DIR") or os.path.expanduser("~/.cache/autocompress")

@@ -92,9 +92,9 @@ class BatchAdapter:
         if count == 0:
             raise DataError(f"{self.what} yielded no batch; it must yield at least one")
 
-    def feeds(self) -> Iterator[dict[str, np.ndarray]]:
-        for feed, _ in self:
-            yield feed
+    def feeds(self) -> "FeedView":
+        """A re-iterable over the feed dicts alone (calibration needs no labels)."""
+        return FeedView(self)
 
     def first(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """The first batch, validated: used to fail fast before any long work."""
@@ -166,3 +166,14 @@ class BatchAdapter:
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise DataError(f"{where} contains {bad} NaN/Inf value(s); clean the data before compression")
         return np.ascontiguousarray(array)
+
+
+class FeedView:
+    """Re-iterable view of a BatchAdapter yielding only the feed dicts."""
+
+    def __init__(self, adapter: BatchAdapter):
+        self.adapter = adapter
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for feed, _ in self.adapter:
+            yield feed

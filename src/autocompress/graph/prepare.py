@@ -100,10 +100,15 @@ def lift_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails."""
+def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.ModelProto:
+    """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
+
+    fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
+    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name.
+    """
     try:
-        slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=_SKIPPED_FUSIONS)
+        skip = [] if fold_batch_norm else _SKIPPED_FUSIONS
+        slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=skip or None)
     except Exception as exc:  # a simplifier bug must not stop compression
         log.warning("onnxslim could not simplify the model (%s); continuing with it unsimplified", exc)
         return model

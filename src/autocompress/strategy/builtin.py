@@ -1,1 +1,3 @@
 """Importing this module registers every built-in strategy stage."""
+
+import autocompress.strategy.quant_post  # noqa: F401

@@ -1,0 +1,70 @@
+"""Channel importance scores: higher means more important, so pruning drops the lowest scores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from autocompress.errors import ConfigError
+from autocompress.graph.index import GraphIndex
+from autocompress.prune.groups import ChannelGroup, GroupMember
+
+logger = logging.getLogger(__name__)
+
+
+def _per_channel(index: GraphIndex, member: GroupMember) -> np.ndarray:
+    """The member's constant as a [group channels, rest] matrix covering the member's segment."""
+    value = index.constant_value(member.tensor)
+    seg = member.segment
+    rows = np.moveaxis(value.astype(np.float64), member.axis, 0)
+    rows = rows[seg.offset: seg.offset + seg.length * seg.expand]
+    return rows.reshape(seg.length, -1)
+
+
+def _accumulate(group: ChannelGroup, index: GraphIndex, role: str, score: Callable[[np.ndarray], np.ndarray]):
+    """Sums score(matrix) over every member with `role`, each placed at its group channels."""
+    total = np.zeros(group.channels)
+    found = False
+    for member in group.members:
+        if member.role == role:
+            seg = member.segment
+            total[seg.start: seg.start + seg.length] += score(_per_channel(index, member))
+            found = True
+    return total if found else None
+
+
+def l1_norm(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
+    """Sum of |w| over each output channel of the weights that produce the group."""
+    return _accumulate(group, index, "producer", lambda m: np.abs(m).sum(axis=1))
+
+
+def bn_scale(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
+    """|gamma| of the normalisations that follow the producers (network slimming). Groups without a
+    normalisation fall back to l1_norm, since they carry no learned channel scale."""
+    scores = _accumulate(group, index, "norm_scale", lambda m: np.abs(m).sum(axis=1))
+    if scores is None:
+        logger.info("group %s has no normalisation scale; bn_scale falls back to l1_norm", group.weights)
+        return l1_norm(group, index)
+    return scores
+
+
+def geometry_median(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
+    """FPGM: a filter close to all others (near their geometric median) is replaceable, so the sum of
+    Euclidean distances to the other filters is its importance."""
+    return _accumulate(group, index, "producer", lambda m: cdist(m, m).sum(axis=1))
+
+
+CRITERIA: dict[str, Callable[[ChannelGroup, GraphIndex], np.ndarray]] = {
+    "l1_norm": l1_norm,
+    "bn_scale": bn_scale,
+    "geometry_median": geometry_median,
+}
+
+
+def channel_scores(group: ChannelGroup, index: GraphIndex, criterion: str) -> np.ndarray:
+    if criterion not in CRITERIA:
+        raise ConfigError(f"ChannelPrune.criterion={criterion!r} is not supported; choose one of {sorted(CRITERIA)}")
+    return CRITERIA[criterion](group, index)

@@ -1,0 +1,150 @@
+"""QuantPost stage: calibrate once, quantize to ONNX QDQ, optionally search settings and fall back to float.
+
+Flow: fold BN into convs -> collect statistics once for the largest batch_num (cached across runs) ->
+one PTQ with the configured settings, or an Optuna search over HyperParameterOptimization's space reusing the
+statistics -> optional accuracy-driven fallback (max_metric_drop) -> the best model.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from typing import Any
+
+import onnx
+
+from autocompress.config.strategies import HyperParameterOptimization, QuantPost
+from autocompress.graph.prepare import simplify
+from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
+from autocompress.quant.ptq import calibration_tensors, quantize_post_training
+from autocompress.quant.qdq import QDQOptions
+from autocompress.quant.statistics import ActivationStatistics, collect_statistics
+from autocompress.runtime.ort import measure_latency
+from autocompress.search.hpo import search_ptq
+from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+
+log = logging.getLogger(__name__)
+
+#: Calibration batches used to rank op sensitivity for the fallback.
+SENSITIVITY_BATCHES = 2
+
+
+@register
+class QuantPostStage(Stage):
+    key = "QuantPost"
+    consumes = ("HyperParameterOptimization",)
+
+    @property
+    def name(self) -> str:
+        return "QuantPost+HPO" if self.config.strategies.get("HyperParameterOptimization") else "QuantPost"
+
+    def _options(self, ctx: CompressionContext, skip: list[str] = ()) -> QDQOptions:
+        cfg: QuantPost = self.section
+        return QDQOptions(
+            quantize_op_types=tuple(cfg.quantize_op_types),
+            is_full_quantize=cfg.is_full_quantize,
+            skip_names=tuple(cfg.skip_tensor_list or ()) + tuple(skip),
+            not_quant_pattern=tuple(cfg.not_quant_pattern),
+            activation_bits=cfg.activation_bits,
+            weight_bits=cfg.weight_bits,
+            weight_quantize_type=cfg.weight_quantize_type,
+            symmetric_activations=cfg.for_tensorrt or ctx.hardware.name == "gpu",
+        )
+
+    def _quantize(self, model, stats, ctx, params: dict[str, Any], skip: list[str] = ()) -> tuple[onnx.ModelProto, Any]:
+        o = self._options(ctx, list(skip))
+        return quantize_post_training(
+            model, stats,
+            algo=params["algo"], hist_percent=params.get("hist_percent", self.section.hist_percent),
+            weight_quantize_type=params["weight_quantize_type"], bias_correct=params["bias_correct"],
+            quantize_op_types=o.quantize_op_types, is_full_quantize=o.is_full_quantize, skip_names=o.skip_names,
+            not_quant_pattern=o.not_quant_pattern, activation_bits=o.activation_bits, weight_bits=o.weight_bits,
+            symmetric_activations=o.symmetric_activations, batch_num=params.get("batch_num"),
+        )
+
+    def _calibrate(self, model, ctx: CompressionContext, batch_nums: int | None) -> ActivationStatistics:
+        if ctx.train_batches is None:
+            from autocompress.errors import ConfigError  # noqa: PLC0415
+
+            raise ConfigError("QuantPost needs calibration data: pass train_dataloader")
+        tensors = calibration_tensors(model, self._options(ctx))
+        return collect_statistics(
+            model, ctx.train_batches.feeds(), tensors, batch_nums=batch_nums,
+            activation_bits=self.section.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
+        )
+
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        cfg: QuantPost = self.section
+        hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
+        model = simplify(model, fold_batch_norm=True)
+        batch_nums = max(hpo.batch_num) if hpo else cfg.batch_nums
+        stats = self._calibrate(model, ctx, batch_nums)
+        evaluator = ctx.evaluator
+
+        def score_of(candidate: onnx.ModelProto) -> tuple[float, float]:
+            metric = evaluator(candidate)
+            return evaluator.drop(ctx.baseline_metric, metric), metric
+
+        info: dict[str, Any] = {"calibration_batches": stats.num_batches}
+        candidates: list[dict[str, Any]] = []
+        default = {"algo": cfg.algo, "hist_percent": cfg.hist_percent, "bias_correct": cfg.bias_correct,
+                   "weight_quantize_type": cfg.weight_quantize_type, "batch_num": cfg.batch_nums}
+        if hpo is None:
+            best_params = default
+            best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
+            best_score, best_metric = score_of(best_model)
+        else:
+            models: dict[int, onnx.ModelProto] = {}
+
+            def evaluate(params: dict[str, Any]):
+                candidate, _ = self._quantize(model, stats, ctx, params)
+                score, metric = score_of(candidate)
+                models[len(models)] = candidate
+                latency = measure_latency(candidate, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=2, runs=10, max_seconds=3)
+                return score, metric, {"latency_ms": round(latency.median_ms, 4), "index": len(models) - 1}
+
+            trials = search_ptq(hpo, evaluate)
+            best = min(trials, key=lambda t: t.score)
+            best_model, best_params, best_score, best_metric = models[best.extra["index"]], best.params, best.score, best.metric
+            models.clear()
+            info["trials"] = [
+                {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
+            ]
+            candidates = [
+                {"params": t.params, "metric": t.metric, "score": t.score, "latency_ms": t.extra["latency_ms"]}
+                for t in trials
+            ]
+            _, ptq_info = self._quantize(model, stats, ctx, best_params)
+
+        if cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
+            best_model, best_score, best_metric, float_nodes, sensitivity = self._fallback(
+                model, stats, ctx, best_params, ptq_info.quantized_nodes, cfg.max_metric_drop
+            )
+            info["float_fallback_nodes"] = float_nodes
+            info["sensitivity"] = sensitivity
+        info.update({
+            "params": best_params,
+            "score": best_score,
+            "metric": best_metric,
+            "quantized_op_counts": ptq_info.quantized_op_counts,
+            "quantized_nodes": len(ptq_info.quantized_nodes),
+        })
+        return StageResult(best_model, info, candidates)
+
+    def _fallback(self, model, stats, ctx, params, nodes: list[str], max_drop: float):
+        feeds = list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES))
+        sensitivity = node_sensitivity(model, nodes, lambda skip: self._quantize(model, stats, ctx, params, skip)[0], feeds)
+        results: dict[int, tuple[onnx.ModelProto, float, float]] = {}
+
+        def drop_of(float_nodes: list[str]) -> float:
+            candidate = self._quantize(model, stats, ctx, params, float_nodes)[0]
+            metric = ctx.evaluator(candidate)
+            drop = ctx.evaluator.drop(ctx.baseline_metric, metric)
+            results[len(float_nodes)] = (candidate, drop, metric)
+            return drop
+
+        float_nodes, _ = fewest_float_nodes(list(sensitivity), drop_of, max_drop)
+        candidate, drop, metric = results[len(float_nodes)]
+        if drop > max_drop:
+            log.warning("max_metric_drop %.4g not reached even with every op in float (drop %.4g)", max_drop, drop)
+        return candidate, drop, metric, float_nodes, sensitivity

@@ -1,0 +1,71 @@
+"""End to end: the PTQ model really runs its convolutions as int8 kernels in ONNX Runtime."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from autocompress.errors import ConfigError, DataError
+from autocompress.quant.ptq import calibration_tensors, quantize_post_training
+from autocompress.quant.ranges import ALGORITHMS
+from autocompress.quant.statistics import collect_statistics, statistics_from_arrays
+
+from .conftest import cosine, make_batches, run
+
+INT8_CONV = {("", "QLinearConv"), ("com.microsoft", "QLinearConv"), ("", "ConvInteger"),
+             ("com.microsoft", "NhwcQLinearConv")}
+
+
+@pytest.fixture(scope="module")
+def statistics(cnn_model):
+    return collect_statistics(cnn_model, make_batches(4), calibration_tensors(cnn_model))
+
+
+def _optimized_nodes(model, path, level):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_every_conv_runs_as_an_int8_kernel(cnn_model, statistics, tmp_path, level):
+    quantized, info = quantize_post_training(cnn_model, statistics, algo="KL")
+    assert info.quantized_op_counts == {"Conv": 4, "Gemm": 1}
+    nodes = _optimized_nodes(quantized, tmp_path / "optimized.onnx", level)
+    assert not [n for n in nodes if n[1] in ("Conv", "FusedConv")], nodes
+    assert sum(n in INT8_CONV for n in nodes) == 4, nodes
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_int8_outputs_match_float(cnn_model, statistics, algo):
+    quantized, info = quantize_post_training(cnn_model, statistics, algo=algo, hist_percent=0.9999)
+    assert info.algo == algo and set(info.thresholds) == set(calibration_tensors(cnn_model))
+    feed = make_batches(1, seed=11)[0]
+    assert cosine(run(quantized, feed), run(cnn_model, feed)) > 0.99
+
+
+def test_batch_num_uses_a_prefix_of_the_statistics(cnn_model, statistics):
+    _, info = quantize_post_training(cnn_model, statistics, algo="abs_max", batch_num=2)
+    assert info.batch_num == 2
+    _, full = quantize_post_training(cnn_model, statistics, algo="abs_max")
+    assert full.batch_num == 4
+
+
+def test_paddle_op_names_are_accepted(cnn_model, statistics):
+    _, info = quantize_post_training(cnn_model, statistics, algo="avg", quantize_op_types=["conv2d", "depthwise_conv2d"])
+    assert info.quantized_op_counts == {"Conv": 4}
+
+
+def test_no_quantizable_node_is_an_error_not_a_float_model(cnn_model, statistics):
+    with pytest.raises(ConfigError, match="match no quantizable node"):
+        quantize_post_training(cnn_model, statistics, quantize_op_types=["conv2d_transpose"])
+    with pytest.raises(ConfigError, match="match no quantizable node"):
+        quantize_post_training(cnn_model, statistics, quantize_op_types=["Conv"], not_quant_pattern=["Conv"])
+
+
+def test_statistics_for_other_tensors_are_rejected(cnn_model):
+    with pytest.raises(DataError, match="statistics lack tensors"):
+        quantize_post_training(cnn_model, statistics_from_arrays({"x": [np.ones((1, 3), np.float32)]}))
