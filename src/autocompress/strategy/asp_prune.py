@@ -1,0 +1,36 @@
+"""ASPPrune: 2:4 semi-structured sparsity along the input dimension, held while fine-tuning with distillation.
+
+The speedup needs sparse tensor cores (NVIDIA Ampere or newer) with TensorRT's sparse kernels; ONNX Runtime on CPU
+runs the model dense, so on CPU the gain is only in compressed size.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from autocompress.config.strategies import ASPPrune
+from autocompress.prune.asp import asp_masks
+from autocompress.runtime.torch_graph import TorchGraph
+from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
+from autocompress.strategy.training import fine_tune
+
+
+@register
+class ASPPruneStage(Stage):
+    key = "ASPPrune"
+
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        cfg: ASPPrune = self.section
+        masks, plan = asp_masks(model, cfg.prune_params_name)
+        masked = MaskedWeights(model, masks)
+        outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
+                            student_graph=TorchGraph(model))
+        info = {
+            "sparse_weights": sorted(plan.eligible),
+            "dense_weights": dict(plan.skipped),
+            "sparsity": {name: 0.5 for name in plan.eligible},
+            "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
+            **outcome.info,
+        }
+        return StageResult(outcome.model, info)

@@ -1,0 +1,22 @@
+"""Distillation alone (single or multi-teacher): fine-tune the model toward its teacher(s), no structural change."""
+
+from __future__ import annotations
+
+import onnx
+
+from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.training import fine_tune
+
+
+@register
+class DistillationStage(Stage):
+    key = "Distillation"
+
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        outcome = fine_tune(model, ctx, self.key)
+        return StageResult(outcome.model, outcome.info)
+
+
+@register
+class MultiTeacherDistillationStage(DistillationStage):
+    key = "MultiTeacherDistillation"

@@ -1,0 +1,57 @@
+"""UnstructurePrune: magnitude masks (ratio or threshold, local or global, optionally on the GMP schedule), held
+while fine-tuning with distillation; exported as a dense ONNX model with zeros, reported with per-layer sparsity."""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from autocompress.config.strategies import UnstructurePrune
+from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
+from autocompress.runtime.torch_graph import TorchGraph
+from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
+from autocompress.strategy.training import fine_tune
+
+log = logging.getLogger(__name__)
+
+
+@register
+class UnstructurePruneStage(Stage):
+    key = "UnstructurePrune"
+
+    def _masks(self, model: onnx.ModelProto, ratio: float):
+        cfg: UnstructurePrune = self.section
+        return unstructured_masks(
+            model, cfg.prune_mode, ratio=ratio, threshold=cfg.threshold,
+            prune_params_type=cfg.prune_params_type, local_sparsity=cfg.local_sparsity,
+        )
+
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        cfg: UnstructurePrune = self.section
+        schedule = None
+        if cfg.prune_strategy == "gmp":
+            schedule = GMPSchedule.from_config(cfg.prune_ratio, cfg.gmp_config.to_dict())
+        start_ratio = schedule.ratio_at(0) if schedule else cfg.prune_ratio
+        masked = MaskedWeights(model, self._masks(model, start_ratio))
+        graph = TorchGraph(model)
+
+        def on_step(step: int) -> None:
+            # GMP raises the ratio at stage boundaries; masks are recomputed from the current trained weights.
+            if schedule is not None and schedule.mask_update_due(step):
+                ratio = schedule.ratio_at(step)
+                masked.update(self._masks(masked.export(graph), ratio))
+                log.info("GMP step %d: sparsity ratio %.4f", step, ratio)
+
+        outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
+                            on_step=on_step, student_graph=graph)
+        report = sparsity_report(outcome.model, cfg.prune_params_type)
+        info = {
+            "sparsity": {k: round(v, 4) for k, v in report.per_layer.items()},
+            "total_sparsity": round(report.total, 4),
+            "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
+            "dense_size_mb": round(outcome.model.ByteSize() / 1e6, 4),
+            **outcome.info,
+        }
+        return StageResult(outcome.model, info)

@@ -1,0 +1,378 @@
+"""The training loop driven by TrainConfig: optimizer and schedule, AMP, evaluation, checkpoints and resume.
+
+Length: `train_iter` steps, or `epochs` passes over the batches; with neither,
+clamp(DEFAULT_EPOCHS * len(batches), DEFAULT_MIN_STEPS, DEFAULT_MAX_STEPS) steps. Fine-tuning a compressed model
+toward its teacher converges in a few passes; ACT's default of 100 epochs would take hours for no gain.
+
+Determinism: everything is seeded from TrainConfig.seed, and each epoch starts by reseeding from (seed, epoch), so
+a loader that shuffles draws the same order in an interrupted and an uninterrupted run. A checkpoint records the
+epoch, the number of batches consumed in it and the RNG states; resuming re-creates the epoch's iterator, skips
+the consumed batches, restores the RNG states and continues, reaching the same weights as a run never stopped.
+
+Evaluation runs every `eval_iter` steps and after the last step (the caller writes the student back to ONNX and
+measures it). The best state by metric is kept and loaded into the student at the end. Without an evaluate
+callback the last state is the result. A NaN/Inf loss stops training and restores the best state (or the initial
+one when nothing was evaluated yet); the result says diverged=True.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Protocol, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.config.train import TrainConfig
+from autocompress.errors import ConfigError, DataError
+from autocompress.train.amp import AmpPolicy, amp_policy
+from autocompress.train.checkpoint import (
+    CHECKPOINT_NAME,
+    epoch_seed,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from autocompress.train.optim import build_optimizer
+from autocompress.train.recompute import activation_checkpointing
+from autocompress.train.schedules import Scheduler, build_scheduler, current_lr, is_plateau
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 3
+DEFAULT_MIN_STEPS = 300
+DEFAULT_MAX_STEPS = 5000
+
+Array = Union[np.ndarray, torch.Tensor]
+Batch = tuple[dict[str, Array], Optional[Array]]
+
+
+class LossFunction(Protocol):
+    """What the loop trains against: distill.Distiller, or any module returning (total loss, parts)."""
+
+    def __call__(
+        self, feeds: dict[str, torch.Tensor], label: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_metric: Optional[float]
+    best_step: Optional[int]
+    #: one dict per logging or evaluation step: step, loss (mean over the logging window), lr, losses (each loss
+    #: term at that step), metric (None where not evaluated)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diverged: bool = False
+    stopped_early: bool = False
+    elapsed_s: float = 0.0
+
+
+def check_origin_metric(measured: float, origin_metric: Optional[float], tolerance: float) -> None:
+    """ConfigError when the user's eval of the uncompressed model disagrees with origin_metric (relative tolerance)."""
+    if origin_metric is None:
+        return
+    scale = max(abs(origin_metric), 1e-12)
+    if not math.isfinite(measured) or abs(measured - origin_metric) / scale > tolerance:
+        raise ConfigError(
+            f"your eval function gives {measured:.6g} for the uncompressed model but origin_metric says "
+            f"{origin_metric:.6g} (allowed relative difference {tolerance:g}); check the eval function and data, "
+            f"or correct TrainConfig.origin_metric"
+        )
+
+
+def count_batches(batches: Iterable) -> int:
+    if isinstance(batches, Iterator):
+        raise DataError("the training data must be re-iterable (a list, a Dataset or a DataLoader), not an iterator")
+    try:
+        n = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        n = sum(1 for _ in batches)
+    if n == 0:
+        raise DataError("the training data yields no batch")
+    return n
+
+
+def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    if config.train_iter is not None:
+        return config.train_iter
+    if config.epochs is not None:
+        return config.epochs * batches_per_epoch
+    return min(max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS), DEFAULT_MAX_STEPS)
+
+
+def _to_tensor(value: Array, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    return torch.from_numpy(np.ascontiguousarray(value)).to(device)
+
+
+def _split(batch: Any, device: torch.device) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+    if isinstance(batch, dict):
+        feeds, label = batch, None
+    elif isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], dict):
+        feeds, label = batch
+    else:
+        raise DataError(
+            f"a training batch must be (feeds dict, label or None) or a feeds dict; got {type(batch).__name__}"
+        )
+    tensors = {name: _to_tensor(value, device) for name, value in feeds.items()}
+    return tensors, None if label is None else _to_tensor(label, device)
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _improves(metric: float, best: Optional[float], higher_is_better: bool) -> bool:
+    if best is None:
+        return True
+    return metric > best if higher_is_better else metric < best
+
+
+def _reaches(metric: float, target: Optional[float], higher_is_better: bool) -> bool:
+    return target is not None and (metric >= target if higher_is_better else metric <= target)
+
+
+@dataclass
+class _Progress:
+    """Everything a checkpoint restores besides the student, optimizer, scheduler and scaler."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches consumed in `epoch`
+    best_metric: Optional[float] = None
+    best_step: Optional[int] = None
+    best_state: Optional[dict[str, torch.Tensor]] = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    window: list[float] = field(default_factory=list)  # losses since the last log line
+    finished: bool = False
+    diverged: bool = False
+    stopped_early: bool = False
+    evaluated_step: int = -1
+
+
+class _Trainer:
+    def __init__(
+        self,
+        student: nn.Module,
+        loss_fn: LossFunction,
+        batches: Iterable,
+        config: TrainConfig,
+        evaluate: Optional[Callable[[], float]],
+        higher_is_better: bool,
+        work_dir: Path,
+        on_step: Optional[Callable[[int], None]],
+        device: torch.device,
+    ):
+        self.student, self.loss_fn, self.batches, self.config = student, loss_fn, batches, config
+        self.evaluate, self.higher_is_better, self.on_step, self.device = evaluate, higher_is_better, on_step, device
+        self.checkpoint_path = Path(work_dir) / CHECKPOINT_NAME
+        self.total = total_steps(config, count_batches(batches))
+        self.params = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer, self.gradients = build_optimizer(self.params, config.optimizer_builder)
+        self.scheduler: Scheduler = build_scheduler(self.optimizer, config.learning_rate)
+        self.amp: AmpPolicy = amp_policy(config.amp_config, device)
+        self.progress = _Progress()
+        self.initial_state = _cpu_state(student)
+        self.resume_rng: Optional[dict[str, Any]] = None
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+
+    def _save(self) -> None:
+        p = self.progress
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "total_steps": self.total,
+                "seed": self.config.seed,
+                "student": _cpu_state(self.student),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.amp.scaler.state_dict(),
+                "rng": rng_state(),
+                "progress": {k: getattr(p, k) for k in p.__dataclass_fields__},
+            },
+        )
+
+    def restore(self) -> None:
+        if not (self.config.resume and self.checkpoint_path.exists()):
+            return
+        state = load_checkpoint(self.checkpoint_path)
+        if state.get("total_steps") != self.total or state.get("seed") != self.config.seed:
+            log.warning(
+                "checkpoint %s was made for %s steps with seed %s, this run has %s steps and seed %s; starting over",
+                self.checkpoint_path, state.get("total_steps"), state.get("seed"), self.total, self.config.seed,
+            )  # fmt: skip
+            return
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.progress = _Progress(**state["progress"])
+        self.resume_rng = state["rng"]
+        log.info("resumed training from %s at step %d/%d", self.checkpoint_path, self.progress.step, self.total)
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _train_step(self, batch: Any) -> Optional[tuple[float, dict[str, float]]]:
+        """One optimizer step; None when the loss is not finite."""
+        feeds, label = _split(batch, self.device)
+        with self.amp.autocast():
+            total, parts = self.loss_fn(feeds, label)
+        loss = float(total.detach())
+        if not math.isfinite(loss):
+            return None
+        scaler = self.amp.scaler
+        scaler.scale(total).backward()
+        scaler.unscale_(self.optimizer)
+        self.gradients.apply(self.params)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not is_plateau(self.scheduler):
+            self.scheduler.step()
+        return loss, parts
+
+    def _log(self, parts: dict[str, float]) -> None:
+        p = self.progress
+        mean = float(np.mean(p.window))
+        lr = current_lr(self.optimizer)
+        if is_plateau(self.scheduler):
+            self.scheduler.step(mean)
+        detail = ", ".join(f"{k}={v:.6g}" for k, v in parts.items())
+        log.info("step %d/%d  loss %.6g  lr %.6g  (%s)", p.step, self.total, mean, lr, detail)
+        p.history.append({"step": p.step, "loss": mean, "lr": lr, "losses": dict(parts), "metric": None})
+        p.window = []
+
+    def _evaluate_and_checkpoint(self) -> None:
+        p = self.progress
+        p.evaluated_step = p.step
+        if self.evaluate is None:
+            p.best_state, p.best_step = _cpu_state(self.student), p.step
+        else:
+            metric = float(self.evaluate())
+            log.info("step %d: metric %.6g (best %s)", p.step, metric, p.best_metric)
+            if p.history and p.history[-1]["step"] == p.step:
+                p.history[-1]["metric"] = metric
+            else:
+                p.history.append({"step": p.step, "loss": None, "lr": current_lr(self.optimizer), "losses": {},
+                                  "metric": metric})  # fmt: skip
+            if math.isfinite(metric) and _improves(metric, p.best_metric, self.higher_is_better):
+                p.best_metric, p.best_step, p.best_state = metric, p.step, _cpu_state(self.student)
+            if _reaches(metric, self.config.target_metric, self.higher_is_better):
+                log.info("target_metric %s reached at step %d; stopping", self.config.target_metric, p.step)
+                p.stopped_early = True
+        self._save()
+
+    def _diverge(self) -> None:
+        p = self.progress
+        restored = "the best saved state" if p.best_state is not None else "the initial weights"
+        log.error("loss is NaN/Inf at step %d; training stopped and %s (step %s) restored", p.step + 1, restored,
+                  p.best_step if p.best_state is not None else 0)  # fmt: skip
+        p.diverged = True
+        self.student.load_state_dict(p.best_state if p.best_state is not None else self.initial_state)
+
+    def _epoch_iterator(self):
+        p = self.progress
+        seed_everything(epoch_seed(self.config.seed, p.epoch))
+        iterator = iter(self.batches)
+        for _ in range(p.position):
+            if next(iterator, None) is None:
+                break
+        if self.resume_rng is not None:
+            set_rng_state(self.resume_rng)
+            self.resume_rng = None
+        return iterator
+
+    def _done(self) -> bool:
+        p = self.progress
+        return p.step >= self.total or p.stopped_early or p.diverged
+
+    def _train_mode(self) -> None:
+        self.student.train()
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.train()
+
+    def run(self) -> None:
+        p = self.progress
+        self._train_mode()
+        while not self._done():
+            consumed = False
+            for batch in self._epoch_iterator():
+                consumed = True
+                outcome = self._train_step(batch)
+                if outcome is None:
+                    self._diverge()
+                    break
+                p.step += 1
+                p.position += 1
+                p.window.append(outcome[0])
+                if self.on_step is not None:
+                    self.on_step(p.step)
+                if p.step % self.config.logging_iter == 0:
+                    self._log(outcome[1])
+                if p.step % self.config.eval_iter == 0 or p.step == self.total:
+                    self._evaluate_and_checkpoint()
+                    self._train_mode()
+                if self._done():
+                    break
+            else:
+                if not consumed and p.position == 0:
+                    raise DataError(f"the training data yielded no batch in epoch {p.epoch}")
+                p.epoch, p.position = p.epoch + 1, 0
+        p.finished = True
+        if not p.diverged and p.evaluated_step != p.step:
+            self._evaluate_and_checkpoint()
+        if not p.diverged and self.evaluate is not None and p.best_state is not None:
+            self.student.load_state_dict(p.best_state)
+        self._save()
+
+
+def train_loop(
+    student: nn.Module,
+    distiller: LossFunction,
+    batches: Iterable[Batch],
+    config: TrainConfig,
+    evaluate: Optional[Callable[[], float]],
+    higher_is_better: bool,
+    work_dir: Path,
+    on_step: Optional[Callable[[int], None]] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> TrainResult:
+    """Train `student` against `distiller`'s loss as TrainConfig says (see the module docstring)."""
+    if config.use_fleet or config.sharding_config:
+        raise ConfigError(
+            "TrainConfig.use_fleet / sharding_config: multi-process training is not supported; unset them"
+        )
+    start = time.perf_counter()
+    device = torch.device(device)
+    seed_everything(config.seed)
+    student.to(device)
+    if isinstance(distiller, nn.Module):
+        distiller.to(device)
+    trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device)
+    trainer.restore()
+    if not trainer.progress.finished:
+        with activation_checkpointing(student, config.recompute_config):
+            trainer.run()
+    elif trainer.progress.best_state is not None and evaluate is not None:
+        student.load_state_dict(trainer.progress.best_state)
+    p = trainer.progress
+    return TrainResult(
+        steps=p.step,
+        best_metric=p.best_metric,
+        best_step=p.best_step,
+        history=list(p.history),
+        diverged=p.diverged,
+        stopped_early=p.stopped_early,
+        elapsed_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,93 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from autocompress.distill.nodes import DistillTerm, auto_node, label_logits_name, parse_terms
+from autocompress.errors import ConfigError
+
+from .graphs import CONV1, CONV2, LOGITS, export
+
+
+@pytest.fixture(scope="module")
+def model():
+    return export()
+
+
+def test_auto_node_is_the_last_weighted_op_before_softmax(model):
+    assert auto_node(model) == LOGITS
+    assert label_logits_name(model) == LOGITS
+
+
+def test_auto_node_includes_bias_epilogue_and_weights_behind_dequantize():
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.int8), "wq"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["mm"]),
+        helper.make_node("Add", ["mm", "b"], ["biased"]),
+        helper.make_node("Transpose", ["biased"], ["biased_t"]),
+        helper.make_node("MatMul", ["biased", "biased_t"], ["attn"]),  # two activations: not a weighted op
+        helper.make_node("Sigmoid", ["biased"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("attn", onnx.TensorProto.FLOAT, None)], inits)  # fmt: skip
+    m = helper.make_model(graph)
+    # MatMul(x, Dequantize(wq)) is the last op with a weight; its bias Add belongs to it
+    assert auto_node(m) == "biased"
+
+
+def test_auto_node_without_weighted_op_is_a_config_error():
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])  # fmt: skip
+    with pytest.raises(ConfigError, match="set node"):
+        auto_node(helper.make_model(graph))
+
+
+def test_pairs_and_teacher_prefix(model):
+    terms = parse_terms(["teacher_" + CONV2, CONV2, LOGITS, LOGITS], "l2", 0.5, model, model)
+    assert terms == [DistillTerm("l2", (CONV2,), (CONV2,), 0.5), DistillTerm("l2", (LOGITS,), (LOGITS,), 0.5)]
+
+
+def test_list_of_lists_pairs_with_losses_and_alphas(model):
+    terms = parse_terms([[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]], ["l2", "soft_label", "fsp"],
+                        [1.0, 2.0, 3.0], model, model)  # fmt: skip
+    assert [(t.loss, t.alpha) for t in terms] == [("l2", 1.0), ("soft_label", 2.0), ("fsp", 3.0)]
+    assert terms[2].teacher_nodes == (CONV1, CONV2) and terms[2].student_nodes == (CONV1, CONV2)
+
+
+def test_empty_node_uses_the_automatic_choice(model):
+    assert parse_terms([], "soft_label", 1.0, model, model) == [DistillTerm("soft_label", (LOGITS,), (LOGITS,), 1.0)]
+    with pytest.raises(ConfigError, match="fsp needs explicit"):
+        parse_terms([], "fsp", 1.0, model, model)
+
+
+def test_unknown_name_lists_close_matches(model):
+    with pytest.raises(ConfigError) as err:
+        parse_terms(["teacher_/conv2/Conv_outptu_0", CONV2], "l2", 1.0, model, model)
+    message = str(err.value)
+    assert "'teacher_/conv2/Conv_outptu_0' does not exist in the teacher model" in message and CONV2 in message
+    with pytest.raises(ConfigError, match="student model.*close matches.*/fc/Gemm_output_0"):
+        parse_terms([LOGITS, "/fc/Gem_output_0"], "l2", 1.0, model, model)
+
+
+@pytest.mark.parametrize(
+    "node,loss,alpha,match",
+    [
+        ([CONV2, CONV2, LOGITS], "l2", 1.0, "pairs"),
+        ([CONV1, CONV2, CONV1], "fsp", 1.0, "teacher_a, teacher_b, student_a, student_b"),
+        ([CONV2, [LOGITS, LOGITS]], "l2", 1.0, "mixes"),
+        ([CONV2, CONV2], ["l2", "fsp"], 1.0, "list of lists"),
+        ([[CONV2, CONV2], [LOGITS, LOGITS]], ["l2", "l2", "l2"], 1.0, "pair up"),
+    ],
+)
+def test_malformed_node_lists(model, node, loss, alpha, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_terms(node, loss, alpha, model, model)

@@ -1,0 +1,185 @@
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress.config.train import TrainConfig
+from autocompress.errors import ConfigError, DataError
+from autocompress.train.checkpoint import CHECKPOINT_NAME
+from autocompress.train.loop import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MIN_STEPS,
+    check_origin_metric,
+    total_steps,
+    train_loop,
+)
+
+from .resume_worker import train_tiny
+from .tiny import LabelledBatches, make_pair
+
+HERE = Path(__file__).parent
+
+
+def _config(**kw):
+    base = dict(train_iter=12, eval_iter=3, logging_iter=2, learning_rate=0.05, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_early_stop_when_target_metric_is_reached(tmp_path):
+    student, distiller = make_pair()
+    metrics = iter([0.1, 0.5, 0.9, 0.95])
+    steps = []
+    result = train_loop(student, distiller, LabelledBatches(), _config(target_metric=0.8), lambda: next(metrics), True,
+                        tmp_path, on_step=steps.append)  # fmt: skip
+    assert result.stopped_early and not result.diverged
+    assert result.steps == 9 and steps == list(range(1, 10))
+    assert result.best_metric == 0.9 and result.best_step == 9
+
+
+def test_best_state_is_kept_for_lower_is_better_metric(tmp_path):
+    student, distiller = make_pair()
+    snapshots = {}
+    values = iter([3.0, 1.0, 2.0, 5.0])
+
+    def evaluate():
+        snapshots[len(snapshots)] = _state(student)
+        return next(values)
+
+    result = train_loop(student, distiller, LabelledBatches(), _config(), evaluate, False, tmp_path)
+    assert result.steps == 12 and result.best_metric == 1.0 and result.best_step == 6
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(v, snapshots[1][k], rtol=0, atol=0)
+    assert [h["metric"] for h in result.history if h["metric"] is not None] == [3.0, 1.0, 2.0, 5.0]
+
+
+def test_history_logs_loss_and_lr_every_logging_iter(tmp_path, caplog):
+    student, distiller = make_pair()
+    config = _config(learning_rate={"type": "StepDecay", "learning_rate": 0.1, "step_size": 4, "gamma": 0.5})
+    with caplog.at_level(logging.INFO, logger="autocompress.train.loop"):
+        result = train_loop(student, distiller, LabelledBatches(), config, None, True, tmp_path)
+    logged = [h for h in result.history if h["loss"] is not None]
+    assert [h["step"] for h in logged] == [2, 4, 6, 8, 10, 12]
+    assert [h["lr"] for h in logged] == pytest.approx([0.1, 0.05, 0.05, 0.025, 0.025, 0.0125])
+    assert all(math.isfinite(h["loss"]) and h["losses"] for h in logged)
+    assert "step 12/12" in caplog.text and "lr" in caplog.text
+    assert logged[-1]["loss"] < logged[0]["loss"]
+
+
+class _NaNAfter:
+    """Wraps a loss function and returns NaN from call `bad` on."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad, self.calls = inner, bad, 0
+
+    def __call__(self, feeds, label):
+        self.calls += 1
+        total, parts = self.inner(feeds, label)
+        return (total * float("nan") if self.calls >= self.bad else total), parts
+
+
+def test_nan_loss_stops_and_restores_best_state(tmp_path, caplog):
+    student, distiller = make_pair()
+    snapshots = []
+
+    def evaluate():
+        snapshots.append(_state(student))
+        return [0.5, 0.9, 0.7][len(snapshots) - 1]
+
+    with caplog.at_level(logging.ERROR):
+        result = train_loop(student, _NaNAfter(distiller, 10), LabelledBatches(), _config(), evaluate, True, tmp_path)
+    assert result.diverged and result.steps == 9 and result.best_step == 6
+    assert "NaN" in caplog.text
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(v, snapshots[1][k], rtol=0, atol=0)
+    assert all(torch.isfinite(v).all() for v in student.state_dict().values())
+
+
+def test_origin_metric_mismatch_is_a_config_error():
+    check_origin_metric(0.755, 0.76, 0.02)
+    check_origin_metric(0.1, None, 0.02)
+    with pytest.raises(ConfigError, match="your eval function gives 0.5 for the uncompressed model but origin_metric says 0.76"):
+        check_origin_metric(0.5, 0.76, 0.02)
+
+
+def test_default_length_follows_dataset_size():
+    config = TrainConfig()
+    assert total_steps(config, 10) == DEFAULT_MIN_STEPS
+    assert total_steps(config, 500) == 1500
+    assert total_steps(config, 100_000) == DEFAULT_MAX_STEPS
+    assert total_steps(TrainConfig(epochs=2), 7) == 14
+    assert total_steps(TrainConfig(train_iter=5), 7) == 5
+
+
+def test_iterators_and_distributed_settings_are_rejected(tmp_path):
+    student, distiller = make_pair()
+    with pytest.raises(DataError, match="re-iterable"):
+        train_loop(student, distiller, iter(list(LabelledBatches())), _config(), None, True, tmp_path)
+    with pytest.raises(ConfigError, match="use_fleet"):
+        train_loop(student, distiller, LabelledBatches(), _config(use_fleet=True), None, True, tmp_path)
+
+
+def test_checkpoint_loads_with_weights_only_and_finished_run_is_not_repeated(tmp_path):
+    student, distiller = make_pair()
+    first = train_loop(student, distiller, LabelledBatches(), _config(), None, True, tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["progress"]["step"] == 12 and state["progress"]["finished"]
+    calls = []
+    again = train_loop(student, distiller, LabelledBatches(), _config(), None, True, tmp_path, on_step=calls.append)
+    assert calls == [] and again.steps == first.steps and again.history == first.history
+
+
+def test_recompute_gives_the_same_weights_and_restores_forward(tmp_path):
+    results = []
+    for recompute in (None, {"checkpoints": ["hidden"]}):
+        student, distiller = make_pair(dropout=0.3)
+        train_loop(student, distiller, LabelledBatches(), _config(recompute_config=recompute), None, True,
+                   tmp_path / str(bool(recompute)))  # fmt: skip
+        assert "forward" not in vars(student)
+        results.append(_state(student))
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=0, atol=0)
+
+
+def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
+    student, distiller = make_pair()
+    dtypes = []
+
+    def loss_fn(feeds, label):
+        out = distiller(feeds, label)
+        dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return out
+
+    before = _state(student)
+    result = train_loop(student, loss_fn, LabelledBatches(), _config(amp_config={"dtype": "float16"}), None, True, tmp_path)
+    assert set(dtypes) == {torch.bfloat16} and not result.diverged
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def _run_worker(work_dir: Path, out: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KILL_AT_STEP=str(kill_at), PYTHONPATH=str(HERE.parents[1] / "src"))
+    return subprocess.run([sys.executable, str(HERE / "resume_worker.py"), str(work_dir), str(out)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_run_killed_mid_way_resumes_to_the_same_final_weights(tmp_path):
+    killed = _run_worker(tmp_path / "resumed", tmp_path / "resumed.pt", kill_at=10)
+    assert killed.returncode == 3 and not (tmp_path / "resumed.pt").exists(), killed.stderr
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=True)["progress"]["step"] == 8
+    resumed = _run_worker(tmp_path / "resumed", tmp_path / "resumed.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = train_tiny(tmp_path / "straight")
+    again = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert straight["steps"] == again["steps"] == 18
+    for k in straight["state"]:
+        torch.testing.assert_close(straight["state"][k], again["state"][k], rtol=0, atol=1e-6)
+    assert straight["history"] == again["history"]
