@@ -7,6 +7,10 @@ ops). Everything here works on a copy and never changes the user's model.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+
 import logging
 
 import numpy as np
@@ -34,7 +38,8 @@ def shape_inferred(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | 
     # ORT's symbolic inference follows Shape->Gather->Concat->Reshape chains of dynamic-batch exports,
     # which onnx's inference leaves rank-less; both are best effort and unknown shapes are handled.
     try:
-        inferred = SymbolicShapeInference.infer_shapes(model_copy, auto_merge=True)
+        with _scratch_cwd():
+            inferred = SymbolicShapeInference.infer_shapes(model_copy, auto_merge=True)
         if inferred is not None:
             return inferred
     except Exception as exc:
@@ -44,6 +49,19 @@ def shape_inferred(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | 
     except Exception as exc:
         logger.warning("shape inference failed (%s); channel analysis continues without shapes", exc)
         return model_copy
+
+
+@contextlib.contextmanager
+def _scratch_cwd():
+    """ORT's symbolic inference saves `sym_shape_infer_temp.onnx` into the working directory when it cannot infer
+    every shape; run it in a temp folder so nothing is written beside the user's files."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="autocompress-shapes-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 _NO_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan"}
