@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 FINE_BINS = 4096
 # Exponent given to all-zero batches: far below any real activation, so merging puts them in bin 0.
 ZERO_EXPONENT = -126
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 def _search_grid() -> np.ndarray:
@@ -152,11 +152,23 @@ def batch_statistics(x: np.ndarray, activation_bits: int) -> dict[str, np.ndarra
     else:
         hist = np.zeros(FINE_BINS, np.uint32)
         hist[0] = magnitude.size
-    mse, emd = _grid_losses(flat, abs_max, activation_bits)
+    mse, emd = _grid_losses(_grid_sample(flat), abs_max, activation_bits)
     return dict(
         abs_max=abs_max, min=float(flat.min()), max=float(flat.max()), sample_abs_max_mean=float(per_sample.mean()),
         hist_exponent=exponent, hist=hist, mse_loss=mse, emd_loss=emd,
     )
+
+
+#: Values of a batch on which the mse/emd candidate losses are computed. Evaluating 36 thresholds on every value
+#: of a large feature map dominated calibration (PP-OCRv4 det at 640x640: minutes per batch); an evenly strided
+#: subsample of this size changes the chosen threshold by well under one grid step.
+GRID_SAMPLE_SIZE = 1 << 16
+
+
+def _grid_sample(flat: np.ndarray) -> np.ndarray:
+    if flat.size <= GRID_SAMPLE_SIZE:
+        return flat
+    return np.ascontiguousarray(flat[:: flat.size // GRID_SAMPLE_SIZE][:GRID_SAMPLE_SIZE])
 
 
 def _grid_losses(flat: np.ndarray, abs_max: float, bits: int) -> tuple[np.ndarray, np.ndarray]:
