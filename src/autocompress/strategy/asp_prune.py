@@ -27,7 +27,7 @@ class ASPPruneStage(Stage):
         outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
                             student_graph=TorchGraph(model))
         info = {
-            "sparse_weights": sorted(plan.eligible),
+            "sparse_weights": dict(plan.eligible),  # weight -> input axis the 2:4 groups run along
             "dense_weights": dict(plan.skipped),
             "sparsity": {name: 0.5 for name in plan.eligible},
             "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
