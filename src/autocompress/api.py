@@ -104,6 +104,7 @@ class AutoCompression:
             "deploy_hardware": deploy_hardware,
             "devices": devices,
             "higher_is_better": higher_is_better,
+            "target_speedup": target_speedup,
         }
         for key, value in overrides.items():
             if value is not None:
@@ -125,7 +126,6 @@ class AutoCompression:
                 "give eval_callback (predictor -> metric) or eval_dataloader (the metric is then the EMD between the "
                 "outputs of the original and the compressed model)"
             )
-        self.target_speedup = target_speedup
 
     def compress(self) -> CompressResult:
         started = time.perf_counter()
@@ -184,6 +184,8 @@ class AutoCompression:
             "speedup": round(baseline.latency_ms / max(compressed.latency_ms, 1e-9), 4),
             "metric_higher_is_better": evaluator.higher_is_better,
             "strategy": [s.name for s in stages],
+            "plan": [{"plan": t["info"]["plan"], "reasons": t["info"].get("reasons", [])} for t in timeline
+                     if "plan" in t["info"]],
             "timeline": timeline,
             "candidates": candidates,
             "elapsed_s": round(time.perf_counter() - started, 3),

@@ -64,9 +64,25 @@ class Evaluator:
             if math.isnan(value):
                 raise DataError("eval_callback returned NaN; check the eval function and data")
             return value
+        return emd_distance(self._reference(), self._outputs(model))
+
+    def _reference(self) -> list[list[np.ndarray]]:
         if self._reference_outputs is None:
             self._reference_outputs = self._outputs(self._reference_model)
-        return emd_distance(self._reference_outputs, self._outputs(model))
+        return self._reference_outputs
+
+    def tolerance(self, baseline: float, relative: float) -> float:
+        """The metric drop that counts as `relative` (e.g. 0.01 = 1%).
+
+        For a user metric, relative to the baseline value. For EMD (baseline 0), relative to the standard
+        deviation of the original model's outputs: an EMD of 1% of the outputs' spread.
+        """
+        if self.callback is not None:
+            return abs(baseline) * relative
+        values = [np.asarray(o, dtype=np.float64).ravel() for batch in self._reference() for o in batch
+                  if np.issubdtype(np.asarray(o).dtype, np.floating)]
+        spread = float(np.std(np.concatenate(values))) if values else 0.0
+        return spread * relative
 
     def better(self, a: float, b: float) -> bool:
         """True if metric a is strictly better than b."""

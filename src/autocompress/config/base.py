@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 class Section(BaseModel):
     """A config section: strict, typed, with documented legacy aliases."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    #: NaN and infinity are refused in float fields: no setting means them, and they poison training silently.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     #: legacy key -> current key, applied before validation.
     legacy_aliases: ClassVar[dict[str, str]] = {}

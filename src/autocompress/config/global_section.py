@@ -39,6 +39,11 @@ class GlobalConfig(Section):
     higher_is_better: bool = True
     train_data: Optional[DataSection] = None
     eval_data: Optional[DataSection] = None
+    #: Wanted speedup for the automatic strategy choice: ACT's fraction 1 - latency/fp32_latency (0.5), or a
+    #: ratio written "2x". Only used when no strategy section is given.
+    target_speedup: Optional[Union[float, str]] = None
+    #: Largest relative metric drop the automatic choice accepts (0.01 = 1%; for EMD, 1% of the outputs' spread).
+    auto_max_relative_drop: float = Field(0.01, ge=0.0)
     #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
     latency_threads: int = Field(1, ge=1)
     #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or

@@ -43,19 +43,60 @@ class CompressConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+#: Limits on a YAML file's data: aliases let a few lines expand to billions of values, and nesting this deep
+#: is never a config but exhausts the recursion of the validators.
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 32
+
+
+def _check_yaml_size(data: Any, path: Path) -> None:
+    """Walk the loaded data (aliases counted each time they are used) and refuse bombs and deep nesting."""
+    stack = [(data, 0)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"config file {str(path)!r} is too large: more than {MAX_YAML_VALUES} values once its aliases "
+                "are expanded"
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"config file {str(path)!r} nests deeper than {MAX_YAML_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        # Bytes, so that PyYAML detects UTF-8/UTF-16 from the BOM and reports undecodable bytes as a YAMLError.
+        data = yaml.safe_load(p.read_bytes())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} nests deeper than {MAX_YAML_DEPTH} levels") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+    _check_yaml_size(data, p)
     return data
+
+
+def _check_writable(config: CompressConfig) -> None:
+    """The effective config is written to save_dir/config.yaml at the end of a run; fail now, not then."""
+    try:
+        config.to_yaml()
+    except (ValueError, TypeError, yaml.YAMLError) as exc:  # e.g. non-UTF-8 bytes or a cycle in a free-form dict
+        raise ConfigError(
+            f"the config holds a value that cannot be written as YAML ({exc}); use plain strings, numbers, "
+            "booleans, lists and mappings"
+        ) from None
 
 
 def load_config(
@@ -83,6 +124,8 @@ def load_config(
         if isinstance(strategy_config, (list, tuple)):
             merged: dict[str, Any] = {}
             for part in strategy_config:
+                if not isinstance(part, Mapping):
+                    raise ConfigError(f"strategy_config as a list must hold dicts of sections, got {type(part).__name__}")
                 merged.update(part)
             strategy_config = merged
         if not isinstance(strategy_config, Mapping):
@@ -108,6 +151,7 @@ def load_config(
     for key, value in sections.items():
         result.strategies[key] = STRATEGY_SECTIONS[key].parse(value, key)
     check_combination(set(result.strategies))
+    _check_writable(result)
     return result
 
 

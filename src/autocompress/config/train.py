@@ -41,7 +41,10 @@ class TrainConfig(Section):
         if "optimizer_builder" in data:
             raise ValueError("set either optimizer_builder or the legacy optimizer/optim_args, not both")
         builder: dict[str, Any] = {"optimizer": {"type": data.pop("optimizer", "SGD")}}
-        args = dict(data.pop("optim_args", None) or {})
+        args = data.pop("optim_args", None) or {}
+        if not isinstance(args, dict):
+            raise ValueError(f"optim_args must be a mapping such as {{weight_decay: 0.0001}}, got {args!r}")
+        args = dict(args)
         if "weight_decay" in args:
             builder["weight_decay"] = args.pop("weight_decay")
         builder["optimizer"].update(args)

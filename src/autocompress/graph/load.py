@@ -10,10 +10,11 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
-from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ModelLoadError
 
@@ -62,29 +63,66 @@ def resolve_model_files(
     return "onnx", model_path, None
 
 
-def check_external_data_paths(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Refuse external-data locations that leave the model's folder (absolute, '..', symlinks)."""
-    base = base_dir.resolve()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
+def _graph_tensors(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, sparse tensors and node attributes, down into If/Loop/Scan bodies.
+
+    Wider than onnx's own walk (which skips sparse tensors and graphs whose attribute type is mislabelled), so
+    that no tensor that names external data escapes the checks below.
+    """
+    sparse: list[onnx.SparseTensorProto] = []
+    if isinstance(graph, onnx.GraphProto):
+        yield from graph.initializer
+        sparse.extend(graph.sparse_initializer)
+    for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
-                tensors.append(attr.t)
-    for tensor in tensors:
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                sparse.append(attr.sparse_tensor)
+            sparse.extend(attr.sparse_tensors)
+            if attr.HasField("g"):
+                yield from _graph_tensors(attr.g)
+            for subgraph in attr.graphs:
+                yield from _graph_tensors(subgraph)
+    for tensor in sparse:
+        yield tensor.values
+        yield tensor.indices
+
+
+def model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _graph_tensors(function)
+
+
+def check_external_data_paths(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Refuse external-data locations that leave the model's folder (absolute, '..', symlinks) or are no file."""
+    base = base_dir.resolve()
+    for tensor in model_tensors(model):
         if not uses_external_data(tensor):
             continue
-        location = ExternalDataInfo(tensor).location
+        # The last entry wins, as in onnx's ExternalDataInfo; read here without it, which fails on odd keys.
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        if not location or "\x00" in location:
+            raise ModelLoadError(f"tensor {tensor.name!r} has an invalid external data location {location!r}")
         if os.path.isabs(location) or ".." in Path(location).parts:
             raise ModelLoadError(
                 f"tensor {tensor.name!r} points to external data {location!r} outside the model folder; refused"
             )
-        target = (base / location).resolve()
+        try:
+            target = (base / location).resolve()
+            is_file = target.is_file()
+        except (OSError, RuntimeError) as exc:  # name too long, symlink loop
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data {location[:200]!r} cannot be opened: {exc}") from None
         if base not in target.parents:
             raise ModelLoadError(
                 f"tensor {tensor.name!r}: external data {location!r} resolves outside the model folder; refused"
             )
-        if not target.is_file():
-            raise ModelLoadError(f"tensor {tensor.name!r}: external data file {str(target)!r} is missing")
+        if not is_file:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data file {str(target)!r} is missing or not a regular file"
+            )
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -97,6 +135,10 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise ModelLoadError(f"cannot read the external data of {str(path)!r}: {exc}") from None
+    unread = [t.name for t in model_tensors(model) if uses_external_data(t)]
+    if unread:
+        # Left external, they would later be read relative to whatever folder the runtime picks.
+        raise ModelLoadError(f"{str(path)!r}: external data of tensors {unread[:5]} is in a place onnx does not load")
     if not model.graph.node:
         raise ModelLoadError(f"{str(path)!r} holds no graph nodes; is it an ONNX model?")
     return model

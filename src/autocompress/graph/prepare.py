@@ -12,8 +12,10 @@ from typing import Mapping, Sequence
 
 import onnx
 import onnxslim
+from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
+from autocompress.graph.load import model_tensors
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,33 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def check_tensor_data(model: onnx.ModelProto) -> None:
+    """Every tensor's data must match its dtype and shape.
+
+    onnx.checker does not verify this, and onnx's C++ shape inference (run by the simplifier) can crash the
+    process on a tensor whose dims are negative or disagree with its data.
+    """
+    for tensor in model_tensors(model):
+        if uses_external_data(tensor):
+            # numpy_helper would read it relative to the working directory.
+            raise ModelLoadError(f"tensor {tensor.name!r} still points to external data; load the model with load_model")
+        if any(d < 0 for d in tensor.dims):
+            raise ModelLoadError(f"tensor {tensor.name!r} has negative dims {list(tensor.dims)}")
+        try:
+            onnx.numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} (dtype {tensor.data_type}, dims {list(tensor.dims)}): its data does not match "
+                f"its dtype and shape: {exc}"
+            ) from None
+
+
 def check_model(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
         raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
+    check_tensor_data(model)
 
 
 def prepare_model(

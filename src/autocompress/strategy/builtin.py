@@ -6,3 +6,4 @@ import autocompress.strategy.asp_prune  # noqa: F401
 import autocompress.strategy.channel_prune  # noqa: F401
 import autocompress.strategy.unstructured_prune  # noqa: F401
 import autocompress.strategy.transformer_prune  # noqa: F401
+import autocompress.strategy.quant_aware  # noqa: F401

@@ -1,0 +1,207 @@
+"""Automatic strategy choice, used when the config names no strategy.
+
+Without target_speedup (ACT's flow, with thresholds that make sense):
+  CNN: a cheap PTQ trial (plus a variant that keeps depthwise convs in float, whose int8 kernels are often slower
+  on CPUs); keep the fastest candidate whose metric drop is within Global.auto_max_relative_drop (1% by default;
+  for EMD, 1% of the spread of the original outputs). Else a full PTQ search; else QAT with distillation.
+  Transformer: TransformerPrune + distillation, then PTQ.
+  If no int8 candidate is faster than the float model on the deploy hardware, the float model is kept and the
+  report says why: an int8 model that runs slower is no compression a user wants.
+With target_speedup: cheap candidates (uniform channel pruning at several ratios without fine-tuning, int8 with a
+quick calibration, and both) are measured on the deploy hardware; the least aggressive plan that reaches the
+target is then run with fine-tuning. Latencies are cached per model and hardware, so a rerun is quick.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from autocompress.config.loader import CompressConfig
+from autocompress.config.strategies import ChannelPrune, Distillation, HyperParameterOptimization, QuantPost, TransformerPrune
+from autocompress.errors import AutoCompressError, StrategyNotImplementedError
+from autocompress.graph.index import attribute
+from autocompress.prune.channel import prune_channels
+from autocompress.runtime.ort import measure_latency
+from autocompress.strategy.base import CompressionContext, Stage, StageResult, stage_class
+from autocompress.strategy.targets import detect_model_type, parse_target_speedup
+
+log = logging.getLogger(__name__)
+
+#: Calibration batches of the cheap PTQ trial.
+TRIAL_BATCHES = 8
+#: Channel-pruning ratios probed for target_speedup, least aggressive first.
+PRUNE_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+#: An int8 model must beat the float one by this factor to be worth keeping.
+MIN_INT8_GAIN = 1.05
+
+
+def _sub_config(config: CompressConfig, strategies: dict[str, Any]) -> CompressConfig:
+    sub = copy.copy(config)
+    sub.strategies = strategies
+    return sub
+
+
+class AutoStage(Stage):
+    key = "Auto"
+
+    def __init__(self, config: CompressConfig):
+        super().__init__(config)
+        self.target = parse_target_speedup(config.global_.target_speedup)
+        self.plan: list[str] = []
+        self.reasons: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "Auto[" + " -> ".join(self.plan) + "]" if self.plan else "Auto"
+
+    def _run_sub(self, strategies: dict[str, Any], model, ctx) -> StageResult:
+        sub = _sub_config(self.config, strategies)
+        keys = [k for k in sub.stage_keys if not (k == "Distillation" and len(strategies) > 1)]
+        result = StageResult(model)
+        for key in keys:
+            stage = stage_class(key)(sub)
+            out = stage.run(result.model, ctx)
+            result = StageResult(out.model, {**result.info, key: out.info}, result.candidates + out.candidates)
+            self.plan.append(stage.name)
+        return result
+
+    def _latency(self, model, ctx) -> float:
+        return measure_latency(model, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=3, runs=20, max_seconds=10).median_ms
+
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        kind = detect_model_type(model)
+        self.reasons.append(f"model type: {kind}")
+        if not ctx.hardware.measured:
+            self.reasons.append(ctx.hardware.note)
+        if self.target is not None:
+            result = self._for_target(model, ctx)
+        elif kind == "transformer":
+            self.reasons.append("transformer: prune heads/FFN with distillation, then int8")
+            result = self._run_sub({"TransformerPrune": TransformerPrune(), "Distillation": Distillation(),
+                                    "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES)}, model, ctx)
+        else:
+            result = self._cnn(model, ctx)
+        result.info = {"model_type": kind, "plan": self.plan, "reasons": self.reasons, **result.info}
+        return result
+
+    # -- CNN without a speed target -------------------------------------------------------------------------
+    def _acceptable(self, ctx, metric: float) -> bool:
+        tolerance = ctx.evaluator.tolerance(ctx.baseline_metric, self.config.global_.auto_max_relative_drop)
+        return ctx.evaluator.drop(ctx.baseline_metric, metric) <= tolerance
+
+    def _cnn(self, model, ctx) -> StageResult:
+        base_latency = self._latency(model, ctx)
+        depthwise = [n.name for n in model.graph.node if n.op_type == "Conv" and attribute(n, "group", 1) > 1]
+        variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
+        if depthwise:
+            variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise)
+        tried = []
+        for label, section in variants.items():
+            out = stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": section})).run(model, ctx)
+            metric = out.info["metric"]
+            tried.append({"label": label, "model": out.model, "metric": metric, "latency_ms": self._latency(out.model, ctx),
+                          "ok": self._acceptable(ctx, metric), "info": out.info})
+        candidates = [{"params": {"variant": t["label"]}, "metric": t["metric"], "latency_ms": t["latency_ms"]} for t in tried]
+        accepted = [t for t in tried if t["ok"]]
+        if not accepted:
+            self.reasons.append("PTQ trial dropped the metric beyond tolerance: full PTQ search")
+            search = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": HyperParameterOptimization()}
+            out = stage_class("QuantPost")(_sub_config(self.config, search)).run(model, ctx)
+            candidates += out.candidates
+            if self._acceptable(ctx, out.info["metric"]):
+                tried.append({"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
+                              "latency_ms": self._latency(out.model, ctx), "ok": True, "info": out.info})
+                accepted = [tried[-1]]
+            else:
+                qat = self._qat(model, ctx)
+                if qat is not None:
+                    return StageResult(qat.model, qat.info, candidates + qat.candidates)
+                best = min(tried + [{"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
+                                     "latency_ms": self._latency(out.model, ctx), "info": out.info}],
+                           key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t["metric"]))
+                accepted = [best]
+                self.reasons.append("no int8 plan met the tolerance; the most accurate one is kept")
+        fastest = min(accepted, key=lambda t: t["latency_ms"])
+        if fastest["latency_ms"] * MIN_INT8_GAIN > base_latency:
+            self.reasons.append(
+                f"int8 is not faster on {ctx.hardware.name} ({fastest['latency_ms']:.3f} ms vs float "
+                f"{base_latency:.3f} ms): the float model is kept"
+            )
+            self.plan.append("float (int8 slower here)")
+            return StageResult(model, {"trials": [t["info"] for t in tried]}, candidates)
+        self.plan.append(f"QuantPost: {fastest['label']}")
+        self.reasons.append(f"chose {fastest['label']}: metric {fastest['metric']:.6g}, {fastest['latency_ms']:.3f} ms")
+        return StageResult(fastest["model"], {"QuantPost": fastest["info"]}, candidates)
+
+    def _qat(self, model, ctx) -> StageResult | None:
+        try:
+            stage_class("QuantAware")
+        except StrategyNotImplementedError:
+            return None
+        self.reasons.append("PTQ search missed the tolerance: quantization-aware training with distillation")
+        from autocompress.config.strategies import QuantAware  # noqa: PLC0415
+
+        return self._run_sub({"QuantAware": QuantAware(), "Distillation": Distillation()}, model, ctx)
+
+    # -- target speedup --------------------------------------------------------------------------------------
+    def _latency_cache(self, model, ctx) -> tuple[Path, dict[str, float]]:
+        key = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:24]
+        shapes = "_".join(f"{k}{list(v.shape)}" for k, v in sorted(ctx.sample_feed.items()))
+        name = f"{key}_{ctx.hardware.name}_{ctx.threads}t_{hashlib.sha1(shapes.encode()).hexdigest()[:8]}.json"
+        path = Path(self.config.global_.resolved_cache_dir()) / "latency" / name
+        table = json.loads(path.read_text()) if path.is_file() else {}
+        return path, table
+
+    def _for_target(self, model, ctx) -> StageResult:
+        path, table = self._latency_cache(model, ctx)
+
+        def latency(label: str, build) -> float:
+            if label not in table:
+                table[label] = self._latency(build(), ctx)
+            return table[label]
+
+        quick_int8 = lambda m: stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": QuantPost(batch_nums=2, algo="abs_max")})).run(m, ctx).model  # noqa: E731
+        base = latency("fp32", lambda: model)
+        options: list[tuple[str, float, bool, float]] = [("int8", 0.0, True, latency("int8", lambda: quick_int8(model)))]
+        for ratio in PRUNE_RATIOS:
+            try:
+                pruned, _ = prune_channels(model, ratio, input_shapes={k: list(v.shape) for k, v in ctx.sample_feed.items()})
+            except AutoCompressError as exc:
+                self.reasons.append(f"channel pruning unavailable: {exc}")
+                break
+            options.append((f"prune {ratio:.0%}", ratio, False, latency(f"prune{ratio}", lambda: pruned)))
+            options.append((f"prune {ratio:.0%} + int8", ratio, True, latency(f"prune{ratio}+int8", lambda: quick_int8(pruned))))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1))
+        candidates = [{"params": {"plan": label}, "latency_ms": lat, "speedup": base / lat, "metric": None}
+                      for label, _, _, lat in options]
+        # least aggressive first: less pruning, then float before int8 at equal pruning
+        order = sorted(options, key=lambda o: (o[1], o[2]))
+        reaching = [o for o in order if base / o[3] >= self.target]
+        if reaching:
+            label, ratio, int8, lat = reaching[0]
+            self.reasons.append(f"target {self.target:.2f}x: '{label}' measures {base / lat:.2f}x on {ctx.hardware.name}")
+        else:
+            label, ratio, int8, lat = min(options, key=lambda o: o[3])
+            self.reasons.append(
+                f"target {self.target:.2f}x is not reachable with these strategies on {ctx.hardware.name}; the best "
+                f"reachable is {base / lat:.2f}x ('{label}'), which is used"
+            )
+        strategies: dict[str, Any] = {}
+        if ratio > 0:
+            strategies["ChannelPrune"] = ChannelPrune(pruned_ratio=ratio)
+            strategies["Distillation"] = Distillation()
+        if int8:
+            strategies["QuantPost"] = QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)
+        result = self._run_sub(strategies, model, ctx)
+        result.candidates = candidates + result.candidates
+        result.info["target_speedup"] = self.target
+        result.info["reachable"] = bool(reaching)
+        return result

@@ -1,0 +1,79 @@
+"""Decisions of the automatic strategy choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from autocompress import AutoCompression
+from tests.conftest import export_tiny_cnn
+
+TRAIN = {"train_iter": 6, "eval_iter": 3}
+
+
+def _data(size: int, n: int = 3):
+    rng = np.random.default_rng(0)
+    return [{"x": rng.standard_normal((2, 3, size, size)).astype(np.float32)} for _ in range(n)]
+
+
+class OutlierNet(nn.Module):
+    """One channel 10^4 times larger than the others feeds a conv that reads every channel: per-tensor int8 of that
+    input crushes the ordinary channels, so PTQ of this model is bad on purpose."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.a.weight[0] *= 1e4
+            self.a.bias[0] *= 1e4
+            self.b.weight[:, 0] *= 1e-4
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
+    data = _data(16)
+    config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.03}}
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
+    plan = result.report["plan"][0]
+    assert plan["reasons"][0] == "model type: cnn"
+    assert not any("search" in r for r in plan["reasons"])
+    assert plan["plan"][-1] in ("QuantPost: int8", "QuantPost: int8 (depthwise convs float)", "float (int8 slower here)")
+
+
+def test_a_sensitive_model_goes_beyond_the_ptq_trial(tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    torch.onnx.export(OutlierNet().eval(), torch.randn(1, 3, 8, 8), str(model_dir / "m.onnx"), input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, opset_version=13, dynamo=False)
+    data = _data(8)
+    config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.001}}
+    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
+    reasons = result.report["plan"][0]["reasons"]
+    assert any("full PTQ search" in r for r in reasons)
+
+
+def test_unreachable_target_says_so_with_the_best_reachable(tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    export_tiny_cnn(model_dir / "m.onnx", size=32)
+    data = _data(32)
+    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, target_speedup="100x",
+                             config={"TrainConfig": TRAIN}).compress()
+    info = result.report["timeline"][0]["info"]
+    assert info["reachable"] is False and info["target_speedup"] == 100.0
+    assert any("not reachable" in r and "best reachable" in r for r in info["reasons"])
+    assert {c["params"]["plan"] for c in result.report["candidates"] if "plan" in c.get("params", {})} >= {"int8", "prune 20%"}
+
+
+def test_edge_hardware_is_measured_by_proxy(tiny_cnn, tmp_path):
+    data = _data(16)
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, deploy_hardware="SD710",
+                             config={"TrainConfig": TRAIN}).compress()
+    assert result.report["hardware"]["latency_measured_on_target"] is False
+    assert any("proxy" in r for r in result.report["plan"][0]["reasons"])
