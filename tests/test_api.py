@@ -7,7 +7,7 @@ import yaml
 from autocompress import AutoCompression
 from autocompress.errors import ConfigError, DataError, StrategyNotImplementedError
 
-REPORT_KEYS = {"metric", "metric_name", "latency_ms", "size_mb", "params"}
+REPORT_KEYS = {"metric", "metric_name", "latency_ms", "size_mb", "params", "macs"}
 
 
 def _accuracy_like(predictor):

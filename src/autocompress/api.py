@@ -28,6 +28,7 @@ from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.savedir import atomic_dir, check_save_dir
 from autocompress.strategy.base import CompressionContext, StageResult
 from autocompress.strategy.plan import plan_stages
+from autocompress.train.loop import check_origin_metric
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class AutoCompression:
         baseline_metric = evaluator(model)
         log.info("baseline %s = %.6g", evaluator.name, baseline_metric)
         if self.config.train is not None and self.config.train.origin_metric is not None:
-            self._check_origin_metric(baseline_metric, self.config.train.origin_metric, self.config.train.origin_metric_tolerance)
+            check_origin_metric(baseline_metric, self.config.train.origin_metric, self.config.train.origin_metric_tolerance)
         baseline = summarize(model, baseline_metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
 
         work_dir = self.save_dir.with_name(self.save_dir.name + ".work")
@@ -209,15 +210,6 @@ class AutoCompression:
             compressed=compressed,
             strategy=report["strategy"],
         )
-
-    @staticmethod
-    def _check_origin_metric(measured: float, expected: float, tolerance: float) -> None:
-        scale = max(abs(expected), 1e-12)
-        if abs(measured - expected) / scale > tolerance:
-            raise ConfigError(
-                f"the eval function gives {measured:.6g} for the uncompressed model but TrainConfig.origin_metric says "
-                f"{expected:.6g} (relative tolerance {tolerance}); check the eval function and the data"
-            )
 
     def _hardware_info(self) -> dict[str, Any]:
         return {

@@ -55,13 +55,21 @@ def _node_macs(node: onnx.NodeProto, shapes: dict, weights: dict) -> int | None:
     return 0
 
 
+def _quantized_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Shapes of integer weights stored for a DequantizeLinear (QDQ models keep their weights as int8)."""
+    dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {t.name: tuple(t.dims) for t in model.graph.initializer
+            if t.name in dequantized and t.data_type != onnx.TensorProto.FLOAT and len(t.dims) >= 1}
+
+
 def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> ModelStats:
-    """Parameters = elements of float constants of rank >= 1; MACs of Conv, ConvTranspose, Gemm and
-    MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
+    """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear; MACs of
+    Conv, ConvTranspose, Gemm and MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
     inferred = shape_inferred(model, input_shapes)
     shapes = static_shapes(inferred)
     weights = _float_constants(inferred)
-    params = sum(int(np.prod(dims, dtype=np.int64)) for dims in weights.values() if len(dims) >= 1)
+    stored = {**weights, **_quantized_weights(inferred)}
+    params = sum(int(np.prod(dims, dtype=np.int64)) for dims in stored.values() if len(dims) >= 1)
     macs, unknown = 0, []
     for node in inferred.graph.node:
         count = _node_macs(node, shapes, weights)

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from autocompress.graph.stats import count_params, model_size_mb
+from autocompress.graph.stats import model_size_mb
+from autocompress.prune.stats import count_params_and_macs
 from autocompress.runtime.ort import HardwareTarget, measure_latency
 
 
@@ -19,6 +20,7 @@ class ModelSummary:
     latency_p90_ms: float
     size_mb: float
     params: int
+    macs: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,11 +35,13 @@ def summarize(
     threads: int,
 ) -> ModelSummary:
     latency = measure_latency(model, feed, hardware, threads=threads)
+    counts = count_params_and_macs(model, {name: list(value.shape) for name, value in feed.items()})
     return ModelSummary(
         metric=float(metric),
         metric_name=metric_name,
         latency_ms=round(latency.median_ms, 4),
         latency_p90_ms=round(latency.p90_ms, 4),
         size_mb=round(model_size_mb(model), 4),
-        params=count_params(model),
+        params=counts.params,
+        macs=counts.macs,
     )
