@@ -46,6 +46,7 @@ def trials_figure(trials: list[dict[str, Any]]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(range(1, len(scored) + 1), [t["score"] for t in scored], marker="o")
     ax.set_xlabel("trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("score (metric drop or EMD, lower is better)")
     ax.set_title("hyperparameter search")
     ax.grid(alpha=0.3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,23 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _find(info: Any, key: str) -> Any:
+    """The last non-empty `key` in a stage's info, looking into nested stage infos (automatic plans nest them)."""
+    if not isinstance(info, dict):
+        return None
+    found = info.get(key) or None
+    for value in info.values():
+        nested = _find(value, key)
+        if nested:
+            found = nested
+    return found
+
+
 def _collect(report: dict[str, Any], key: str) -> list | dict:
     """Gather a per-stage list/dict (trials, sparsity, sensitivity) from the stages' info."""
     found: Any = None
     for stage in report.get("timeline", []):
-        value = stage.get("info", {}).get(key)
+        value = _find(stage.get("info", {}), key)
         if value:
             found = value
     return found or []
@@ -59,8 +70,10 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Before and after</h2>",
         _table(rows, ["", "baseline", "compressed"]),
     ]
-    if report.get("plan"):
-        parts.append(f"<h2>Plan</h2><p>{html.escape(json.dumps(report['plan']))}</p>")
+    for plan in report.get("plan", []):
+        steps = " → ".join(plan.get("plan", []))
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in plan.get("reasons", []))
+        parts.append(f"<h2>Automatic plan</h2><p><b>{html.escape(steps)}</b></p><ul>{reasons}</ul>")
     parts.append("<h2>Stages</h2>" + _img(timeline_figure(report.get("timeline", [])), "timeline"))
     parts.append(_img(pareto_figure(report), "pareto"))
     trials = _collect(report, "trials")
