@@ -3,6 +3,9 @@
 The seed's search space: ptq_algo, bias_correct, weight_quantize_type (categorical), hist_percent (uniform in
 [min, max], asked only when the algo is 'hist'), batch_num (integer in [min, max]). Trials with settings already
 tried reuse their score instead of quantizing again. Seeded, so a rerun tries the same settings.
+
+With `journal_path`, every finished trial is appended to an Optuna journal file as it completes; a search that
+is killed and started again loads it and only runs the trials still missing, so no finished trial is lost.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from autocompress.config.strategies import HyperParameterOptimization
 
@@ -49,28 +55,60 @@ def suggest_ptq_params(trial: optuna.Trial, space: HyperParameterOptimization) -
     return params
 
 
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def _study(space: HyperParameterOptimization, journal_path: Path | None) -> optuna.Study:
+    sampler = optuna.samplers.TPESampler(seed=space.seed)
+    if journal_path is None:
+        return optuna.create_study(direction="minimize", sampler=sampler)
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(journal_path)))
+    return optuna.create_study(study_name="ptq", storage=storage, direction="minimize", sampler=sampler,
+                               load_if_exists=True)
+
+
+def _record(trial: optuna.trial.FrozenTrial) -> Trial:
+    attrs = trial.user_attrs
+    return Trial(trial.number, attrs["params"], float(trial.value), attrs["metric"], attrs["seconds"], extra=attrs["extra"])
+
+
 def search_ptq(
     space: HyperParameterOptimization,
     evaluate: Callable[[dict[str, Any]], tuple[float, float, dict[str, Any]]],
+    journal_path: Path | None = None,
 ) -> list[Trial]:
-    """Run max_quant_count trials; `evaluate(params) -> (score, metric, extra)`. Returns every trial in order."""
+    """Run max_quant_count trials; `evaluate(params) -> (score, metric, extra)` with JSON-able extra.
+
+    Returns every finished trial in order, including those a previous, interrupted run finished.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=space.seed))
-    trials: list[Trial] = []
-    seen: dict[tuple, Trial] = {}
+    study = _study(space, journal_path)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    seen = {_key(t.user_attrs["params"]): t for t in finished}
+    if finished:
+        log.info("resuming the PTQ search: %d of %d trials already finished", len(finished), space.max_quant_count)
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_ptq_params(trial, space)
-        key = tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in params.items()))
-        if key in seen:
-            return seen[key].score
+        key = _key(params)
+        if key in seen:  # TPE may propose settings already tried: reuse, do not re-quantize
+            previous = seen[key]
+            for name, value in previous.user_attrs.items():
+                trial.set_user_attr(name, value)
+            return float(previous.value)
         start = time.perf_counter()
         score, metric, extra = evaluate(params)
-        record = Trial(trial.number, params, float(score), float(metric), round(time.perf_counter() - start, 3), extra=extra)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("metric", float(metric))
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        trial.set_user_attr("extra", extra)
         log.info("trial %d %s: score %.6g (metric %.6g)", trial.number, params, score, metric)
-        trials.append(record)
-        seen[key] = record
-        return record.score
+        return float(score)
 
-    study.optimize(objective, n_trials=space.max_quant_count)
-    return trials
+    remaining = space.max_quant_count - len(finished)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    return [_record(t) for t in complete]

@@ -7,6 +7,8 @@ statistics -> optional accuracy-driven fallback (max_metric_drop) -> the best mo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from itertools import islice
 from typing import Any
@@ -94,19 +96,21 @@ class QuantPostStage(Stage):
             best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
             best_score, best_metric = score_of(best_model)
         else:
-            models: dict[int, onnx.ModelProto] = {}
-
             def evaluate(params: dict[str, Any]):
                 candidate, _ = self._quantize(model, stats, ctx, params)
                 score, metric = score_of(candidate)
-                models[len(models)] = candidate
                 latency = measure_latency(candidate, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=2, runs=10, max_seconds=3)
-                return score, metric, {"latency_ms": round(latency.median_ms, 4), "index": len(models) - 1}
+                return score, metric, {"latency_ms": round(latency.median_ms, 4)}
 
-            trials = search_ptq(hpo, evaluate)
+            # finished trials go to a journal in the work dir: a killed search resumes without losing them. The
+            # name is keyed by the settings, so a rerun with another search space does not mix in old trials.
+            settings = json.dumps([hpo.to_dict(), cfg.to_dict()], sort_keys=True).encode()
+            journal = ctx.work_dir / self.key / f"hpo_{hashlib.sha256(settings).hexdigest()[:16]}.log"
+            trials = search_ptq(hpo, evaluate, journal_path=journal)
             best = min(trials, key=lambda t: t.score)
-            best_model, best_params, best_score, best_metric = models[best.extra["index"]], best.params, best.score, best.metric
-            models.clear()
+            best_params, best_score, best_metric = best.params, best.score, best.metric
+            # quantizing again from the cached statistics is cheap and deterministic; no model is kept per trial
+            best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
             info["trials"] = [
                 {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
             ]
@@ -114,7 +118,6 @@ class QuantPostStage(Stage):
                 {"params": t.params, "metric": t.metric, "score": t.score, "latency_ms": t.extra["latency_ms"]}
                 for t in trials
             ]
-            _, ptq_info = self._quantize(model, stats, ctx, best_params)
 
         if cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
             best_model, best_score, best_metric, float_nodes, sensitivity = self._fallback(
