@@ -28,6 +28,7 @@ from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.savedir import atomic_dir, check_save_dir
 from autocompress.strategy.base import CompressionContext, StageResult
 from autocompress.strategy.plan import plan_stages
+from autocompress.train import distributed
 from autocompress.train.loop import check_origin_metric
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,9 @@ class AutoCompression:
             check_origin_metric(baseline_metric, self.config.train.origin_metric, self.config.train.origin_metric_tolerance)
         baseline = summarize(model, baseline_metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
 
-        work_dir = self.save_dir.with_name(self.save_dir.name + ".work")
+        # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
+        suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
+        work_dir = self.save_dir.with_name(self.save_dir.name + ".work" + suffix)
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = CompressionContext(
             config=self.config,
@@ -191,15 +194,21 @@ class AutoCompression:
             "candidates": candidates,
             "elapsed_s": round(time.perf_counter() - started, 3),
             "hardware": self._hardware_info(),
+            "data": {
+                "train_batches_skipped_nonfinite": sorted(train.skipped) if train is not None else [],
+                "eval_batches_skipped_nonfinite": sorted(eval_batches.skipped) if eval_batches is not None else [],
+            },
             "model": {"source": str(self.model_path), "format": self.kind},
         }
-        with atomic_dir(self.save_dir) as tmp:
-            onnx.save_model(current, str(tmp / "model.onnx"), **_external_data_args(current))
-            save_config(self.config, tmp / "config.yaml")
-            (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
-            write_html(json.loads((tmp / "report.json").read_text(encoding="utf-8")), tmp)
+        if distributed.is_primary():
+            with atomic_dir(self.save_dir) as tmp:
+                onnx.save_model(current, str(tmp / "model.onnx"), **_external_data_args(current))
+                save_config(self.config, tmp / "config.yaml")
+                (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+                write_html(json.loads((tmp / "report.json").read_text(encoding="utf-8")), tmp)
+            log.info("saved %s", self.save_dir)
         shutil.rmtree(work_dir, ignore_errors=True)
-        log.info("saved %s", self.save_dir)
+        distributed.barrier()  # the other ranks return once save_dir is complete
         return CompressResult(
             save_dir=self.save_dir,
             model_path=self.save_dir / "model.onnx",

@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 LABEL_KEYS = ("label", "labels")
 
+#: Share of batches with NaN/Inf that may be skipped (with a warning, counted in the report) before it is an error.
+DEFAULT_MAX_NONFINITE_FRACTION = 0.05
+
+
+class NonFiniteBatchError(DataError):
+    """A batch holds NaN/Inf values."""
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -58,6 +65,7 @@ class BatchAdapter:
         specs: list[InputSpec],
         what: str = "train_dataloader",
         limit: int | None = None,
+        max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
     ):
         if loader is None:
             raise DataError(f"{what} is None; pass an iterable of {{input_name: array}} batches")
@@ -65,6 +73,9 @@ class BatchAdapter:
         self.specs = specs
         self.what = what
         self.limit = limit
+        self.max_nonfinite_fraction = max_nonfinite_fraction
+        #: indices of batches skipped because they held NaN/Inf
+        self.skipped: set[int] = set()
         self._warned_cast = False
         if not callable(loader) and iter(loader) is loader:
             raise DataError(
@@ -82,15 +93,43 @@ class BatchAdapter:
             source = source()
         return source
 
+    def _raw(self) -> Iterator[Any]:
+        """The user's batches; an exception inside their loader becomes a DataError naming where it happened."""
+        iterator = iter(self._iterable())
+        index = 0
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise DataError(f"{self.what} raised {type(exc).__name__} at batch {index}: {exc}") from exc
+            yield batch
+            index += 1
+
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
-        count = 0
-        for index, batch in enumerate(self._iterable()):
+        count = skipped = 0
+        for index, batch in enumerate(self._raw()):
             if self.limit is not None and count >= self.limit:
                 break
-            yield self.convert(batch, index)
+            try:
+                converted = self.convert(batch, index)
+            except NonFiniteBatchError as exc:
+                if index not in self.skipped:
+                    log.warning("%s; the batch is skipped", exc)
+                    self.skipped.add(index)
+                skipped += 1
+                continue
+            yield converted
             count += 1
         if count == 0:
-            raise DataError(f"{self.what} yielded no batch; it must yield at least one")
+            reason = f" ({skipped} batch(es) skipped for NaN/Inf)" if skipped else ""
+            raise DataError(f"{self.what} yielded no usable batch{reason}; it must yield at least one")
+        if skipped / (count + skipped) > self.max_nonfinite_fraction:
+            raise DataError(
+                f"{self.what}: {skipped} of {count + skipped} batches hold NaN/Inf, more than the allowed "
+                f"{self.max_nonfinite_fraction:.0%}; clean the data before compression"
+            )
 
     def feeds(self) -> "FeedView":
         """A re-iterable over the feed dicts alone (calibration needs no labels)."""
@@ -103,7 +142,8 @@ class BatchAdapter:
         raise DataError(f"{self.what} yielded no batch")  # pragma: no cover - __iter__ raises first
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._iterable()) if self.limit is None else min(self.limit, sum(1 for _ in self._iterable()))
+        total = sum(1 for _ in self._raw())
+        return total if self.limit is None else min(self.limit, total)
 
     def convert(self, batch: Any, index: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         names = self.input_names
@@ -164,7 +204,7 @@ class BatchAdapter:
                 )
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             bad = int(np.size(array) - np.isfinite(array).sum())
-            raise DataError(f"{where} contains {bad} NaN/Inf value(s); clean the data before compression")
+            raise NonFiniteBatchError(f"{where} contains {bad} NaN/Inf value(s)")
         return np.ascontiguousarray(array)
 
 
