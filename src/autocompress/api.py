@@ -24,7 +24,7 @@ from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.prepare import prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.summary import ModelSummary, summarize
-from autocompress.runtime.ort import Predictor, resolve_hardware
+from autocompress.runtime.ort import Predictor, exceeds_protobuf_limit, resolve_hardware
 from autocompress.savedir import atomic_dir, check_save_dir
 from autocompress.strategy.base import CompressionContext, StageResult
 from autocompress.strategy.plan import plan_stages
@@ -236,7 +236,7 @@ class AutoCompression:
 
 
 def _external_data_args(model: onnx.ModelProto) -> dict[str, Any]:
-    if model.ByteSize() < 2**31 - 1:
+    if not exceeds_protobuf_limit(model):
         return {}
     return {"save_as_external_data": True, "location": "model.onnx.data"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +30,32 @@ def _load_data(section, model, what):
     return FolderDataset(section, specs[0].name)
 
 
+def launch_command(args) -> list[str]:
+    """This `compress` command under torch.distributed.run (torchrun) with --nproc processes per node."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc)]
+    if args.nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        if not args.master_addr:
+            raise AutoCompressError("--nnodes > 1 needs --master-addr: the address of the node with --node-rank 0")
+        cmd += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
+                "--master_addr", args.master_addr, "--master_port", str(args.master_port)]  # fmt: skip
+    cmd += ["-m", "autocompress.cli", "--log-level", args.log_level, "compress", "--config", args.config]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.save_dir:
+        cmd += ["--save-dir", args.save_dir]
+    return cmd
+
+
 def cmd_compress(args) -> int:
+    from autocompress.train import distributed  # noqa: PLC0415
+
+    if (args.nproc > 1 or args.nnodes > 1) and not distributed.launched():
+        cmd = launch_command(args)
+        log.info("starting %d training processes per node: %s", args.nproc, " ".join(cmd))
+        return subprocess.run(cmd, check=False).returncode
+
     from autocompress.api import AutoCompression  # noqa: PLC0415
     from autocompress.config.loader import load_config  # noqa: PLC0415
     from autocompress.graph.load import load_model  # noqa: PLC0415
@@ -52,6 +78,8 @@ def cmd_compress(args) -> int:
         config=config, eval_dataloader=evald,
     )
     result = ac.compress()
+    if not distributed.is_primary():
+        return 0
     print(json.dumps({k: result.report[k] for k in ("baseline", "compressed", "speedup", "strategy")}, indent=2))
     print(f"saved to {result.save_dir}")
     return 0
@@ -115,6 +143,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autocompress",
@@ -133,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config (strategy sections, TrainConfig, Global)")
     p.add_argument("--model", help="model file or folder (overrides Global.model_dir)")
     p.add_argument("--save-dir", help="output folder (overrides Global.save_dir); must not be inside the model folder")
+    launch = p.add_argument_group(
+        "data-parallel training", "train with several processes (torch.distributed, gloo on CPU, nccl on GPU); the "
+        "batch size of the data is the global batch, split across all processes",
+    )  # fmt: skip
+    launch.add_argument("--nproc", type=_positive, default=1, help="training processes on this node (default 1)")
+    launch.add_argument("--nnodes", type=_positive, default=1, help="number of machines (default 1)")
+    launch.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0..nnodes-1")
+    launch.add_argument("--master-addr", help="address of the machine with --node-rank 0 (needed when --nnodes > 1)")
+    launch.add_argument("--master-port", type=int, default=29500, help="free TCP port on that machine (default 29500)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("eval", help="EMD of a model's outputs to a reference model on the config's eval data")

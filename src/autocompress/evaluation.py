@@ -1,10 +1,15 @@
-"""How candidate models are scored: the user's eval_callback, or EMD to the original on eval_dataloader."""
+"""How candidate models are scored: the user's eval_callback, or EMD to the original on eval_dataloader.
+
+EMD is computed batch by batch, the candidate's outputs beside the original's, so memory does not grow with the
+number of eval batches: the original's outputs (the subsample EMD compares) are kept up to REFERENCE_CACHE_BYTES
+and recomputed beyond it.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import onnx
@@ -12,9 +17,77 @@ import onnx
 from autocompress.data.batches import BatchAdapter
 from autocompress.errors import ConfigError, DataError
 from autocompress.runtime.ort import HardwareTarget, Predictor
-from autocompress.search.emd import emd_distance
+from autocompress.search.emd import output_distances, subsample
 
 log = logging.getLogger(__name__)
+
+#: Memory for the original model's outputs kept between evaluations; batches beyond it are recomputed each time.
+REFERENCE_CACHE_BYTES = 256 * 2**20
+
+
+def _merge_moments(moments: tuple[int, float, float], values: np.ndarray) -> tuple[int, float, float]:
+    """Chan et al.'s pairwise update of (count, mean, M2): the variance of all values without keeping them."""
+    count, mean, m2 = moments
+    flat = values.astype(np.float64, copy=False).ravel()
+    n, batch_mean = flat.size, float(flat.mean())
+    batch_m2 = float(np.square(flat - batch_mean).sum())
+    total = count + n
+    delta = batch_mean - mean
+    return total, mean + delta * n / total, m2 + batch_m2 + delta * delta * count * n / total
+
+
+class ReferenceOutputs:
+    """The original model's outputs per eval batch, as EMD compares them, within a memory budget.
+
+    The first pass over the eval data also accumulates the mean and variance of all float output values (the
+    spread that tolerance() uses) without keeping them.
+    """
+
+    def __init__(self, model: onnx.ModelProto, batches: BatchAdapter, hardware: HardwareTarget, threads: int | None,
+                 budget_bytes: int | None = None):  # fmt: skip
+        self.model, self.batches, self.hardware, self.threads = model, batches, hardware, threads
+        self.budget_bytes = REFERENCE_CACHE_BYTES if budget_bytes is None else budget_bytes
+        self._cache: dict[int, list[Optional[np.ndarray]]] = {}
+        self._cached_bytes = 0
+        self._predictor: Predictor | None = None
+        self._moments = (0, 0.0, 0.0)  # count, mean, sum of squared deviations of float output values
+        self._seen: set[int] = set()
+        self._complete = False
+
+    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], list[Optional[np.ndarray]]]]:
+        """(feed, reference outputs) per eval batch."""
+        index = -1
+        for index, (feed, _) in enumerate(self.batches):
+            yield feed, self._outputs(index, feed)
+        self._complete = True
+        if len(self._cache) == index + 1:
+            self._predictor = None  # every batch is cached: the session is no longer needed
+
+    def spread(self) -> float:
+        """Standard deviation of all float output values of the original model on the eval data."""
+        if not self._complete:
+            for _ in self:
+                pass
+        count, _, squared_deviations = self._moments
+        return float(np.sqrt(squared_deviations / count)) if count else 0.0
+
+    def _outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[Optional[np.ndarray]]:
+        if index in self._cache:
+            return self._cache[index]
+        if self._predictor is None:
+            self._predictor = Predictor(self.model, self.hardware, self.threads)
+        outputs = self._predictor(feed)
+        if index not in self._seen:
+            self._seen.add(index)
+            for value in outputs:
+                if np.issubdtype(value.dtype, np.floating) and value.size:
+                    self._moments = _merge_moments(self._moments, value)
+        compared = [subsample(value) for value in outputs]
+        size = sum(v.nbytes for v in compared if v is not None)
+        if self._cached_bytes + size <= self.budget_bytes:
+            self._cache[index] = compared
+            self._cached_bytes += size
+        return compared
 
 
 class Evaluator:
@@ -47,12 +120,9 @@ class Evaluator:
         else:
             self.name = "EMD"
             self.higher_is_better = False
-        self._reference_model = reference_model
-        self._reference_outputs: list[list[np.ndarray]] | None = None
-
-    def _outputs(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
-        predictor = Predictor(model, self.hardware, self.threads)
-        return [predictor(feed) for feed, _ in self.batches]
+        self._reference = (
+            ReferenceOutputs(reference_model, eval_batches, hardware, threads) if eval_batches is not None else None
+        )
 
     def __call__(self, model: onnx.ModelProto) -> float:
         if self.callback is not None:
@@ -64,12 +134,11 @@ class Evaluator:
             if math.isnan(value):
                 raise DataError("eval_callback returned NaN; check the eval function and data")
             return value
-        return emd_distance(self._reference(), self._outputs(model))
-
-    def _reference(self) -> list[list[np.ndarray]]:
-        if self._reference_outputs is None:
-            self._reference_outputs = self._outputs(self._reference_model)
-        return self._reference_outputs
+        predictor = Predictor(model, self.hardware, self.threads)
+        distances = []
+        for feed, reference in self._reference:
+            distances.extend(output_distances(reference, predictor(feed)))
+        return float(np.mean(distances)) if distances else 0.0
 
     def tolerance(self, baseline: float, relative: float) -> float:
         """The metric drop that counts as `relative` (e.g. 0.01 = 1%).
@@ -79,10 +148,7 @@ class Evaluator:
         """
         if self.callback is not None:
             return abs(baseline) * relative
-        values = [np.asarray(o, dtype=np.float64).ravel() for batch in self._reference() for o in batch
-                  if np.issubdtype(np.asarray(o).dtype, np.floating)]
-        spread = float(np.std(np.concatenate(values))) if values else 0.0
-        return spread * relative
+        return self._reference.spread() * relative
 
     def better(self, a: float, b: float) -> bool:
         """True if metric a is strictly better than b."""

@@ -124,8 +124,8 @@ def test_iterators_and_distributed_settings_are_rejected(tmp_path):
     student, distiller = make_pair()
     with pytest.raises(DataError, match="re-iterable"):
         train_loop(student, distiller, iter(list(LabelledBatches())), _config(), None, True, tmp_path)
-    with pytest.raises(ConfigError, match="use_fleet"):
-        train_loop(student, distiller, LabelledBatches(), _config(use_fleet=True), None, True, tmp_path)
+    with pytest.raises(ConfigError, match="sharding_config"):
+        train_loop(student, distiller, LabelledBatches(), _config(sharding_config={"stage": 3}), None, True, tmp_path)
 
 
 def test_checkpoint_loads_with_weights_only_and_finished_run_is_not_repeated(tmp_path):

@@ -125,7 +125,9 @@ def load_config(
             merged: dict[str, Any] = {}
             for part in strategy_config:
                 if not isinstance(part, Mapping):
-                    raise ConfigError(f"strategy_config as a list must hold dicts of sections, got {type(part).__name__}")
+                    raise ConfigError(
+                        f"strategy_config as a list must hold dicts of sections, got {type(part).__name__}"
+                    )
                 merged.update(part)
             strategy_config = merged
         if not isinstance(strategy_config, Mapping):

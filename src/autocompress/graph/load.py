@@ -114,7 +114,9 @@ def check_external_data_paths(model: onnx.ModelProto, base_dir: Path) -> None:
             target = (base / location).resolve()
             is_file = target.is_file()
         except (OSError, RuntimeError) as exc:  # name too long, symlink loop
-            raise ModelLoadError(f"tensor {tensor.name!r}: external data {location[:200]!r} cannot be opened: {exc}") from None
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data {location[:200]!r} cannot be opened: {exc}"
+            ) from None
         if base not in target.parents:
             raise ModelLoadError(
                 f"tensor {tensor.name!r}: external data {location!r} resolves outside the model folder; refused"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import onnx
 import onnxslim
@@ -136,7 +136,9 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
     for tensor in model_tensors(model):
         if uses_external_data(tensor):
             # numpy_helper would read it relative to the working directory.
-            raise ModelLoadError(f"tensor {tensor.name!r} still points to external data; load the model with load_model")
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} still points to external data; load the model with load_model"
+            )
         if any(d < 0 for d in tensor.dims):
             raise ModelLoadError(f"tensor {tensor.name!r} has negative dims {list(tensor.dims)}")
         try:
@@ -148,12 +150,39 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
             ) from None
 
 
+#: Window geometry that ONNX requires to be >= 1; onnx.checker lets 0 through, and a zero stride makes onnx's C++
+#: shape inference divide by zero and kill the process (SIGFPE).
+_POSITIVE_ATTRIBUTES = ("strides", "dilations", "kernel_shape")
+
+
+def _graph_nodes(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for subgraph in [*([attr.g] if attr.HasField("g") else []), *attr.graphs]:
+                yield from _graph_nodes(subgraph)
+
+
+def check_window_attributes(model: onnx.ModelProto) -> None:
+    graphs = [model.graph, *model.functions]
+    for node in (n for g in graphs for n in _graph_nodes(g)):
+        for attr in node.attribute:
+            if attr.name not in _POSITIVE_ATTRIBUTES:
+                continue
+            values = list(attr.ints) if attr.type == onnx.AttributeProto.INTS else [attr.i]
+            if any(v < 1 for v in values):
+                raise ModelLoadError(
+                    f"node {node.name or node.op_type!r}: {attr.name} = {values}; every value must be >= 1"
+                )
+
+
 def check_model(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
         raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
     check_tensor_data(model)
+    check_window_attributes(model)
 
 
 def prepare_model(

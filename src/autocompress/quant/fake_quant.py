@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,7 +62,7 @@ def activation_qparams(low: float, high: float, symmetric: bool, bits: int = 8) 
         zero_point = int(min(max(round(-low / scale), qmin), qmax)) if scale > 0 else 0
     if not math.isfinite(scale) or scale <= 0:
         scale = _ZERO_RANGE_SCALE
-    return float(torch.tensor(scale, dtype=torch.float32)), zero_point, qmin, qmax
+    return float(np.float32(scale)), zero_point, qmin, qmax
 
 
 class _RoundToGrid(torch.autograd.Function):
@@ -74,15 +75,15 @@ class _RoundToGrid(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax):  # noqa: D102 - the class docstring says it
-        q = torch.round(x / scale) + zero_point
-        inside = (q >= qmin) & (q <= qmax)
-        ctx.save_for_backward(inside)
-        return (q.clamp(qmin, qmax) - zero_point) * scale
+        q = torch.div(x, scale).round_().add_(zero_point)
+        clamped = q.clamp(qmin, qmax)
+        ctx.save_for_backward(clamped == q)  # inside the grid: the only place a gradient passes
+        return clamped.sub_(zero_point).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
+        return torch.where(inside, grad, 0.0), None, None, None, None
 
 
 def fake_quantize(
@@ -100,13 +101,13 @@ def fake_quantize_range(x: torch.Tensor, low: float, high: float, symmetric: boo
 
 def batch_range(x: torch.Tensor, symmetric: bool) -> tuple[float, float]:
     """(min, max) of a batch; (-abs max, abs max) for symmetric quantization (Paddle's abs_max statistic)."""
-    x = x.detach()
     if x.numel() == 0:
         return 0.0, 0.0
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
     if symmetric:
-        abs_max = float(x.abs().max())
+        abs_max = max(-low, high)
         return -abs_max, abs_max
-    return float(x.min()), float(x.max())
+    return low, high
 
 
 class WeightFakeQuant(nn.Module):
@@ -268,7 +269,9 @@ class PACTFakeQuant(RangeFakeQuant):
             self.lower = nn.Parameter(torch.tensor(min(low, 0.0), dtype=torch.float32))
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return (-self.upper if self.lower is None else self.lower), self.upper
+        """(lower, upper), held on their side of 0 as the exported range always contains 0."""
+        upper = self.upper.clamp(min=0.0)
+        return (-upper if self.lower is None else self.lower.clamp(max=0.0)), upper
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lower, upper = self.bounds()

@@ -32,6 +32,7 @@ import onnx
 import onnxruntime as ort
 
 from autocompress.errors import DataError
+from autocompress.runtime.ort import exceeds_protobuf_limit, model_source
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def statistics_fingerprint(
     """Cache key: model bytes, every batch (names, dtypes, shapes, bytes), the tensor list and the bit width."""
     digest = hashlib.sha256()
     digest.update(f"v{CACHE_FORMAT_VERSION};bits={activation_bits};".encode())
-    digest.update(model.SerializeToString(deterministic=True))
+    _hash_model(digest, model)
     for name in tensor_names:
         digest.update(name.encode() + b"\0")
     for batch in batches:
@@ -215,6 +216,17 @@ def statistics_fingerprint(
             digest.update(value.tobytes())
         digest.update(b"\1")
     return digest.hexdigest()
+
+
+def _hash_model(digest, model: onnx.ModelProto) -> None:
+    if not exceeds_protobuf_limit(model):
+        digest.update(model.SerializeToString(deterministic=True))
+        return
+    # Over protobuf's 2 GB limit a model cannot be serialized whole: hash it part by part.
+    graph = model.graph
+    for part in (*model.opset_import, *graph.input, *graph.output, *graph.node, *graph.initializer,
+                 *graph.sparse_initializer, *model.functions):  # fmt: skip
+        digest.update(part.SerializeToString(deterministic=True))
 
 
 def collect_statistics(
@@ -243,9 +255,8 @@ def collect_statistics(
             logger.info("loading calibration statistics from %s", cache_path)
             return ActivationStatistics.load(cache_path)
 
-    session = ort.InferenceSession(
-        _with_outputs(model, tensor_names).SerializeToString(), providers=list(providers)
-    )
+    with model_source(_with_outputs(model, tensor_names)) as source:
+        session = ort.InferenceSession(source, providers=list(providers))
     input_names = [i.name for i in session.get_inputs()]
     rows: list[list[dict]] = [[] for _ in tensor_names]
     count = 0

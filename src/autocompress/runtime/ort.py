@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import EncodeError
 
 from autocompress.errors import ConfigError
 
@@ -56,16 +58,35 @@ def resolve_hardware(deploy_hardware: str) -> HardwareTarget:
     raise ConfigError(f"unknown deploy_hardware {name!r}; use 'cpu', 'gpu' or an edge target {list(EDGE_TARGETS)}")
 
 
-def model_bytes_or_path(model: onnx.ModelProto | str | Path, workdir: Path | None = None) -> bytes | str:
-    """ORT takes bytes for models under 2 GB; larger ones go through a file with external data."""
+def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether the model is too large to serialize as one protobuf (2 GB); ByteSize() itself fails beyond it."""
+    try:
+        return model.ByteSize() >= _PROTOBUF_LIMIT
+    except EncodeError:
+        return True
+
+
+@contextlib.contextmanager
+def model_source(model: onnx.ModelProto | str | Path) -> Iterator[bytes | str]:
+    """What an ORT session loads: a path as given, the bytes of a model under 2 GB (protobuf's limit), or for a
+    larger one a temporary file with external data, removed on exit.
+
+    onnx.save_model moves tensor data out of the proto it saves, so the data is read back afterwards: the caller's
+    model is unchanged, and no second in-memory copy of a multi-GB model is made.
+    """
     if isinstance(model, (str, Path)):
-        return str(model)
-    if model.ByteSize() < _PROTOBUF_LIMIT:
-        return model.SerializeToString()
-    directory = Path(workdir or tempfile.mkdtemp(prefix="autocompress-ort-"))
-    path = directory / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
-    return str(path)
+        yield str(model)
+        return
+    if not exceeds_protobuf_limit(model):
+        yield model.SerializeToString()
+        return
+    with tempfile.TemporaryDirectory(prefix="autocompress-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+            yield str(path)
+        finally:
+            onnx.load_external_data_for_model(model, tmp)
 
 
 def create_session(
@@ -84,7 +105,8 @@ def create_session(
         options.inter_op_num_threads = 1
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
-    return ort.InferenceSession(model_bytes_or_path(model), sess_options=options, providers=list(target.providers))
+    with model_source(model) as source:
+        return ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
 
 
 class Predictor:

@@ -1,12 +1,14 @@
 """EMD (1-D Wasserstein) distance between the outputs of the original and a compressed model.
 
 Used as the metric when the user gives no eval_callback (ACT does the same): 0 means the compressed model's
-output distribution matches the original's; lower is better.
+output distribution matches the original's; lower is better. The metric is the mean, over batches and float
+outputs, of the distance of one batch's output values; it is computed batch by batch (output_distances), so the
+outputs of an eval set never have to be held at once.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy.stats import wasserstein_distance
@@ -15,11 +17,24 @@ from scipy.stats import wasserstein_distance
 MAX_VALUES = 200_000
 
 
-def _flat(values: np.ndarray) -> np.ndarray:
-    flat = np.asarray(values, dtype=np.float64).ravel()
+def subsample(values: np.ndarray) -> Optional[np.ndarray]:
+    """The float64 values EMD compares for one output of one batch; None for a non-float output (not compared)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        return None
+    flat = values.ravel()
     if flat.size > MAX_VALUES:
         flat = flat[:: int(np.ceil(flat.size / MAX_VALUES))]
-    return flat
+    return flat.astype(np.float64)
+
+
+def output_distances(reference: Sequence[Optional[np.ndarray]], candidate: Sequence[np.ndarray]) -> list[float]:
+    """Distance of each float output of one batch; `reference` holds subsample() of the original's outputs."""
+    return [
+        float(wasserstein_distance(ref, subsample(cand)))
+        for ref, cand in zip(reference, candidate)
+        if ref is not None
+    ]
 
 
 def emd_distance(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]]) -> float:
@@ -31,8 +46,5 @@ def emd_distance(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[
         raise ValueError(f"{len(reference)} reference batches but {len(candidate)} candidate batches")
     distances = []
     for ref_batch, cand_batch in zip(reference, candidate):
-        for ref, cand in zip(ref_batch, cand_batch):
-            if not np.issubdtype(np.asarray(ref).dtype, np.floating):
-                continue
-            distances.append(wasserstein_distance(_flat(ref), _flat(cand)))
+        distances.extend(output_distances([subsample(r) for r in ref_batch], cand_batch))
     return float(np.mean(distances)) if distances else 0.0

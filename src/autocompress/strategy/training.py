@@ -112,6 +112,7 @@ def fine_tune(
         "diverged": result.diverged,
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.elapsed_s, 3),
+        "world_size": result.world_size,
         "history": result.history[-HISTORY_IN_REPORT:],
         "distillation": {"terms": [t.label for t in distiller.terms]},
     }

@@ -13,6 +13,10 @@ Evaluation runs every `eval_iter` steps and after the last step (the caller writ
 measures it). The best state by metric is kept and loaded into the student at the end. Without an evaluate
 callback the last state is the result. A NaN/Inf loss stops training and restores the best state (or the initial
 one when nothing was evaluated yet); the result says diverged=True.
+
+Under torchrun with more than one process, training is data-parallel (see autocompress.train.distributed): each
+rank trains on its slice of every global batch, only rank 0 evaluates and writes checkpoints, and its metric and
+checkpoint are broadcast so that every rank takes the same decisions.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torch import nn
 
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError, DataError
+from autocompress.train import distributed
 from autocompress.train.amp import AmpPolicy, amp_policy
 from autocompress.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -74,6 +79,8 @@ class TrainResult:
     diverged: bool = False
     stopped_early: bool = False
     elapsed_s: float = 0.0
+    #: number of data-parallel training processes
+    world_size: int = 1
 
 
 def check_origin_metric(measured: float, origin_metric: Optional[float], tolerance: float) -> None:
@@ -172,8 +179,11 @@ class _Trainer:
         work_dir: Path,
         on_step: Optional[Callable[[int], None]],
         device: torch.device,
+        dist: Optional[distributed.DistributedContext] = None,
     ):
         self.student, self.loss_fn, self.batches, self.config = student, loss_fn, batches, config
+        self.dist = dist
+        self.forward = self._parallel_loss() if dist is not None else loss_fn
         self.evaluate, self.higher_is_better, self.on_step, self.device = evaluate, higher_is_better, on_step, device
         self.checkpoint_path = Path(work_dir) / CHECKPOINT_NAME
         self.total = total_steps(config, count_batches(batches))
@@ -185,9 +195,19 @@ class _Trainer:
         self.initial_state = _cpu_state(student)
         self.resume_rng: Optional[dict[str, Any]] = None
 
+    def _parallel_loss(self) -> LossFunction:
+        if not isinstance(self.loss_fn, nn.Module):
+            raise ConfigError(
+                "data-parallel training needs the loss to be an nn.Module that runs the student (such as Distiller), "
+                f"got {type(self.loss_fn).__name__}"
+            )
+        return self.dist.wrap(self.loss_fn, frozen=list(getattr(self.loss_fn, "teachers", [])))
+
     # ---------------------------------------------------------------------------------------- checkpoints
 
     def _save(self) -> None:
+        if self.dist is not None and not self.dist.primary:
+            return
         p = self.progress
         save_checkpoint(
             self.checkpoint_path,
@@ -203,15 +223,25 @@ class _Trainer:
             },
         )
 
-    def restore(self) -> None:
+    def _load_compatible(self) -> Optional[dict[str, Any]]:
         if not (self.config.resume and self.checkpoint_path.exists()):
-            return
+            return None
         state = load_checkpoint(self.checkpoint_path)
         if state.get("total_steps") != self.total or state.get("seed") != self.config.seed:
             log.warning(
                 "checkpoint %s was made for %s steps with seed %s, this run has %s steps and seed %s; starting over",
                 self.checkpoint_path, state.get("total_steps"), state.get("seed"), self.total, self.config.seed,
             )  # fmt: skip
+            return None
+        return state
+
+    def restore(self) -> None:
+        """Resume from rank 0's checkpoint (every rank receives the same state)."""
+        if self.dist is None:
+            state = self._load_compatible()
+        else:
+            state = self.dist.broadcast(self._load_compatible() if self.dist.primary else None)
+        if state is None:
             return
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -226,9 +256,13 @@ class _Trainer:
     def _train_step(self, batch: Any) -> Optional[tuple[float, dict[str, float]]]:
         """One optimizer step; None when the loss is not finite."""
         feeds, label = _split(batch, self.device)
+        if self.dist is not None:
+            feeds, label = self.dist.shard(feeds, label)
         with self.amp.autocast():
-            total, parts = self.loss_fn(feeds, label)
+            total, parts = self.forward(feeds, label)
         loss = float(total.detach())
+        if self.dist is not None:  # the global loss, so that every rank stops on a NaN/Inf in any of them
+            loss = self.dist.mean(loss)
         if not math.isfinite(loss):
             return None
         scaler = self.amp.scaler
@@ -259,7 +293,7 @@ class _Trainer:
         if self.evaluate is None:
             p.best_state, p.best_step = _cpu_state(self.student), p.step
         else:
-            metric = float(self.evaluate())
+            metric = self._metric()
             log.info("step %d: metric %.6g (best %s)", p.step, metric, p.best_metric)
             if p.history and p.history[-1]["step"] == p.step:
                 p.history[-1]["metric"] = metric
@@ -272,6 +306,12 @@ class _Trainer:
                 log.info("target_metric %s reached at step %d; stopping", self.config.target_metric, p.step)
                 p.stopped_early = True
         self._save()
+
+    def _metric(self) -> float:
+        """The evaluation result, computed on rank 0 only and shared with the others."""
+        if self.dist is None:
+            return float(self.evaluate())
+        return self.dist.broadcast(float(self.evaluate()) if self.dist.primary else None)
 
     def _diverge(self) -> None:
         p = self.progress
@@ -348,18 +388,20 @@ def train_loop(
     on_step: Optional[Callable[[int], None]] = None,
     device: Union[str, torch.device] = "cpu",
 ) -> TrainResult:
-    """Train `student` against `distiller`'s loss as TrainConfig says (see the module docstring)."""
-    if config.use_fleet or config.sharding_config:
-        raise ConfigError(
-            "TrainConfig.use_fleet / sharding_config: multi-process training is not supported; unset them"
-        )
+    """Train `student` against `distiller`'s loss as TrainConfig says (see the module docstring).
+
+    Under torchrun with several processes, `evaluate` is called on rank 0 only.
+    """
     start = time.perf_counter()
     device = torch.device(device)
+    dist = distributed.setup(config.use_fleet, config.sharding_config, device)
+    if dist is not None:
+        device = dist.device
     seed_everything(config.seed)
     student.to(device)
     if isinstance(distiller, nn.Module):
         distiller.to(device)
-    trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device)
+    trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device, dist)
     trainer.restore()
     if not trainer.progress.finished:
         with activation_checkpointing(student, config.recompute_config):
@@ -375,4 +417,5 @@ def train_loop(
         diverged=p.diverged,
         stopped_early=p.stopped_early,
         elapsed_s=time.perf_counter() - start,
+        world_size=1 if dist is None else dist.world_size,
     )
