@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import onnx
 
 from autocompress.errors import ConfigError, DataError
-from autocompress.quant.qdq import QDQOptions, plan_quantization, write_qdq_model
+from autocompress.quant.qdq import QDQOptions, checked_plan, plan_quantization, write_qdq_model
 from autocompress.quant.ranges import activation_thresholds, threshold_to_range
 from autocompress.quant.statistics import ActivationStatistics
 
@@ -59,14 +59,7 @@ def quantize_post_training(
         symmetric_activations=symmetric_activations,
         bias_correct=bias_correct,
     )
-    options.validate()
-    plan = plan_quantization(model, options)
-    if not plan.nodes:
-        present = sorted({n.op_type for n in model.graph.node})
-        raise ConfigError(
-            f"quantize_op_types {list(options.quantize_op_types)} (is_full_quantize={is_full_quantize}) match no "
-            f"quantizable node; skipped by name/pattern: {plan.skipped_nodes}; op types in the model: {present}"
-        )
+    plan = checked_plan(model, options)
     if statistics.activation_bits != activation_bits:
         raise ConfigError(
             f"statistics were collected for activation_bits={statistics.activation_bits}, not {activation_bits}"

@@ -27,7 +27,7 @@ from autocompress.quant.fake_quant import (
     RangeFakeQuant,
     WeightFakeQuant,
 )
-from autocompress.quant.qdq import QDQOptions, QuantPlan, plan_quantization, write_qdq_model
+from autocompress.quant.qdq import QDQOptions, QuantPlan, checked_plan, write_qdq_model
 from autocompress.quant.ranges import activation_thresholds, threshold_to_range
 from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime.torch_graph import TorchGraph
@@ -64,19 +64,6 @@ class QATHandles:
         return {
             name: quantizer.scales(graph.parameter(name)).cpu().numpy() for name, quantizer in self.weights.items()
         }
-
-
-def checked_plan(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
-    """plan_quantization, with a ConfigError when nothing matches: QAT must never silently export a float model."""
-    options.validate()
-    plan = plan_quantization(model, options)
-    if not plan.nodes:
-        present = sorted({n.op_type for n in model.graph.node})
-        raise ConfigError(
-            f"quantize_op_types {list(options.quantize_op_types)} (is_full_quantize={options.is_full_quantize}) match "
-            f"no quantizable node; skipped by name/pattern: {plan.skipped_nodes}; op types in the model: {present}"
-        )
-    return plan
 
 
 def calibrated_ranges(

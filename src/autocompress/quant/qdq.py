@@ -182,6 +182,19 @@ def plan_quantization(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
     return plan
 
 
+def checked_plan(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
+    """plan_quantization, with a ConfigError when nothing matches: neither PTQ nor QAT may silently export a float model."""
+    options.validate()
+    plan = plan_quantization(model, options)
+    if not plan.nodes:
+        present = sorted({n.op_type for n in model.graph.node})
+        raise ConfigError(
+            f"quantize_op_types {list(options.quantize_op_types)} (is_full_quantize={options.is_full_quantize}) match "
+            f"no quantizable node; skipped by name/pattern: {plan.skipped_nodes}; op types in the model: {present}"
+        )
+    return plan
+
+
 def _ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None or version >= MIN_QDQ_OPSET:
