@@ -127,3 +127,14 @@ def test_transformer_prune_on_a_cnn_is_a_clear_error(tiny_cnn, data, tmp_path):
     with pytest.raises(ConfigError, match="no multi-head attention"):
         AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config={"TransformerPrune": {}, "TrainConfig": TRAIN},
                         eval_dataloader=data).compress()
+
+
+def test_gmp_longer_than_the_training_is_refused_naming_both_lengths(tiny_cnn, data, tmp_path):
+    config = {
+        "UnstructurePrune": {"prune_ratio": 0.6, "prune_strategy": "gmp",
+                             "gmp_config": {"pruning_iterations": 40, "pruning_steps": 4}},
+        "TrainConfig": TRAIN,
+    }
+    with pytest.raises(ConfigError, match=r"iteration 40 .*TrainConfig trains 12 steps"):
+        AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+    assert not (tmp_path / "o").exists()

@@ -148,8 +148,17 @@ class GMPSchedule:
     def period(self) -> int:
         return self.pruning_iterations // self.pruning_steps
 
+    @property
+    def _stable_stages(self) -> int:
+        return int(self.stable_iterations / self.pruning_iterations * self.pruning_steps)
+
+    @property
+    def target_iteration(self) -> int:
+        """First iteration at which the full prune_ratio is in force (the cubic ramp stays below it)."""
+        return (self._stable_stages + self.pruning_steps) * self.period
+
     def _stages(self) -> list[float]:
-        stable = int(self.stable_iterations / self.pruning_iterations * self.pruning_steps)
+        stable = self._stable_stages
         tuning = int(self.tunning_iterations / self.pruning_iterations * self.pruning_steps)
         span = self.target_ratio - self.initial_ratio
         cubic = [self.initial_ratio + span * (1.0 - (1.0 - i / self.pruning_steps) ** 3)

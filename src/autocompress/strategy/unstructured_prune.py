@@ -8,11 +8,14 @@ import logging
 import onnx
 
 from autocompress.config.strategies import UnstructurePrune
+from autocompress.config.train import TrainConfig
+from autocompress.errors import ConfigError
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
+from autocompress.train.loop import count_batches, total_steps
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class UnstructurePruneStage(Stage):
         schedule = None
         if cfg.prune_strategy == "gmp":
             schedule = GMPSchedule.from_config(cfg.prune_ratio, cfg.gmp_config.to_dict())
+            _check_training_reaches_target(schedule, ctx)
         start_ratio = schedule.ratio_at(0) if schedule else cfg.prune_ratio
         masked = MaskedWeights(model, self._masks(model, start_ratio))
         graph = TorchGraph(model)
@@ -55,3 +59,19 @@ class UnstructurePruneStage(Stage):
             **outcome.info,
         }
         return StageResult(outcome.model, info)
+
+
+def _check_training_reaches_target(schedule: GMPSchedule, ctx: CompressionContext) -> None:
+    """A GMP ramp longer than the training would export a model sparser than the start but short of prune_ratio
+    with no sign of it; refuse up front, naming both lengths."""
+    if ctx.train_batches is None:
+        return  # fine_tune names the missing dataloader
+    train_config = ctx.config.train or TrainConfig()
+    steps = total_steps(train_config, count_batches(ctx.train_batches))
+    if steps < schedule.target_iteration:
+        raise ConfigError(
+            f"UnstructurePrune.gmp_config reaches prune_ratio={schedule.target_ratio} only at iteration "
+            f"{schedule.target_iteration} (stable_iterations + pruning_iterations), but TrainConfig trains "
+            f"{steps} steps (train_iter={train_config.train_iter}, epochs={train_config.epochs}); "
+            "raise TrainConfig.train_iter or epochs, or shorten gmp_config"
+        )
