@@ -1,10 +1,11 @@
 """Scale-out: data-parallel step time (1 vs 2 ranks, same global batch), peak RSS of calibration and EMD evaluation
-against the number of batches, and calibration of a model over protobuf's 2 GB limit.
+against the number of batches, calibration and a full QuantPost compress() of a model over protobuf's 2 GB limit,
+and calibration wall time with a slow loader, with and without read-ahead (Global.prefetch_batches).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py [--skip-large] [--write]
+    PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py [--parts ddp,memory,large,prefetch] [--write]
 
-Every measurement runs in a fresh process (peak RSS is that process's own); --write puts the tables into
-BENCHMARKS.md under "## Scale-out".
+Every measurement runs in a fresh process (peak RSS is that process's own); --write puts each part's table into
+its subsection of "## Scale-out" in BENCHMARKS.md, keeping the others.
 """
 
 from __future__ import annotations
@@ -24,13 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, MachineInfo, child_peak_rss_mb, load_average, markdown_table, source_revision, write_section  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
-#: How to read the tables (measured on the shared 2-core machine the section names).
-NOTES = (
-    "Reading: the 2-rank row is the data-parallel path end to end (sharding, DDP gradient averaging, loss all-reduce); with one thread per rank it scales by 1.96x here, while 2 intra-op threads in one process lost to the other jobs on this shared 2-core machine (load ~8), so the thread row is noise-dominated. Calibration memory grows only by the per-batch statistics (~95 KB per batch for 3 tensors); EMD evaluation memory stops growing once the 256 MB reference cache is full (~240 batches of this model), later batches are recomputed, which is what the 1000-batch wall time pays. The >2 GB model peaks at ~4.4x its size: the loaded proto, the copy with extra outputs that calibration runs, and ORT's own copy of the weights."
-)
+HEADINGS = {
+    "ddp": "### Data-parallel step time (CPU, gloo; same global batch)",
+    "memory": "### Peak RSS against the number of batches",
+    "large": "### A model over 2 GB (external data)",
+    "prefetch": "### Read-ahead of a slow loader (Global.prefetch_batches)",
+}
+#: How to read each part's table (measured on the shared 2-core machine the section names).
+NOTES = {
+    "ddp": "Reading: the 2-rank row is the data-parallel path end to end (sharding, DDP gradient averaging, loss all-reduce); with one thread per rank it scales by 1.96x here, while 2 intra-op threads in one process lost to the other jobs on this shared 2-core machine (load ~8), so the thread row is noise-dominated.",
+    "memory": "Reading: calibration memory grows only by the per-batch statistics (~95 KB per batch for 3 tensors); EMD evaluation memory stops growing once the 256 MB reference cache is full (~240 batches of this model), later batches are recomputed, which is what the 1000-batch wall time pays.",
+    "large": "Reading: weights are never copied through protobuf serialization: ORT sessions, onnx's checker and shape inference get a stub copy of the graph whose large initializers point to a temporary external-data file (or, for the checker and shape inference, to nothing), and the caller's tensors are only read (clearing and re-setting a tensor's bytes would grow the model's protobuf arena by its size on every session). What remains above the model's size is one live ONNX Runtime session's copy of the weights (calibration holds one; compress() also holds the float model while the int8 candidate is evaluated).",
+    "prefetch": "Reading: with read-ahead the loader's sleep overlaps the calibration work (ORT and numpy release the GIL), so the wall time tends to the larger of the two instead of their sum.",
+}
 GLOBAL_BATCH, WIDTH, STEPS, WARMUP = 256, 1024, 40, 10
 BATCH_COUNTS = (10, 100, 1000)
 LARGE_WIDTH, LARGE_LAYERS = 11600, 4  # 4 float32 [11600, 11600] weights: 2.15 GB
+PREFETCH_BATCHES, PREFETCH_ROUNDS = 40, 3
 
 
 # ------------------------------------------------------------------------------------------------ children
@@ -143,9 +154,60 @@ def child_calibrate_large(path: str) -> None:
     print(json.dumps({"load_s": loaded - start, "calibrate_s": time.perf_counter() - loaded}))
 
 
+def child_compress_large(path: str, work: str) -> None:
+    """A full QuantPost compress() of the large model: load, prepare, baseline, calibrate, QDQ, evaluate, save."""
+    from autocompress import AutoCompression  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((2, LARGE_WIDTH), dtype=np.float32)} for _ in range(2)]
+    result = AutoCompression(path, batches, save_dir=str(Path(work) / "out"), eval_dataloader=batches,
+                             config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(Path(work) / "cache")}}
+                             ).compress()  # fmt: skip
+    saved = sum(p.stat().st_size for p in result.save_dir.glob("model.onnx*")) / 2**30
+    print(json.dumps({"stages": {t["stage"]: t["seconds"] for t in result.report["timeline"]}, "saved_gib": saved}))
+
+
+class SlowLoader:
+    """`count` [4, 3, 64, 64] batches, each after `delay` seconds of waiting (a decoder or a network file system)."""
+
+    def __init__(self, count: int, delay: float):
+        self.count, self.delay = count, delay
+
+    def __iter__(self):
+        for i in range(self.count):
+            time.sleep(self.delay)
+            yield {"x": np.random.default_rng(i).standard_normal((4, 3, 64, 64), dtype=np.float32)}
+
+
+def child_prefetch() -> None:
+    """Calibration wall time with prefetch 0 and 2, interleaved rounds; the loader waits as long as one batch's
+    calibration takes, measured first."""
+    from autocompress.data.batches import BatchAdapter, input_specs  # noqa: PLC0415
+    from autocompress.quant.statistics import collect_statistics  # noqa: PLC0415
+
+    model = _conv_model()
+    specs = input_specs(model)
+
+    def calibrate(delay: float, prefetch: int) -> float:
+        batches = BatchAdapter(SlowLoader(PREFETCH_BATCHES, delay), specs, "bench", prefetch=prefetch)
+        start = time.perf_counter()
+        collect_statistics(model, batches.feeds(), ["x", "r1", "y"])
+        return time.perf_counter() - start
+
+    calibrate(0.0, 0)  # warm-up
+    compute = float(np.median([calibrate(0.0, 0) for _ in range(PREFETCH_ROUNDS)]))
+    delay = compute / PREFETCH_BATCHES
+    walls: dict[int, list[float]] = {0: [], 2: []}
+    for _ in range(PREFETCH_ROUNDS):
+        for prefetch in walls:
+            walls[prefetch].append(calibrate(delay, prefetch))
+    print(json.dumps({"compute_s": compute, "delay_s": delay, "walls": walls}))
+
+
 CHILDREN = {"ddp": lambda a: child_ddp(int(a[0]), a[1]), "calibrate": lambda a: child_calibrate(int(a[0])),
             "evaluate": lambda a: child_evaluate(int(a[0])), "build-large": lambda a: child_build_large(a[0]),
-            "calibrate-large": lambda a: child_calibrate_large(a[0])}  # fmt: skip
+            "calibrate-large": lambda a: child_calibrate_large(a[0]),
+            "compress-large": lambda a: child_compress_large(a[0], a[1]), "prefetch": lambda a: child_prefetch()}  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------------- parent
@@ -195,53 +257,83 @@ def large_table() -> str:
         subprocess.run([sys.executable, SCRIPT, "--child", "build-large", path], env=_env(), check=True)
         size = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**30
         start = time.perf_counter()
-        peak, out = child_peak_rss_mb([sys.executable, SCRIPT, "--child", "calibrate-large", path], _env())
-        wall = time.perf_counter() - start
-    times = json.loads(out)
-    row = (f"{size:.2f}", f"{times['load_s']:.1f}", f"{times['calibrate_s']:.1f}", f"{wall:.1f}", f"{peak / 1024:.2f}")
-    return markdown_table(["model GiB (external data)", "load s", "calibration s (3 batches, 4 tensors)",
-                           "process wall s", "peak RSS GiB"], [row])  # fmt: skip
+        calib_peak, out = child_peak_rss_mb([sys.executable, SCRIPT, "--child", "calibrate-large", path], _env())
+        calib_wall = time.perf_counter() - start
+        times = json.loads(out)
+        with tempfile.TemporaryDirectory(dir=ROOT) as work:
+            start = time.perf_counter()
+            compress_peak, out = child_peak_rss_mb([sys.executable, SCRIPT, "--child", "compress-large", path, work], _env())
+            compress_wall = time.perf_counter() - start
+        compressed = json.loads(out)
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in compressed["stages"].items())
+    rows = [
+        ("load_model + collect_statistics (3 batches, 4 tensors)", f"{size:.2f}",
+         f"load {times['load_s']:.1f} s, calibration {times['calibrate_s']:.1f} s", f"{calib_wall:.1f}",
+         f"{calib_peak / 1024:.2f}", f"{calib_peak / 1024 / size:.1f}"),
+        (f"compress() QuantPost, 2 batches (saved model.onnx + .data: {compressed['saved_gib']:.2f} GiB)",
+         f"{size:.2f}", stages, f"{compress_wall:.1f}", f"{compress_peak / 1024:.2f}",
+         f"{compress_peak / 1024 / size:.1f}"),
+    ]  # fmt: skip
+    description = (f"{LARGE_LAYERS} MatMul+Relu layers with float32 [{LARGE_WIDTH}, {LARGE_WIDTH}] weights, stored "
+                   "with external data; each row is one fresh process.")
+    return description + "\n\n" + markdown_table(
+        ["run", "model GiB", "phases", "process wall s", "peak RSS GiB", "peak RSS / model size"], rows)
+
+
+def prefetch_table() -> str:
+    result = json.loads(subprocess.run([sys.executable, SCRIPT, "--child", "prefetch"], env=_env(), check=True,
+                                       capture_output=True, text=True).stdout)  # fmt: skip
+    walls = {int(k): float(np.median(v)) for k, v in result["walls"].items()}
+    rows = [(prefetch, f"{walls[prefetch]:.2f}", f"{walls[0] / walls[prefetch]:.2f}",
+             " / ".join(f"{w:.2f}" for w in result["walls"][str(prefetch)])) for prefetch in sorted(walls)]  # fmt: skip
+    description = (
+        f"collect_statistics over {PREFETCH_BATCHES} [4, 3, 64, 64] batches of the two-conv model through a "
+        f"BatchAdapter whose loader waits {result['delay_s'] * 1000:.0f} ms before each batch: as long as one batch's "
+        f"calibration (without waiting, {result['compute_s']:.2f} s for all {PREFETCH_BATCHES}). Median of "
+        f"{PREFETCH_ROUNDS} interleaved rounds in one process; the loader alone waits "
+        f"{result['delay_s'] * PREFETCH_BATCHES:.2f} s."
+    )
+    return description + "\n\n" + markdown_table(
+        ["prefetch_batches", "calibration wall s (median)", "speedup vs 0", "rounds s"], rows)
+
+
+def ddp_part() -> str:
+    return (f"train_loop on an MLP student ({WIDTH}-{WIDTH}-{WIDTH}-10) distilled toward a teacher, global batch "
+            f"{GLOBAL_BATCH}, median of steps {WARMUP + 1}..{STEPS}; 2 ranks each train on 128 rows and average "
+            "gradients with DistributedDataParallel.\n\n" + ddp_table())  # fmt: skip
+
+
+def memory_part() -> str:
+    return ("Two 3x3 convs (3->16->16 channels) on [4, 3, 64, 64] batches generated on the fly; one fresh process per "
+            "cell. Calibration keeps per-batch statistics of each tensor (a 4096-bin histogram and the threshold-search "
+            "losses, ~17 KB per tensor and batch, so any batch prefix can be re-ranged exactly) and no activation. "
+            "EMD evaluation keeps the original model's outputs up to 256 MB and recomputes the rest.\n\n"
+            + memory_table())  # fmt: skip
+
+
+PARTS = {"ddp": ddp_part, "memory": memory_part, "large": large_table, "prefetch": prefetch_table}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--skip-large", action="store_true", help="skip the 2.15 GB model (needs ~7 GB RAM, 2.2 GB disk)")
-    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated parts; large needs ~5 GB RAM and 4.5 GB disk")  # fmt: skip
+    parser.add_argument("--write", action="store_true", help="write each part's subsection into BENCHMARKS.md")
     args = parser.parse_args()
     if args.child:
         CHILDREN[args.child[0]](args.child[1:])
         return
-    load_before = load_average()[0]
-    parts = [
-        "### Data-parallel step time (CPU, gloo; same global batch)",
-        f"train_loop on an MLP student ({WIDTH}-{WIDTH}-{WIDTH}-10) distilled toward a teacher, global batch "
-        f"{GLOBAL_BATCH}, median of steps {WARMUP + 1}..{STEPS}; 2 ranks each train on 128 rows and average "
-        "gradients with DistributedDataParallel.",
-        "",
-        ddp_table(),
-        "",
-        "### Peak RSS against the number of batches",
-        "Two 3x3 convs (3->16->16 channels) on [4, 3, 64, 64] batches generated on the fly; one fresh process per "
-        "cell. Calibration keeps per-batch statistics of each tensor (a 4096-bin histogram and the threshold-search "
-        "losses, ~17 KB per tensor and batch, so any batch prefix can be re-ranged exactly) and no activation. "
-        "EMD evaluation keeps the original model's outputs up to 256 MB and recomputes the rest.",
-        "",
-        memory_table(),
-    ]
-    if not args.skip_large:
-        parts += ["", "### A model over 2 GB (external data)",
-                  f"{LARGE_LAYERS} MatMul+Relu layers with float32 [{LARGE_WIDTH}, {LARGE_WIDTH}] weights; "
-                  "load_model, then collect_statistics (the session reads a temporary external-data copy).", "",
-                  large_table()]  # fmt: skip
-    parts += ["", NOTES]
-    parts += ["", f"Command: `PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py{' --skip-large' if args.skip_large else ''} --write`. "
-              f"{MachineInfo.current().markdown()} Load average before/after: {load_before:.1f}/{load_average()[0]:.1f} "
-              f"(other jobs shared the machine). Source: {source_revision()}."]  # fmt: skip
-    body = "\n".join(parts)
-    print(body)
-    if args.write:
-        write_section(ROOT / "BENCHMARKS.md", "## Scale-out", body)
+    for part in args.parts.split(","):
+        load_before = load_average()[0]
+        body = PARTS[part]()
+        footer = (f"Command: `PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py --parts {part} --write`. "
+                  f"{MachineInfo.current().markdown()} Load average before/after: {load_before:.1f}/"
+                  f"{load_average()[0]:.1f} (other jobs shared the machine). Source: {source_revision()}.")  # fmt: skip
+        text = f"{body}\n\n{NOTES[part]}\n\n{footer}"
+        print(f"{HEADINGS[part]}\n\n{text}\n")
+        if args.write:
+            write_section(ROOT / "BENCHMARKS.md", HEADINGS[part], text)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress import AutoCompression, evaluation
-from autocompress.api import _external_data_args
+from autocompress.api import save_model
 from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import ModelLoadError
+from autocompress.graph import large
 from autocompress.graph.load import load_model
 from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime import ort as ort_runtime
@@ -41,10 +42,44 @@ def test_external_data_model_goes_through_quant_post_end_to_end(tmp_path, tiny_b
 
     saved = onnx.load(str(result.model_path))
     assert any(n.op_type == "QuantizeLinear" for n in saved.graph.node)
-    assert sorted(p.name for p in result.save_dir.iterdir() if p.suffix == ".onnx") == ["model.onnx"]
+    # the user's model kept its weights apart, so does the result
+    assert sorted(p.name for p in result.save_dir.glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
     outputs = Predictor(str(result.model_path))(tiny_batches[0])
     assert outputs[0].shape == (4, 10) and np.isfinite(outputs[0]).all()
     assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # the user's files are only read
+
+
+@pytest.mark.parametrize("config", [
+    {"QuantPost": {"batch_nums": 2}},
+    {"UnstructurePrune": {"prune_ratio": 0.5}, "TrainConfig": {"train_iter": 4, "eval_iter": 4, "learning_rate": 0.01}},
+], ids=["QuantPost", "UnstructurePrune"])  # fmt: skip
+def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, monkeypatch, caplog, config):
+    """The >2 GB branches (stub checker and shape inference, no onnxslim, ORT through a temporary file, parts-wise
+    sizes, external-data save) on a small model that counts as large; the slow test below runs a real one."""
+    source = export_tiny_cnn(tmp_path / "plain.onnx")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    _save_external(onnx.load(str(source)), model_dir / "net.onnx", "net.weights")
+    reference = Predictor(str(source))(tiny_batches[0])[0]
+    monkeypatch.setattr(large, "PROTOBUF_LIMIT", 4096)  # a few KB: every model of this run counts as large
+
+    result = AutoCompression(model_dir, tiny_batches, save_dir=tmp_path / "out", eval_dataloader=tiny_batches,
+                             config={**config, "Global": {"cache_dir": str(tmp_path / "cache")}}).compress()  # fmt: skip
+    assert "onnxslim simplification (and BN folding) is skipped" in caplog.text
+    assert sorted(p.name for p in result.save_dir.iterdir() if p.name.startswith("model")) == [
+        "model.onnx", "model.onnx.data"]  # fmt: skip
+    header = onnx.load(str(result.model_path), load_external_data=False)
+    inline = [t.ByteSize() for t in header.graph.initializer if t.data_location != TensorProto.EXTERNAL]
+    assert len(inline) < len(header.graph.initializer) and max(inline) < large.STUB_THRESHOLD
+    assert result.compressed.size_mb > 0 and result.baseline.size_mb > 0
+    outputs = Predictor(str(result.model_path))(tiny_batches[0])[0]
+    assert np.isfinite(outputs).all()
+    assert np.abs(outputs - reference).max() < 0.5 * np.abs(reference).max()
+    if "QuantPost" in config:
+        assert sum(n.op_type == "QuantizeLinear" for n in header.graph.node) >= 3
+    else:
+        info = result.report["timeline"][0]["info"]
+        assert info["compressed_size_mb"] < info["dense_size_mb"]
 
 
 def test_missing_external_data_file_is_named(tmp_path):
@@ -112,7 +147,7 @@ def test_model_over_2gb_loads_calibrates_runs_trains_and_saves(tmp_path):
     trained = graph.write_back(model)
     del graph, model
     save_dir.mkdir()
-    onnx.save_model(trained, str(save_dir / "model.onnx"), **_external_data_args(trained))
+    save_model(trained, save_dir / "model.onnx")
     del trained
     assert sorted(p.name for p in save_dir.iterdir()) == ["model.onnx", "model.onnx.data"]
     reloaded = load_model(save_dir)
@@ -120,10 +155,38 @@ def test_model_over_2gb_loads_calibrates_runs_trains_and_saves(tmp_path):
     assert not np.allclose(Predictor(reloaded)(batches[0])[0], reference, rtol=1e-6, atol=1e-7)  # training moved it
 
 
+@pytest.mark.slow
+def test_compress_quant_post_on_a_model_over_2gb(tmp_path):
+    """The whole QuantPost compress() on a real 2.15 GB model: nothing on the way serializes it in one piece."""
+    width, layers = 11600, 4
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    built = _chain_model(width, layers)
+    assert exceeds_protobuf_limit(built)
+    onnx.save_model(built, str(model_dir / "big.onnx"), save_as_external_data=True, location="big.onnx.data")
+    del built
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((2, width), dtype=np.float32)} for _ in range(2)]
+
+    result = AutoCompression(model_dir, batches, save_dir=tmp_path / "out", eval_dataloader=batches,
+                             config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(tmp_path / "cache")}}
+                             ).compress()  # fmt: skip
+    assert sorted(p.name for p in result.save_dir.glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
+    assert result.baseline.size_mb > 2147
+    header = onnx.load(str(result.model_path), load_external_data=False)
+    assert sum(n.op_type == "QuantizeLinear" for n in header.graph.node) >= layers
+    int8 = [t for t in header.graph.initializer if t.data_type == TensorProto.INT8 and len(t.dims) == 2]
+    assert len(int8) == layers and all(t.data_location == TensorProto.EXTERNAL for t in int8)
+    quantized = Predictor(str(result.model_path))(batches[0])[0]
+    reference = Predictor(str(model_dir / "big.onnx"))(batches[0])[0]
+    assert np.isfinite(quantized).all()
+    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
+
+
 def test_models_over_the_protobuf_limit_reach_ort_through_a_temporary_file(tiny_cnn, tiny_batches, monkeypatch):
     model = onnx.load(str(tiny_cnn))
     expected = Predictor(model)(tiny_batches[0])[0]
-    monkeypatch.setattr(ort_runtime, "_PROTOBUF_LIMIT", 1000)  # treat the tiny model as a large one
+    monkeypatch.setattr(large, "PROTOBUF_LIMIT", 1000)  # treat the tiny model as a large one
     assert exceeds_protobuf_limit(model)
     with ort_runtime.model_source(model) as source:
         folder = Path(source).parent

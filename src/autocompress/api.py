@@ -21,11 +21,12 @@ from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
 from autocompress.graph.load import load_model, resolve_model_files
-from autocompress.graph.prepare import prepare_model
+from autocompress.graph.large import exceeds_protobuf_limit, save_external, stores_external_data
+from autocompress.graph.prepare import check_structure, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.summary import ModelSummary, summarize
-from autocompress.runtime.ort import Predictor, exceeds_protobuf_limit, resolve_hardware
-from autocompress.savedir import atomic_dir, check_save_dir
+from autocompress.runtime.ort import Predictor, resolve_hardware
+from autocompress.savedir import atomic_dir, check_save_dir, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult
 from autocompress.strategy.plan import plan_stages
 from autocompress.train import distributed
@@ -53,7 +54,7 @@ class CompressResult:
 def validate_exported(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], hardware) -> None:
     """onnx.checker + one ORT run with finite outputs, before anything is committed to save_dir."""
     try:
-        onnx.checker.check_model(model)
+        check_structure(model)
     except Exception as exc:
         raise AutoCompressError(f"the compressed model fails onnx.checker: {exc}") from None
     outputs = Predictor(model, hardware)(dict(feed))
@@ -133,11 +134,15 @@ class AutoCompression:
         started = time.perf_counter()
         g = self.config.global_
         log.info("loading %s", self.model_path)
-        original = load_model(g.model_dir, g.model_filename, g.params_filename)
-        model = prepare_model(original, g.input_shapes)
+        external = self.kind == "onnx" and stores_external_data(self.model_path)
+        # the loaded model is not kept: a model over 2 GB would otherwise be held twice the whole run
+        model = prepare_model(load_model(g.model_dir, g.model_filename, g.params_filename), g.input_shapes)
         specs = input_specs(model)
-        train = BatchAdapter(self.train_dataloader, specs, "train_dataloader") if self.train_dataloader is not None else None
-        eval_batches = BatchAdapter(self.eval_dataloader, specs, "eval_dataloader") if self.eval_dataloader is not None else None
+        train = eval_batches = None
+        if self.train_dataloader is not None:
+            train = BatchAdapter(self.train_dataloader, specs, "train_dataloader", prefetch=g.prefetch_batches)
+        if self.eval_dataloader is not None:
+            eval_batches = BatchAdapter(self.eval_dataloader, specs, "eval_dataloader", prefetch=g.prefetch_batches)
         first_source = train or eval_batches
         if first_source is None:
             raise ConfigError("train_dataloader is None; compression needs data (calibration or training batches)")
@@ -154,8 +159,7 @@ class AutoCompression:
 
         # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
         suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
-        work_dir = self.save_dir.with_name(self.save_dir.name + ".work" + suffix)
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir = work_dir_for(self.save_dir, suffix)
         ctx = CompressionContext(
             config=self.config,
             original=model,
@@ -202,7 +206,7 @@ class AutoCompression:
         }
         if distributed.is_primary():
             with atomic_dir(self.save_dir) as tmp:
-                onnx.save_model(current, str(tmp / "model.onnx"), **_external_data_args(current))
+                save_model(current, tmp / "model.onnx", external)
                 save_config(self.config, tmp / "config.yaml")
                 (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
                 write_html(json.loads((tmp / "report.json").read_text(encoding="utf-8")), tmp)
@@ -235,10 +239,13 @@ class AutoCompression:
         }
 
 
-def _external_data_args(model: onnx.ModelProto) -> dict[str, Any]:
-    if not exceeds_protobuf_limit(model):
-        return {}
-    return {"save_as_external_data": True, "location": "model.onnx.data"}
+def save_model(model: onnx.ModelProto, path: Path, external: bool = False) -> None:
+    """One file, or `path` with its weights in `path`.data beside it: when `external` (the user's model kept its
+    weights apart) or the model is over protobuf's 2 GB limit."""
+    if external or exceeds_protobuf_limit(model):
+        save_external(model, path)
+    else:
+        onnx.save_model(model, str(path))
 
 
 def _json_default(value: Any):

@@ -27,3 +27,8 @@ class UnsupportedOpError(AutoCompressError):
 
 class StrategyNotImplementedError(AutoCompressError, NotImplementedError):
     """A configured strategy that this version does not implement yet."""
+
+
+class SaveDirError(AutoCompressError):
+    """save_dir, its work folder or a checkpoint cannot be written (disk full, no permission); the message names
+    the path, and the previous result and checkpoint are kept."""

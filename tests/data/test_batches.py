@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 import onnx
 import pytest
@@ -73,3 +76,61 @@ def test_shapes_that_change_mid_stream_are_an_error(specs):
     batches = [{"x": np.zeros((1, 3, 16, 16), np.float32)}, {"x": np.zeros((1, 3, 8, 8), np.float32)}]
     with pytest.raises(DataError, match="batch 1.*dim 2 must be 16"):
         list(BatchAdapter(batches, specs))
+
+
+class CountingLoader:
+    """A re-iterable whose generators record how many batches were read and whether they were closed."""
+
+    def __init__(self, count: int, fail_at: int | None = None):
+        self.count, self.fail_at = count, fail_at
+        self.read: list[int] = []
+        self.closed = 0
+
+    def __iter__(self):
+        try:
+            for i in range(self.count):
+                if i == self.fail_at:
+                    raise KeyError(f"sample {i} is corrupt")
+                self.read.append(i)
+                yield {"x": np.full((1, 3, 16, 16), i, np.float32)}
+        finally:
+            self.closed += 1
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_read_ahead_keeps_the_order_and_closes_the_loader(specs, prefetch):
+    loader = CountingLoader(20)
+    adapter = BatchAdapter(loader, specs, prefetch=prefetch)
+    assert [int(feeds["x"][0, 0, 0, 0]) for feeds, _ in adapter] == list(range(20))
+    assert [int(f["x"].flat[0]) for f in adapter.feeds()] == list(range(20))  # re-iterable
+    assert adapter.first()[0]["x"].flat[0] == 0
+    assert loader.closed == 3  # the early stop of first() closed the generator too, before first() returned
+    assert not [t for t in threading.enumerate() if t.name == "autocompress-read-ahead"]  # none left behind
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_failing_loader_is_named_with_its_batch_index_when_read_ahead(specs, prefetch):
+    loader = CountingLoader(10, fail_at=4)
+    with pytest.raises(DataError, match="raised KeyError at batch 4: 'sample 4 is corrupt'") as caught:
+        list(BatchAdapter(loader, specs, prefetch=prefetch))
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert loader.read == [0, 1, 2, 3] and loader.closed == 1
+
+
+def test_read_ahead_holds_a_bounded_number_of_batches(specs):
+    loader = CountingLoader(1000)
+    batches = iter(BatchAdapter(loader, specs, prefetch=3))
+    next(batches)
+    deadline = time.monotonic() + 10
+    while len(loader.read) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room to run further ahead if the queue were unbounded
+    # the one held here, 3 queued, 1 in the reader's hand waiting for a free slot
+    assert len(loader.read) == 5
+    batches.close()
+    assert loader.closed == 1 and len(loader.read) == 5
+
+
+def test_a_negative_prefetch_is_refused(specs):
+    with pytest.raises(DataError, match="prefetch must be >= 0"):
+        BatchAdapter([], specs, prefetch=-1)

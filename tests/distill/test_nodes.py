@@ -56,6 +56,42 @@ def test_pairs_and_teacher_prefix(model):
     assert terms == [DistillTerm("l2", (CONV2,), (CONV2,), 0.5), DistillTerm("l2", (LOGITS,), (LOGITS,), 0.5)]
 
 
+def test_names_in_both_graphs_pair_with_themselves(model):
+    student = export(hidden=6, seed=1)  # other weights, same tensor names
+    short = parse_terms([CONV2, LOGITS], "l2", 1.0, model, student)
+    assert short == [DistillTerm("l2", (CONV2,), (CONV2,), 1.0), DistillTerm("l2", (LOGITS,), (LOGITS,), 1.0)]
+    assert parse_terms([CONV2, CONV2, LOGITS, LOGITS], "l2", 1.0, model, student) == short  # written-out pairs
+    assert parse_terms([CONV1, CONV2, LOGITS], "l2", 1.0, model, student)[0].student_nodes == (CONV1,)
+    fsp = parse_terms([CONV1, CONV2], "fsp", 1.0, model, student)
+    assert fsp == [DistillTerm("fsp", (CONV1, CONV2), (CONV1, CONV2), 1.0)]
+    groups = parse_terms([[CONV2], [LOGITS]], ["l2", "soft_label"], [1.0, 2.0], model, student)
+    assert [(t.loss, t.student_nodes) for t in groups] == [("l2", (CONV2,)), ("soft_label", (LOGITS,))]
+
+
+def test_teacher_prefix_pairs_two_different_names(model):
+    terms = parse_terms(["teacher_" + CONV1, CONV2], "l2", 1.0, model, model)
+    assert terms == [DistillTerm("l2", (CONV1,), (CONV2,), 1.0)]
+
+
+def _renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    for node in renamed.graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        node.output[:] = [new if o == old else o for o in node.output]
+    return renamed
+
+
+def test_a_name_missing_in_one_graph_is_named_in_the_error(model):
+    student = _renamed(model, CONV1, "/student/conv1")
+    with pytest.raises(ConfigError, match=f"'{CONV1}' \\(not in the student model\\)"):
+        parse_terms([CONV1], "l2", 1.0, model, student)
+    with pytest.raises(ConfigError, match=f"'{CONV1}' \\(not in the teacher model\\)"):
+        parse_terms([CONV1], "l2", 1.0, student, model)
+    with pytest.raises(ConfigError, match="does not exist in the student model"):
+        parse_terms([CONV2, CONV1], "l2", 1.0, model, student)  # not the short form: (CONV2 -> CONV1)
+
+
 def test_list_of_lists_pairs_with_losses_and_alphas(model):
     terms = parse_terms([[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]], ["l2", "soft_label", "fsp"],
                         [1.0, 2.0, 3.0], model, model)  # fmt: skip
@@ -81,8 +117,9 @@ def test_unknown_name_lists_close_matches(model):
 @pytest.mark.parametrize(
     "node,loss,alpha,match",
     [
-        ([CONV2, CONV2, LOGITS], "l2", 1.0, "pairs"),
-        ([CONV1, CONV2, CONV1], "fsp", 1.0, "teacher_a, teacher_b, student_a, student_b"),
+        (["teacher_" + CONV2, CONV2, LOGITS], "l2", 1.0, "pairs"),
+        (["teacher_" + CONV1, CONV2, CONV1], "fsp", 1.0, "teacher_a, teacher_b, student_a, student_b"),
+        ([CONV1, CONV2, LOGITS], "fsp", 1.0, "two at a time"),
         ([CONV2, [LOGITS, LOGITS]], "l2", 1.0, "mixes"),
         ([CONV2, CONV2], ["l2", "fsp"], 1.0, "list of lists"),
         ([[CONV2, CONV2], [LOGITS, LOGITS]], ["l2", "l2", "l2"], 1.0, "pair up"),

@@ -31,12 +31,14 @@ def _optimized_nodes(model, path, level):
 
 @pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
-def test_every_conv_runs_as_an_int8_kernel(cnn_model, statistics, tmp_path, level):
+def test_every_conv_and_the_gemm_run_as_int8_kernels(cnn_model, statistics, tmp_path, level):
     quantized, info = quantize_post_training(cnn_model, statistics, algo="KL")
-    assert info.quantized_op_counts == {"Conv": 4, "Gemm": 1}
+    assert info.quantized_op_counts == {"Conv": 4, "Add": 1, "Gemm": 1}
     nodes = _optimized_nodes(quantized, tmp_path / "optimized.onnx", level)
-    assert not [n for n in nodes if n[1] in ("Conv", "FusedConv")], nodes
+    assert not [n for n in nodes if n[1] in ("Conv", "FusedConv", "Gemm", "Add")], nodes
+    assert ("com.microsoft", "QLinearAdd") in nodes  # the residual Add between two quantized convs
     assert sum(n in INT8_CONV for n in nodes) == 4, nodes
+    assert ("com.microsoft", "QGemm") in nodes  # the classifier too: needs its bias in int32
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)

@@ -47,8 +47,30 @@ def test_weights_are_int8_initializers_and_the_file_shrinks(cnn_model):
     for name in ("stem.weight", "conv1.weight", "down.weight", "head.weight"):
         assert name not in initializers
         assert initializers[f"{name}_quantized"].data_type == onnx.TensorProto.INT8
-    assert initializers["stem.bias"].data_type == onnx.TensorProto.FLOAT
     assert quantized.ByteSize() < 0.5 * cnn_model.ByteSize()
+
+
+def test_biases_are_int32_with_the_accumulator_scale(cnn_model):
+    ranges = _ranges(cnn_model)
+    quantized, _ = write_qdq_model(cnn_model, ranges)
+    values = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    floats = {t.name: numpy_helper.to_array(t) for t in cnn_model.graph.initializer}
+    for layer in ("stem", "conv1", "head"):
+        bias, weight = f"{layer}.bias", f"{layer}.weight"
+        assert bias not in values and values[f"{bias}_quantized"].dtype == np.int32
+        gemm_or_conv = next(n for n in quantized.graph.node if f"{weight}_dequantized" in n.input)
+        input_scale = values[gemm_or_conv.input[0].replace("_dequantized", "_scale")]
+        np.testing.assert_allclose(values[f"{bias}_scale"], input_scale * values[f"{weight}_scale"], rtol=1e-6)
+        assert not values[f"{bias}_zero_point"].any()
+        restored = values[f"{bias}_quantized"] * values[f"{bias}_scale"]
+        assert np.abs(restored - floats[bias]).max() <= values[f"{bias}_scale"].max() / 2 + 1e-9
+
+
+def test_symmetric_exports_keep_float_biases(cnn_model):
+    options = QDQOptions(symmetric_activations=True)
+    quantized, _ = write_qdq_model(cnn_model, _ranges(cnn_model, options), options)
+    initializers = {t.name: t for t in quantized.graph.initializer}
+    assert initializers["stem.bias"].data_type == onnx.TensorProto.FLOAT
 
 
 def test_skip_names_and_patterns_leave_nodes_float(cnn_model):
@@ -132,3 +154,22 @@ def test_integer_shape_arithmetic_is_never_quantized():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     plan = plan_quantization(model, QDQOptions(is_full_quantize=True))
     assert sorted(p.node.name for p in plan.nodes) == ["add", "conv"]
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_with_either_weight_layout_runs_as_qgemm(trans_b, tmp_path):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((8, 5) if trans_b else (5, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc", transB=trans_b)], "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    quantized, _ = write_qdq_model(model, {"x": (-3.0, 3.0)})
+    values = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    assert values["W_scale"].shape == values["B_scale"].shape == (8,)  # per output channel, whichever axis W has
+    assert ("com.microsoft", "QGemm") in _optimized_op_types(quantized, tmp_path)
+    x = rng.uniform(-3, 3, (2, 5)).astype(np.float32)
+    assert cosine(run(quantized, {"x": x}), run(model, {"x": x})) > 0.999

@@ -14,7 +14,7 @@ from autocompress.quant.ranges import (
     paddle_histogram,
     threshold_to_range,
 )
-from autocompress.quant.statistics import statistics_from_arrays
+from autocompress.quant.statistics import SEARCH_GRID, grid_losses, statistics_from_arrays
 
 
 def _reference_kl(hist: list[float], bin_width: float, bits: int) -> float:
@@ -44,10 +44,14 @@ def _reference_kl(hist: list[float], bin_width: float, bits: int) -> float:
     return (best_i + 0.5) * bin_width
 
 
-def test_kl_matches_literal_reference():
+@pytest.mark.parametrize("bits", [4, 8, 10])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_kl_matches_literal_reference(bits, sparse):
     rng = np.random.default_rng(1)
     hist, _ = np.histogram(np.abs(rng.laplace(size=20000)), bins=512)
-    assert kl_threshold(hist, 0.01, 8) == pytest.approx(_reference_kl(hist.tolist(), 0.01, 8))
+    if sparse:  # empty bins: skipped candidates and groups without mass
+        hist[rng.integers(0, 512, 200)] = 0
+    assert kl_threshold(hist, 0.01, bits) == pytest.approx(_reference_kl(hist.tolist(), 0.01, bits))
 
 
 def test_kl_clips_heavy_tails_below_abs_max():
@@ -99,13 +103,27 @@ def test_mse_threshold_near_analytic_gaussian_optimum():
 
 def test_emd_picks_a_grid_candidate_preserving_mean_and_std():
     rng = np.random.default_rng(5)
-    batch = rng.standard_normal(100000).astype(np.float32)
+    batch = rng.standard_normal(50000).astype(np.float32)
     statistics = statistics_from_arrays({"t": [batch]})
     threshold = activation_thresholds(statistics, "emd")["t"]
-    ratio = threshold / float(np.abs(batch).max())
+    abs_max = float(np.abs(batch).max())
+    ratio = threshold / abs_max
     assert 0.3 <= ratio <= 1.0 and round((ratio - 0.3) / 0.02, 6) == pytest.approx(round((ratio - 0.3) / 0.02))
     # the chosen candidate's loss is the smallest of the grid
-    assert statistics.emd_loss[0, 0].min() == pytest.approx(statistics.emd_loss[0, 0][round((ratio - 0.3) / 0.02)])
+    _, emd = grid_losses(batch, abs_max, 8)
+    assert emd.min() == pytest.approx(emd[round((ratio - 0.3) / 0.02)])
+
+
+def test_mse_keeps_the_best_pair_over_all_batches():
+    rng = np.random.default_rng(6)
+    clean = rng.uniform(-1, 1, 4000).astype(np.float32)
+    noisy = rng.standard_normal(4000).astype(np.float32)
+    noisy[0] = 40.0  # an outlier: its best candidate clips it, at a higher loss than the clean batch's best
+    losses = grid_losses(clean, float(np.abs(clean).max()), 8)[0]
+    candidate = len(SEARCH_GRID) - 1 - int(np.argmin(losses[::-1]))
+    expected = SEARCH_GRID[candidate] * float(np.abs(clean).max())
+    assert activation_thresholds(statistics_from_arrays({"t": [clean, noisy]}), "mse")["t"] == pytest.approx(expected)
+    assert activation_thresholds(statistics_from_arrays({"t": [noisy]}), "mse")["t"] > 3.0
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)

@@ -1,4 +1,5 @@
 import logging
+from dataclasses import fields
 
 import numpy as np
 import onnxruntime as ort
@@ -24,18 +25,32 @@ def tensors(cnn_model):
     return calibration_tensors(cnn_model)
 
 
+@pytest.fixture()
+def sessions(monkeypatch) -> list[int]:
+    """One entry per ORT session the statistics pass creates (a cache hit creates none)."""
+    created: list[int] = []
+    real_session = ort.InferenceSession
+
+    def counting_session(*args, **kwargs):
+        created.append(1)
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(statistics_module.ort, "InferenceSession", counting_session)
+    return created
+
+
 def test_one_pass_collects_every_tensor(cnn_model, tensors):
     statistics = collect_statistics(cnn_model, make_batches(3), tensors)
     assert statistics.tensor_names == tensors
     assert statistics.abs_max.shape == (len(tensors), 3)
-    assert statistics.hist.shape == (len(tensors), 3, FINE_BINS)
+    assert statistics.hist.shape == (len(tensors), 1, FINE_BINS)  # one merged histogram, not one per batch
     x = statistics.index("x")
     assert statistics.abs_max[x, 1] == pytest.approx(np.abs(make_batches(3)[1]["x"]).max())
 
 
 def test_prefix_equals_a_fresh_run_on_fewer_batches(cnn_model, tensors):
     batches = make_batches(6)
-    full = collect_statistics(cnn_model, batches, tensors)
+    full = collect_statistics(cnn_model, batches, tensors, prefixes=[3])
     fresh = collect_statistics(cnn_model, batches, tensors, batch_nums=3)
     prefix = full.prefix(3)
     assert prefix.num_batches == fresh.num_batches == 3
@@ -43,6 +58,26 @@ def test_prefix_equals_a_fresh_run_on_fewer_batches(cnn_model, tensors):
         assert activation_thresholds(prefix, algo) == activation_thresholds(fresh, algo), algo
     # and the longer run really differs somewhere, so the check above is not vacuous
     assert any(activation_thresholds(full, a) != activation_thresholds(prefix, a) for a in ALGORITHMS)
+
+
+def test_histograms_are_kept_only_at_the_requested_prefixes():
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal(100).astype(np.float32) * (i + 1) for i in range(40)]
+    assert statistics_from_arrays({"t": batches}).hist.shape == (1, 1, FINE_BINS)
+    statistics = statistics_from_arrays({"t": batches}, prefixes=[5, 20, 99])
+    assert statistics.hist_batches.tolist() == [5, 20, 40]
+    assert statistics.hist.shape == (1, 3, FINE_BINS)
+    for n in (5, 20):
+        fresh = statistics_from_arrays({"t": batches[:n]})
+        np.testing.assert_array_equal(statistics.prefix(n).merged_histogram("t")[0], fresh.merged_histogram("t")[0])
+
+
+def test_a_prefix_without_a_histogram_still_has_its_scalars():
+    batches = [np.full(8, v, np.float32) for v in (1.0, 4.0, 2.0)]
+    prefix = statistics_from_arrays({"t": batches}).prefix(2)
+    assert activation_thresholds(prefix, "abs_max")["t"] == 4.0
+    with pytest.raises(DataError, match="prefixes"):
+        activation_thresholds(prefix, "hist")
 
 
 def test_merged_histogram_equals_a_direct_histogram():
@@ -62,15 +97,7 @@ def test_rebin_sums_adjacent_bins():
     np.testing.assert_array_equal(rebin_power_of_two(counts, 0, 5), [28, 0, 0, 0, 0, 0, 0, 0])
 
 
-def test_cache_hit_skips_the_model_run(cnn_model, tensors, tmp_path, monkeypatch):
-    sessions = []
-    real_session = ort.InferenceSession
-
-    def counting_session(*args, **kwargs):
-        sessions.append(1)
-        return real_session(*args, **kwargs)
-
-    monkeypatch.setattr(statistics_module.ort, "InferenceSession", counting_session)
+def test_cache_hit_skips_the_model_run(cnn_model, tensors, tmp_path, sessions):
     batches = make_batches(3)
     first = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
     second = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
@@ -80,6 +107,68 @@ def test_cache_hit_skips_the_model_run(cnn_model, tensors, tmp_path, monkeypatch
         assert activation_thresholds(first, algo) == activation_thresholds(second, algo)
     # different data is a different key
     collect_statistics(cnn_model, make_batches(3, seed=1), tensors, cache_dir=str(tmp_path))
+    assert len(sessions) == 2
+
+
+def _cache_file(tmp_path):
+    (path,) = tmp_path.glob("statistics_*.npz")
+    return path
+
+
+def test_a_planted_pickle_in_the_cache_is_never_unpickled(cnn_model, tensors, tmp_path, caplog):
+    batches = make_batches(2)
+    expected = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
+    path = _cache_file(tmp_path)
+    marker = tmp_path / "unpickled"
+    arrays = {f.name: getattr(expected, f.name) for f in fields(expected) if f.name != "tensor_names"}
+    # the names as an object array: loading it with pickle would call Marker.__reduce__ and create the file
+    np.savez(path, tensor_names=np.array([_Marker(str(marker))] * len(tensors), dtype=object),
+             format_version=np.array(statistics_module.CACHE_FORMAT_VERSION), **arrays)
+    with caplog.at_level(logging.WARNING):
+        statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
+    assert not marker.exists()
+    assert "recomputing" in caplog.text
+    assert statistics.tensor_names == tensors
+    np.testing.assert_array_equal(statistics.abs_max, expected.abs_max)
+    assert ActivationStatistics.load(str(path)).tensor_names == tensors  # the file was replaced by a clean one
+
+
+class _Marker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape"])
+def test_a_damaged_cache_file_is_recomputed(cnn_model, tensors, tmp_path, caplog, damage):
+    batches = make_batches(2)
+    expected = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
+    path = _cache_file(tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a numpy file at all")
+    else:
+        arrays = {f.name: getattr(expected, f.name) for f in fields(expected) if f.name != "tensor_names"}
+        arrays["hist"] = arrays["hist"][:, :, :10]
+        np.savez(path, tensor_names=np.array(tensors), format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
+                 **arrays)
+    with caplog.at_level(logging.WARNING):
+        statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
+    assert "recomputing" in caplog.text
+    for algo in ALGORITHMS:
+        assert activation_thresholds(statistics, algo) == activation_thresholds(expected, algo)
+
+
+def test_a_cache_without_a_requested_prefix_is_extended(cnn_model, tensors, tmp_path, sessions):
+    batches = make_batches(4)
+    collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), prefixes=[2])
+    extended = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), prefixes=[3])
+    assert len(sessions) == 2
+    assert extended.hist_batches.tolist() == [2, 3, 4]
+    collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), prefixes=[2, 3])
     assert len(sessions) == 2
 
 

@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field
 
 from autocompress.config.base import Section
+from autocompress.data.batches import DEFAULT_PREFETCH_BATCHES
 
 
 class DataSection(Section):
@@ -49,6 +50,9 @@ class GlobalConfig(Section):
     #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or
     #: ~/.cache/autocompress); a rerun with other PTQ settings on the same model and data reuses them.
     cache_dir: Optional[str] = None
+    #: Batches of train_dataloader / eval_dataloader read ahead in a background thread while ONNX Runtime or torch
+    #: compute (PaddleSlim's num_workers, as threads); 0 reads them in the calling thread. Memory: prefetch + 2 batches.
+    prefetch_batches: int = Field(DEFAULT_PREFETCH_BATCHES, ge=0)
 
     def resolved_cache_dir(self) -> str:
         import os  # noqa: PLC0415

@@ -12,12 +12,15 @@ from typing import ClassVar, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from autocompress.config.base import Section
+from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES
 
 WeightQuantizeType = Literal["channel_wise_abs_max", "abs_max"]
 PtqAlgo = Literal["abs_max", "avg", "hist", "KL", "mse", "emd"]
 DistillLoss = Literal["l2", "soft_label", "fsp"]
 
-_DEFAULT_QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+# Weight ops plus the cheap ops between them that ORT runs in uint8 (see quant.op_types); PaddleSlim's default
+# is conv2d/depthwise_conv2d/mul only.
+_DEFAULT_QUANT_OPS = list(DEFAULT_QUANTIZE_OP_TYPES)
 
 
 def _as_list(value):

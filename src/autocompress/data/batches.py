@@ -9,6 +9,7 @@ occur, naming the input and what the model expects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import onnx
 
+from autocompress.data.prefetch import LoaderError, numbered, read_ahead
 from autocompress.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,9 @@ LABEL_KEYS = ("label", "labels")
 
 #: Share of batches with NaN/Inf that may be skipped (with a warning, counted in the report) before it is an error.
 DEFAULT_MAX_NONFINITE_FRACTION = 0.05
+
+#: Batches read ahead of the one being used, in a background thread (0: read in the calling thread).
+DEFAULT_PREFETCH_BATCHES = 2
 
 
 class NonFiniteBatchError(DataError):
@@ -66,6 +71,7 @@ class BatchAdapter:
         what: str = "train_dataloader",
         limit: int | None = None,
         max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
+        prefetch: int = DEFAULT_PREFETCH_BATCHES,
     ):
         if loader is None:
             raise DataError(f"{what} is None; pass an iterable of {{input_name: array}} batches")
@@ -74,6 +80,9 @@ class BatchAdapter:
         self.what = what
         self.limit = limit
         self.max_nonfinite_fraction = max_nonfinite_fraction
+        if prefetch < 0:
+            raise DataError(f"prefetch must be >= 0 batches, got {prefetch}")
+        self.prefetch = prefetch
         #: indices of batches skipped because they held NaN/Inf
         self.skipped: set[int] = set()
         self._warned_cast = False
@@ -94,34 +103,35 @@ class BatchAdapter:
         return source
 
     def _raw(self) -> Iterator[Any]:
-        """The user's batches; an exception inside their loader becomes a DataError naming where it happened."""
+        """The user's batches, read `prefetch` ahead; an exception inside their loader becomes a DataError naming
+        the batch where it happened."""
         iterator = iter(self._iterable())
-        index = 0
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise DataError(f"{self.what} raised {type(exc).__name__} at batch {index}: {exc}") from exc
-            yield batch
-            index += 1
+        pairs = read_ahead(iterator, self.prefetch) if self.prefetch else numbered(iterator)
+        try:
+            for _, batch in pairs:
+                yield batch
+        except LoaderError as failure:
+            error = failure.error
+            raise DataError(f"{self.what} raised {type(error).__name__} at batch {failure.index}: {error}") from error
+        finally:
+            pairs.close()
 
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
         count = skipped = 0
-        for index, batch in enumerate(self._raw()):
-            if self.limit is not None and count >= self.limit:
-                break
-            try:
-                converted = self.convert(batch, index)
-            except NonFiniteBatchError as exc:
-                if index not in self.skipped:
-                    log.warning("%s; the batch is skipped", exc)
-                    self.skipped.add(index)
-                skipped += 1
-                continue
-            yield converted
-            count += 1
+        with contextlib.closing(self._raw()) as raw:  # stopping early stops the read-ahead at once
+            for index, batch in enumerate(raw):
+                if self.limit is not None and count >= self.limit:
+                    break
+                try:
+                    converted = self.convert(batch, index)
+                except NonFiniteBatchError as exc:
+                    if index not in self.skipped:
+                        log.warning("%s; the batch is skipped", exc)
+                        self.skipped.add(index)
+                    skipped += 1
+                    continue
+                yield converted
+                count += 1
         if count == 0:
             reason = f" ({skipped} batch(es) skipped for NaN/Inf)" if skipped else ""
             raise DataError(f"{self.what} yielded no usable batch{reason}; it must yield at least one")

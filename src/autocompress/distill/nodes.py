@@ -7,6 +7,12 @@ Config forms (PaddleSlim's):
 Pairs are (teacher, student). fsp compares relations between two maps, so an fsp group lists names four at a time:
 [teacher_a, teacher_b, student_a, student_b].
 
+A group whose names all exist in both graphs is ACT's short form [a, b, ...]: each name is compared with itself
+(teacher a -> student a, ...; fsp takes the names two at a time). QAT and pruning keep tensor names, so this is how
+ACT's configs name nodes; reading [a, b] as the pair (teacher a, student b) would silently distill the wrong
+tensors. A group written as identical pairs [a, a, b, b] gives the same terms. To pair two different names that
+both graphs have, write the teacher name with the 'teacher_' prefix: [teacher_a, b].
+
 Teacher names may carry PaddleSlim's 'teacher_' prefix ('teacher_relu_30.tmp_0' is 'relu_30.tmp_0' in the teacher
 graph): ACT renamed teacher variables that way when it merged both programs, and configs were written with it.
 
@@ -136,6 +142,27 @@ def _single(value: Union[str, float, list], key: str, group: str) -> Union[str, 
     return value[0]
 
 
+def _self_paired_terms(names: list[str], loss: str, alpha: float, teacher_index: int) -> list[DistillTerm]:
+    """ACT's short form: every name (every two names for fsp) compared with the same tensor(s) in the teacher."""
+    arity = LOSS_ARITY[loss]
+    if len(names) % arity:
+        raise ConfigError(
+            f"Distillation.node {names} for loss fsp names tensors that exist in both models, so they pair with "
+            f"themselves two at a time ([a, b] -> fsp(teacher a+b, student a+b)); got {len(names)} names"
+        )
+    chunks = [tuple(names[start:start + arity]) for start in range(0, len(names), arity)]
+    unique = dict.fromkeys(chunks)  # [a, a, b, b] (identical pairs written out) gives each term once
+    return [DistillTerm(loss, chunk, chunk, float(alpha), teacher_index) for chunk in unique]
+
+
+def _missing_names(names: list[str], teacher_tensors: set[str], student_tensors: set[str]) -> str:
+    unprefixed = [n[len(TEACHER_PREFIX):] if n.startswith(TEACHER_PREFIX) else n for n in names]
+    missing = [f"'{n}' (not in the teacher model)" for n, u in zip(names, unprefixed)
+               if n not in teacher_tensors and u not in teacher_tensors]  # fmt: skip
+    missing += [f"'{n}' (not in the student model)" for n in names if n not in student_tensors]
+    return ", ".join(missing)
+
+
 def _terms_of_group(
     names: list[str],
     loss: str,
@@ -144,6 +171,8 @@ def _terms_of_group(
     student_tensors: set[str],
     teacher_index: int,
 ) -> list[DistillTerm]:
+    if all(n in teacher_tensors and n in student_tensors for n in names):
+        return _self_paired_terms(names, loss, alpha, teacher_index)
     arity = LOSS_ARITY[loss]
     width = 2 * arity
     if len(names) % width:
@@ -151,7 +180,9 @@ def _terms_of_group(
         if loss == "fsp":
             layout = "[teacher_a, teacher_b, student_a, student_b] per term"
         raise ConfigError(
-            f"Distillation.node {names} for loss {loss} must list names as {layout}; got {len(names)} names"
+            f"Distillation.node {names} for loss {loss} must list names as {layout}, or only names that exist in "
+            f"both models (each then pairs with itself); got {len(names)} names, and "
+            f"{_missing_names(names, teacher_tensors, student_tensors)} rule out the short form"
         )
     terms = []
     for start in range(0, len(names), width):

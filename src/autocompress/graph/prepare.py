@@ -15,6 +15,7 @@ import onnxslim
 from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
+from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data, weightless
 from autocompress.graph.load import model_tensors
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
     QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name.
+    Models over 2 GB are left as they are: onnxslim serializes the model and would hold several copies of it.
     """
+    if exceeds_protobuf_limit(model):
+        log.warning("the model is over protobuf's 2 GB limit; onnxslim simplification (and BN folding) is skipped")
+        return model
     try:
         skip = [] if fold_batch_norm else _SKIPPED_FUSIONS
         slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=skip or None)
@@ -119,8 +124,20 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
     return slim
 
 
+def _infer_large(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference on the weightless stub copy, its results written into `model` (no copy of the weights)."""
+    inferred = onnx.shape_inference.infer_shapes(weightless(model), data_prop=True)
+    for name in ("node", "value_info", "output"):  # node carries what was inferred inside If/Loop bodies
+        field = getattr(model.graph, name)
+        del field[:]
+        field.extend(getattr(inferred.graph, name))
+    return model
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
+        if exceeds_protobuf_limit(model):
+            return _infer_large(model)
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:
         log.warning("shape inference failed (%s); shapes stay as exported", exc)
@@ -176,9 +193,18 @@ def check_window_attributes(model: onnx.ModelProto) -> None:
                 )
 
 
+def check_structure(model: onnx.ModelProto) -> None:
+    """onnx.checker on the graph, for a model of any size."""
+    if not exceeds_protobuf_limit(model):
+        onnx.checker.check_model(model, full_check=False)
+        return
+    with saved_with_external_data(model, with_weights=False) as path:  # the checker reads a large model by path
+        onnx.checker.check_model(str(path), full_check=False)
+
+
 def check_model(model: onnx.ModelProto) -> None:
     try:
-        onnx.checker.check_model(model, full_check=False)
+        check_structure(model)
     except Exception as exc:
         raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
     check_tensor_data(model)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from autocompress.graph.large import serialized_size
+
 
 def model_size_mb(model: onnx.ModelProto) -> float:
-    return model.ByteSize() / 1e6
+    return serialized_size(model) / 1e6

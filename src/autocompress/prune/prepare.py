@@ -7,17 +7,13 @@ ops). Everything here works on a copy and never changes the user's model.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-
 import logging
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
-from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
 
 from autocompress.graph.index import GraphIndex
 
@@ -38,8 +34,7 @@ def shape_inferred(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | 
     # ORT's symbolic inference follows Shape->Gather->Concat->Reshape chains of dynamic-batch exports,
     # which onnx's inference leaves rank-less; both are best effort and unknown shapes are handled.
     try:
-        with _scratch_cwd():
-            inferred = SymbolicShapeInference.infer_shapes(model_copy, auto_merge=True)
+        inferred = _symbolic_shapes(model_copy)
         if inferred is not None:
             return inferred
     except Exception as exc:
@@ -51,17 +46,22 @@ def shape_inferred(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | 
         return model_copy
 
 
-@contextlib.contextmanager
-def _scratch_cwd():
-    """ORT's symbolic inference saves `sym_shape_infer_temp.onnx` into the working directory when it cannot infer
-    every shape; run it in a temp folder so nothing is written beside the user's files."""
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="autocompress-shapes-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield
-        finally:
-            os.chdir(previous)
+def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The steps of ORT's `SymbolicShapeInference.infer_shapes`, without its side effect.
+
+    When some shape stays unknown, `infer_shapes` saves `sym_shape_infer_temp.onnx` (and its external data)
+    into the working directory before raising. Nothing may be written outside save_dir, and changing the
+    working directory around the call would be process-wide (unsafe with threads), so the steps run here and
+    an incomplete result is None, as a failure was before (onnx's inference is used instead)."""
+    if (get_opset(model) or 0) < 7:  # infer_shapes refuses these too
+        return None
+    inference = SymbolicShapeInference(2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
+    inference._preprocess(model)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_ if complete else None
 
 
 _NO_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan"}

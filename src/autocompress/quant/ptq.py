@@ -1,4 +1,8 @@
-"""Post-training quantization: statistics + range algorithm + weight quantization -> QDQ model."""
+"""Post-training quantization: statistics + range algorithm + weight quantization -> QDQ model.
+
+The float model is first rewritten by fold_conv_affine (exact; it only removes tensors), so statistics
+collected on the original model for calibration_tensors(model) cover what gets quantized.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 import onnx
 
 from autocompress.errors import ConfigError, DataError
+from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.qdq import QDQOptions, checked_plan, plan_quantization, write_qdq_model
 from autocompress.quant.ranges import activation_thresholds, threshold_to_range
 from autocompress.quant.statistics import ActivationStatistics
@@ -59,6 +64,7 @@ def quantize_post_training(
         symmetric_activations=symmetric_activations,
         bias_correct=bias_correct,
     )
+    model, _ = fold_conv_affine(model, keep=options.skip_names)
     plan = checked_plan(model, options)
     if statistics.activation_bits != activation_bits:
         raise ConfigError(
@@ -92,4 +98,4 @@ def quantize_post_training(
 
 def calibration_tensors(model: onnx.ModelProto, options: QDQOptions = QDQOptions()) -> list[str]:
     """The activation tensors whose statistics quantize_post_training needs, for collect_statistics."""
-    return plan_quantization(model, options).activation_tensors
+    return plan_quantization(fold_conv_affine(model, keep=options.skip_names)[0], options).activation_tensors

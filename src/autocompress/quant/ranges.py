@@ -5,7 +5,8 @@ Each algorithm yields a threshold T (the clipping magnitude of |x|):
   avg      mean over batches of (mean over samples of the per-sample abs max)
   hist     the hist_percent quantile of the 2048-bin |x| histogram, as (index - 0.5) * bin_width
   KL       TensorRT-style entropy calibration on the same histogram (search starts at half the range)
-  mse/emd  the candidate s * batch_abs_max (s = 0.3..1.0) with the smallest loss over all batches
+  mse/emd  the candidate s * batch_abs_max (s = 0.3..1.0) with the smallest loss over all batches (each
+           batch keeps its best candidate; the best of those, later ties winning, is Paddle's overall best)
 
 Paddle builds its histogram on [abs_min, abs_max] in a second pass; here it is resampled from the exact
 power-of-two histograms of the statistics onto [0, abs_max] (activations almost always reach 0, where
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from autocompress.errors import ConfigError
-from autocompress.quant.statistics import FINE_BINS, SEARCH_GRID, ActivationStatistics
+from autocompress.quant.statistics import FINE_BINS, ActivationStatistics, last_argmin
 
 ALGORITHMS = ("abs_max", "avg", "hist", "KL", "mse", "emd")
 HISTOGRAM_BINS = 2048
@@ -41,46 +42,45 @@ def kl_threshold(hist: np.ndarray, bin_width: float, bits: int) -> float:
 
     P_i folds the counts above i into bin i-1; Q_i merges hist[:i] into 2**(bits-1)-1 groups (the last
     group takes the remainder) and spreads each group's mass evenly over its non-empty bins.
-    Vectorised per candidate; Paddle's reference loops over Python lists.
+    All candidates at once from prefix sums (a per-candidate loop cost seconds per model in HPO trials):
+    with p summing to `total` and q to sum(hist[:i]),
+        total * KL_i = sum p log p - sum_groups (group mass + folded tail if last) * log(mass / nonzero bins)
+                       + total * log(sum(hist[:i]) / total).
     """
-    hist = np.asarray(hist, dtype=np.float64)
+    hist = np.maximum(np.asarray(hist, dtype=np.float64), 0.0)
     bins = hist.shape[0]
     levels = 2 ** (bits - 1) - 1
     start = int((bins - 1) * 0.5)
-    total = hist.sum()
-    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
-    best_index, best_kl = 0, None
-    for i in range(start, bins):
-        if hist[i - 1] == 0:
-            continue
-        reference = hist[:i].copy()
-        reference[i - 1] += tail[i]
-        width = i // levels
-        group = np.minimum(np.arange(i) // width, levels - 1) if width else np.zeros(i, dtype=np.int64)
-        mass = np.bincount(group, weights=hist[:i], minlength=levels)
-        nonzero = np.bincount(group, weights=(reference != 0).astype(np.float64), minlength=levels)
-        per_bin = np.divide(mass, nonzero, out=np.zeros_like(mass), where=nonzero > 0)
-        candidate = np.where(reference != 0, per_bin[group], 0.0)
-        q_total = candidate.sum()
-        p = reference[reference != 0]
-        q = candidate[reference != 0]
-        kl = float(np.sum(p * (np.log(q_total * p) - np.log(total * q))) / total)
-        if best_kl is None or kl < best_kl:
-            best_kl, best_index = kl, i
-    if best_index == 0:
+    candidates = np.arange(max(start, 1), bins)
+    candidates = candidates[hist[candidates - 1] > 0]
+    if candidates.size == 0:
         while start > 0 and hist[start] == 0:
             start -= 1
-        best_index = start
-    return (best_index + 0.5) * bin_width
-
-
-def best_grid_threshold(losses: np.ndarray, batch_abs_max: np.ndarray) -> float:
-    """s * abs_max of the (batch, candidate) pair with the smallest loss; ties go to the later pair (Paddle's <=)."""
-    flat = losses.reshape(-1)
-    last_min = flat.shape[0] - 1 - int(np.argmin(flat[::-1]))
-    batch, candidate = divmod(last_min, losses.shape[1])
-    abs_max = float(batch_abs_max[batch]) or 1e-8
-    return float(SEARCH_GRID[candidate] * abs_max)
+        return (start + 0.5) * bin_width
+    total = hist.sum()
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[k] = sum(hist[k:])
+    mass_below = np.concatenate([[0.0], np.cumsum(hist)])  # mass_below[k] = sum(hist[:k])
+    nonzero_below = np.concatenate([[0], np.cumsum(hist > 0)])
+    plogp = np.zeros(bins)
+    np.multiply(hist, np.log(hist, out=plogp, where=hist > 0), out=plogp, where=hist > 0)
+    plogp_below = np.concatenate([[0.0], np.cumsum(plogp)])
+    groups = levels if levels <= bins else 1  # with more levels than bins every candidate has one group
+    kl = np.empty(candidates.size)
+    for chunk in np.array_split(np.arange(candidates.size), max(1, candidates.size * groups // (1 << 18))):
+        i = candidates[chunk][:, None]
+        if groups == 1:
+            lo, hi = np.zeros_like(i), i
+        else:  # group g is [g * width, (g + 1) * width), the last one ends at i; width 0 puts all in the last
+            width, g = i // levels, np.arange(groups)[None, :]
+            lo, hi = g * width, np.where(g == groups - 1, i, (g + 1) * width)
+        mass = mass_below[hi] - mass_below[lo]
+        nonzero = nonzero_below[hi] - nonzero_below[lo]
+        log_q = np.log(np.divide(mass, nonzero, out=np.ones_like(mass), where=nonzero > 0))
+        i = i[:, 0]
+        mass[:, -1] += tail[i]  # the folded tail sits in bin i-1, in the last group
+        p_log_p = plogp_below[i - 1] + tail[i - 1] * np.log(tail[i - 1])
+        kl[chunk] = (p_log_p - (mass * log_q).sum(axis=1) + total * np.log(mass_below[i] / total)) / total
+    return (int(candidates[int(np.argmin(kl))]) + 0.5) * bin_width
 
 
 def paddle_histogram(fine_counts: np.ndarray, exponent: int, abs_max: float) -> tuple[np.ndarray, float]:
@@ -117,17 +117,21 @@ def activation_thresholds(
             else:
                 threshold = kl_threshold(hist, bin_width, statistics.activation_bits)
         else:
-            losses = statistics.mse_loss[i] if algo == "mse" else statistics.emd_loss[i]
-            threshold = best_grid_threshold(losses, statistics.abs_max[i])
+            losses, candidates = (
+                (statistics.mse_loss, statistics.mse_threshold) if algo == "mse"
+                else (statistics.emd_loss, statistics.emd_threshold)
+            )  # fmt: skip
+            threshold = float(candidates[i, last_argmin(losses[i])])
         thresholds[name] = safe_threshold(threshold, abs_max)
     return thresholds
 
 
 def safe_threshold(threshold: float, abs_max: float) -> float:
-    """Fall back to abs_max, then MIN_THRESHOLD, so a degenerate tensor never yields a 0/inf/NaN scale."""
-    if np.isfinite(threshold) and threshold > 0:
+    """Fall back to abs_max, then MIN_THRESHOLD, so a degenerate tensor (all zero, denormal, or with statistics that
+    overflowed) never yields a 0/denormal/inf/NaN scale."""
+    if np.isfinite(threshold) and threshold >= MIN_THRESHOLD:
         return float(threshold)
-    if np.isfinite(abs_max) and abs_max > 0:
+    if np.isfinite(abs_max) and abs_max >= MIN_THRESHOLD:
         return float(abs_max)
     return MIN_THRESHOLD
 
@@ -139,6 +143,6 @@ def threshold_to_range(threshold: float, observed_min: float, observed_max: floa
     """
     low = min(0.0, max(-threshold, observed_min))
     high = max(0.0, min(threshold, observed_max))
-    if high - low <= 0:
-        high = threshold
+    if high - low < MIN_THRESHOLD:  # all zero or denormal: so narrow a range would give a denormal scale
+        high = max(threshold, MIN_THRESHOLD)
     return low, high

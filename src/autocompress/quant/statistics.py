@@ -1,20 +1,22 @@
 """Activation statistics for post-training quantization, collected in one ONNX Runtime pass.
 
 Every range algorithm (abs_max, avg, hist, KL, mse, emd) is computed from these statistics, and
-hyper-parameter search re-evaluates them for a smaller batch count, so what is kept per tensor and
-batch must allow exact results for *any prefix* of the batches without re-running the model:
+hyper-parameter search re-evaluates them for a smaller batch count (a prefix of the batches) without
+re-running the model. Memory must not grow with the number of batches, so what is kept is:
 
-* scalars per batch: abs max, signed min and max, mean over samples of the per-sample abs max (avg),
-  and the mse / emd loss of each candidate threshold of Paddle's grid search (0.3..1.0 of the batch
-  abs max), because Paddle keeps the best (batch, candidate) pair over all batches;
-* a histogram of |x| per batch on a power-of-two range [0, 2**e] with e = the batch's own exponent.
-  Power-of-two ranges nest: a histogram on [0, 2**e] becomes one on [0, 2**E], E >= e, exactly, by
-  summing groups of 2**(E-e) adjacent bins. So a prefix of k batches merges to one exact histogram
-  on [0, 2**E_k], whatever batches follow, and a fresh run on k batches gives identical numbers.
+* scalars per tensor and batch (a few floats each): abs max, signed min and max, mean over samples of
+  the per-sample abs max (avg), and the smallest mse / emd loss of Paddle's grid search (0.3..1.0 of the
+  batch abs max) with its threshold, because Paddle keeps the best (batch, candidate) pair over all batches;
+* one running histogram of |x| per tensor on a power-of-two range [0, 2**E]. Power-of-two ranges nest:
+  a histogram on [0, 2**e] becomes one on [0, 2**E], E >= e, exactly, by summing groups of 2**(E-e)
+  adjacent bins, so each batch's histogram is merged into the running one without loss, and the merged
+  histogram of the first k batches equals a fresh run on k batches. It is copied (a snapshot) only at
+  the batch counts asked for (`prefixes`, e.g. HPO's batch_num range) and at the end.
   FINE_BINS = 2 * 2048 bins make the final 2048-bin histogram on [0, abs_max] (Paddle's layout,
   see ranges.paddle_histogram) never coarser than the fine one, since abs_max > 2**(E-1).
 
-Memory is O(tensors x batches x FINE_BINS) counts; no activation is kept after its batch.
+Memory is O(tensors x (batches + snapshots x FINE_BINS)); no activation is kept after its batch.
+The cache file holds only numeric and str arrays and is read with allow_pickle=False.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import hashlib
 import logging
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import islice
@@ -39,7 +43,9 @@ logger = logging.getLogger(__name__)
 FINE_BINS = 4096
 # Exponent given to all-zero batches: far below any real activation, so merging puts them in bin 0.
 ZERO_EXPONENT = -126
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
+# What reading an unreadable, truncated or foreign cache file raises (np.load, zipfile, zlib, validation).
+CACHE_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _search_grid() -> np.ndarray:
@@ -52,11 +58,14 @@ def _search_grid() -> np.ndarray:
 
 
 SEARCH_GRID = _search_grid()
+#: Per-batch scalar fields, [T, B] each.
+BATCH_FIELDS = ("abs_max", "min", "max", "sample_abs_max_mean", "mse_loss", "mse_threshold", "emd_loss",
+                "emd_threshold")  # fmt: skip
 
 
 @dataclass
 class ActivationStatistics:
-    """Per tensor (axis 0) and batch (axis 1) statistics; see the module docstring for why each exists."""
+    """Per tensor (axis 0) statistics: scalars per batch, histograms per snapshot (see the module docstring)."""
 
     tensor_names: list[str]
     activation_bits: int
@@ -64,10 +73,13 @@ class ActivationStatistics:
     min: np.ndarray  # [T, B]
     max: np.ndarray  # [T, B]
     sample_abs_max_mean: np.ndarray  # [T, B]
-    hist_exponent: np.ndarray  # [T, B] int
-    hist: np.ndarray  # [T, B, FINE_BINS] uint32, |x| on [0, 2**exponent]
-    mse_loss: np.ndarray  # [T, B, len(SEARCH_GRID)]
-    emd_loss: np.ndarray  # [T, B, len(SEARCH_GRID)]
+    mse_loss: np.ndarray  # [T, B] the batch's smallest grid loss
+    mse_threshold: np.ndarray  # [T, B] its threshold, s * batch abs max
+    emd_loss: np.ndarray  # [T, B]
+    emd_threshold: np.ndarray  # [T, B]
+    hist_batches: np.ndarray  # [S] int, ascending: the histogram snapshots are of the first hist_batches[s] batches
+    hist_exponent: np.ndarray  # [T, S] int
+    hist: np.ndarray  # [T, S, FINE_BINS] int64, |x| on [0, 2**exponent]
 
     @property
     def num_batches(self) -> int:
@@ -77,34 +89,40 @@ class ActivationStatistics:
         return self.tensor_names.index(name)
 
     def prefix(self, num_batches: int | None) -> ActivationStatistics:
-        """Statistics of the first num_batches batches (all when None or larger than available)."""
+        """Statistics of the first num_batches batches (all when None or larger than available).
+
+        Histograms (hist, KL) exist for a prefix only if it was among the `prefixes` collected.
+        """
         if num_batches is None or num_batches >= self.num_batches:
             return self
         if num_batches < 1:
             raise DataError(f"batch_num must be >= 1, got {num_batches}")
-        sliced = {
-            f.name: getattr(self, f.name)[:, :num_batches]
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), np.ndarray)
-        }
-        return ActivationStatistics(self.tensor_names, self.activation_bits, **sliced)
+        kept = int(np.searchsorted(self.hist_batches, num_batches, side="right"))
+        scalars = {name: getattr(self, name)[:, :num_batches] for name in BATCH_FIELDS}
+        return ActivationStatistics(
+            self.tensor_names, self.activation_bits, **scalars, hist_batches=self.hist_batches[:kept],
+            hist_exponent=self.hist_exponent[:, :kept], hist=self.hist[:, :kept],
+        )
+
+    def has_histogram(self) -> bool:
+        return self.hist_batches.size > 0 and int(self.hist_batches[-1]) == self.num_batches
 
     def merged_histogram(self, name: str) -> tuple[np.ndarray, int]:
         """(counts, E): the exact histogram of |x| over all batches on [0, 2**E] with FINE_BINS bins."""
+        if not self.has_histogram():
+            raise DataError(
+                f"no histogram of the first {self.num_batches} batches: collect_statistics keeps them only for "
+                f"prefixes={self.hist_batches.tolist()}; pass {self.num_batches} among the prefixes"
+            )
         i = self.index(name)
-        exponents = self.hist_exponent[i]
-        target = int(exponents.max())
-        merged = np.zeros(FINE_BINS, dtype=np.int64)
-        for counts, exponent in zip(self.hist[i], exponents):
-            merged += rebin_power_of_two(counts, int(exponent), target)
-        return merged, target
+        return self.hist[i, -1], int(self.hist_exponent[i, -1])
 
     def save(self, path: str) -> None:
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
         tmp = f"{path}.tmp.npz"
         np.savez_compressed(
             tmp,
-            tensor_names=np.array(self.tensor_names, dtype=object),
+            tensor_names=np.array(self.tensor_names, dtype=np.str_),
             activation_bits=np.array(self.activation_bits),
             format_version=np.array(CACHE_FORMAT_VERSION),
             **arrays,
@@ -113,9 +131,38 @@ class ActivationStatistics:
 
     @classmethod
     def load(cls, path: str) -> ActivationStatistics:
-        with np.load(path, allow_pickle=True) as data:
-            kwargs = {f.name: data[f.name] for f in fields(cls) if f.name not in ("tensor_names", "activation_bits")}
-            return cls(list(data["tensor_names"]), int(data["activation_bits"]), **kwargs)
+        """Read a file written by save; raises one of CACHE_READ_ERRORS for anything else. Never unpickles."""
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format_version"]) != CACHE_FORMAT_VERSION:
+                raise ValueError(f"format version {int(data['format_version'])}, expected {CACHE_FORMAT_VERSION}")
+            names = data["tensor_names"]
+            if names.dtype.kind != "U" or names.ndim != 1:
+                raise ValueError(f"tensor_names is {names.dtype}[{names.ndim}d], expected a 1-d str array")
+            arrays = {f.name: data[f.name] for f in fields(cls) if f.name not in ("tensor_names", "activation_bits")}
+            statistics = cls([str(n) for n in names], int(data["activation_bits"]), **arrays)
+        statistics.validate()
+        return statistics
+
+    def validate(self) -> None:
+        """Raise ValueError unless every array has the shape and kind the tensor and batch counts imply."""
+        t, b = len(self.tensor_names), self.num_batches
+        s = self.hist_batches.shape[0] if self.hist_batches.ndim == 1 else -1
+        expected = {name: (t, b) for name in BATCH_FIELDS}
+        expected.update(hist_batches=(s,), hist_exponent=(t, s), hist=(t, s, FINE_BINS))
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value.shape != shape or value.dtype.kind not in "fiu":
+                raise ValueError(f"{name} is {value.dtype}{list(value.shape)}, expected numbers of shape {list(shape)}")
+        counts = self.hist_batches
+        if b < 1 or (counts.size and (counts[0] < 1 or counts[-1] > b or np.any(np.diff(counts) <= 0))):
+            raise ValueError(f"inconsistent batch counts: {b} batches, histograms at {counts.tolist()}")
+        if np.any(self.hist < 0):
+            raise ValueError("negative histogram counts")
+
+    def covers(self, prefixes: Iterable[int]) -> bool:
+        """Whether a histogram exists for each of prefixes that is within the batches collected."""
+        held = set(self.hist_batches.tolist())
+        return self.has_histogram() and all(p in held for p in prefixes if p <= self.num_batches)
 
 
 def rebin_power_of_two(counts: np.ndarray, exponent: int, target_exponent: int) -> np.ndarray:
@@ -133,14 +180,13 @@ def rebin_power_of_two(counts: np.ndarray, exponent: int, target_exponent: int) 
     return out
 
 
-def batch_statistics(x: np.ndarray, activation_bits: int) -> dict[str, np.ndarray | float | int]:
-    """All per-batch statistics of one activation tensor (the row of every field of ActivationStatistics)."""
+def batch_statistics(x: np.ndarray, activation_bits: int) -> dict[str, float | int | np.ndarray]:
+    """Statistics of one activation tensor in one batch: the BATCH_FIELDS scalars, its histogram and exponent."""
     x = np.asarray(x, dtype=np.float32)
-    grid_size = SEARCH_GRID.shape[0]
     if x.size == 0:
         return dict(
-            abs_max=0.0, min=0.0, max=0.0, sample_abs_max_mean=0.0, hist_exponent=ZERO_EXPONENT,
-            hist=np.zeros(FINE_BINS, np.uint32), mse_loss=np.full(grid_size, np.inf), emd_loss=np.full(grid_size, np.inf),
+            abs_max=0.0, min=0.0, max=0.0, sample_abs_max_mean=0.0, mse_loss=np.inf, mse_threshold=0.0,
+            emd_loss=np.inf, emd_threshold=0.0, hist_exponent=ZERO_EXPONENT, hist=np.zeros(FINE_BINS, np.int64),
         )
     flat = x.ravel()
     magnitude = np.abs(flat)
@@ -149,15 +195,24 @@ def batch_statistics(x: np.ndarray, activation_bits: int) -> dict[str, np.ndarra
     exponent = math.frexp(abs_max)[1] if abs_max > 0 else ZERO_EXPONENT  # abs_max < 2**exponent
     if abs_max > 0:  # ldexp scales by 2**(log2(FINE_BINS) - exponent) exactly, without overflowing a factor
         bin_index = np.ldexp(magnitude, int(math.log2(FINE_BINS)) - exponent).astype(np.int64)
-        hist = np.bincount(np.minimum(bin_index, FINE_BINS - 1), minlength=FINE_BINS).astype(np.uint32)
+        hist = np.bincount(np.minimum(bin_index, FINE_BINS - 1), minlength=FINE_BINS)
     else:
-        hist = np.zeros(FINE_BINS, np.uint32)
+        hist = np.zeros(FINE_BINS, np.int64)
         hist[0] = magnitude.size
-    mse, emd = _grid_losses(_grid_sample(flat), abs_max, activation_bits)
+    mse, emd = grid_losses(_grid_sample(flat), abs_max, activation_bits)
+    mse_index, emd_index = last_argmin(mse), last_argmin(emd)
+    candidate_scale = abs_max or 1e-8
     return dict(
         abs_max=abs_max, min=float(flat.min()), max=float(flat.max()), sample_abs_max_mean=float(per_sample.mean()),
-        hist_exponent=exponent, hist=hist, mse_loss=mse, emd_loss=emd,
+        mse_loss=float(mse[mse_index]), mse_threshold=float(SEARCH_GRID[mse_index] * candidate_scale),
+        emd_loss=float(emd[emd_index]), emd_threshold=float(SEARCH_GRID[emd_index] * candidate_scale),
+        hist_exponent=exponent, hist=hist,
     )
+
+
+def last_argmin(values: np.ndarray) -> int:
+    """Index of the last minimum: Paddle replaces its best candidate on `<=`, so later ties win."""
+    return values.shape[0] - 1 - int(np.argmin(values[::-1]))
 
 
 #: Values of a batch on which the mse/emd candidate losses are computed. Evaluating 36 thresholds on every value
@@ -172,32 +227,34 @@ def _grid_sample(flat: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat[:: flat.size // GRID_SAMPLE_SIZE][:GRID_SAMPLE_SIZE])
 
 
-def _grid_losses(flat: np.ndarray, abs_max: float, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def grid_losses(flat: np.ndarray, abs_max: float, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Paddle's mse and emd losses of symmetric quantize-dequantize at each candidate threshold.
 
-    One scratch buffer and dot-product reductions: this loop is most of the statistics pass.
+    Computed on the tensor divided by its abs max, so huge (1e30) or denormal values neither overflow nor
+    underflow float32; the losses are scaled back. One scratch buffer and dot-product reductions: this loop is
+    most of the statistics pass.
     """
-    abs_max = 1e-8 if abs_max == 0.0 else abs_max
+    abs_max = max(abs_max, 1e-8)
     qmax = 2 ** (bits - 1) - 1
-    n = flat.size
-    mean = float(flat.sum(dtype=np.float64)) / n
-    std = float(flat.std(dtype=np.float64))
-    dequant = np.empty_like(flat)
-    error = np.empty_like(flat)
+    unit = (flat / np.float32(abs_max)).astype(np.float32, copy=False)
+    n = unit.size
+    mean = float(unit.sum(dtype=np.float64)) / n
+    std = float(unit.std(dtype=np.float64))
+    dequant = np.empty_like(unit)
+    error = np.empty_like(unit)
     mse = np.empty(SEARCH_GRID.shape[0])
     emd = np.empty(SEARCH_GRID.shape[0])
-    for j, s in enumerate(SEARCH_GRID):
-        threshold = s * abs_max
-        np.multiply(flat, np.float32(qmax / threshold), out=dequant)
+    for j, threshold in enumerate(SEARCH_GRID):
+        np.multiply(unit, np.float32(qmax / threshold), out=dequant)
         np.rint(dequant, out=dequant)
         np.clip(dequant, -qmax - 1, qmax, out=dequant)
         dequant *= np.float32(threshold / qmax)
-        np.subtract(flat, dequant, out=error)
+        np.subtract(unit, dequant, out=error)
         mse[j] = float(np.dot(error, error)) / n
         dq_mean = float(dequant.sum(dtype=np.float64)) / n
         dq_std = math.sqrt(max(float(np.dot(dequant, dequant)) / n - dq_mean**2, 0.0))
         emd[j] = abs(mean - dq_mean) + abs(std - dq_std)
-    return mse, emd
+    return mse * abs_max**2, emd * abs_max
 
 
 def statistics_fingerprint(
@@ -229,6 +286,52 @@ def _hash_model(digest, model: onnx.ModelProto) -> None:
         digest.update(part.SerializeToString(deterministic=True))
 
 
+class StatisticsAccumulator:
+    """Running statistics of T tensors over a stream of batches, with histogram snapshots at given batch counts."""
+
+    def __init__(self, tensor_names: Sequence[str], activation_bits: int, prefixes: Iterable[int] = ()) -> None:
+        self.tensor_names = list(tensor_names)
+        self.activation_bits = activation_bits
+        self.prefixes = set(prefixes)
+        self.count = 0
+        self.scalars: list[np.ndarray] = []  # per batch: [len(BATCH_FIELDS), T]
+        self.hist = np.zeros((len(self.tensor_names), FINE_BINS), np.int64)
+        self.exponent = np.full(len(self.tensor_names), ZERO_EXPONENT, np.int64)
+        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batch count, exponents, histograms)
+
+    def add(self, values: Sequence[np.ndarray]) -> None:
+        """One batch: values[i] is the activation of tensor_names[i]."""
+        row = np.empty((len(BATCH_FIELDS), len(self.tensor_names)))
+        for i, value in enumerate(values):
+            stats = batch_statistics(value, self.activation_bits)
+            row[:, i] = [stats[name] for name in BATCH_FIELDS]
+            self._merge(i, stats["hist"], int(stats["hist_exponent"]))
+        self.scalars.append(row)
+        self.count += 1
+        if self.count in self.prefixes:
+            self._snapshot()
+
+    def _merge(self, i: int, counts: np.ndarray, exponent: int) -> None:
+        if exponent > self.exponent[i]:
+            self.hist[i] = rebin_power_of_two(self.hist[i], int(self.exponent[i]), exponent)
+            self.exponent[i] = exponent
+        self.hist[i] += rebin_power_of_two(counts, exponent, int(self.exponent[i]))
+
+    def _snapshot(self) -> None:
+        self.snapshots.append((self.count, self.exponent.copy(), self.hist.copy()))
+
+    def result(self) -> ActivationStatistics:
+        if not self.snapshots or self.snapshots[-1][0] != self.count:
+            self._snapshot()
+        scalars = np.stack(self.scalars, axis=2)  # [fields, T, B]
+        counts, exponents, hists = zip(*self.snapshots)
+        return ActivationStatistics(
+            self.tensor_names, self.activation_bits, **dict(zip(BATCH_FIELDS, scalars)),
+            hist_batches=np.array(counts, np.int64), hist_exponent=np.stack(exponents, axis=1),
+            hist=np.stack(hists, axis=1),
+        )
+
+
 def collect_statistics(
     model: onnx.ModelProto,
     batches: Iterable[Mapping[str, np.ndarray]],
@@ -237,60 +340,76 @@ def collect_statistics(
     activation_bits: int = 8,
     cache_dir: str | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    prefixes: Iterable[int] = (),
 ) -> ActivationStatistics:
     """Run the model once over the calibration batches and return the statistics of tensor_names.
 
-    With cache_dir, statistics are stored as <fingerprint>.npz and loaded on the next identical call.
+    `prefixes`: the smaller batch counts whose histograms (hist, KL) are also kept, for prefix(n).
+    With cache_dir, statistics are stored as <fingerprint>.npz and loaded on the next identical call;
+    a cache file that is unreadable, malformed or lacks a prefix is recomputed and replaced.
     A re-iterable `batches` (list, DataLoader) is read twice when caching (hash, then run), so it
     must yield the same data in the same order; a one-shot iterator is buffered instead.
     """
     tensor_names = list(dict.fromkeys(tensor_names))
+    prefixes = {int(p) for p in prefixes if p >= 1 and (batch_nums is None or p <= batch_nums)}
     if iter(batches) is batches:  # a one-shot iterator: keep the batches to hash and to run them
         batches = list(islice(batches, batch_nums)) if batch_nums else list(batches)
     cache_path = None
     if cache_dir is not None:
         key = statistics_fingerprint(model, islice(batches, batch_nums), tensor_names, activation_bits)
         cache_path = os.path.join(cache_dir, f"statistics_{key[:32]}.npz")
-        if os.path.exists(cache_path):
+        cached = _read_cache(cache_path, tensor_names, activation_bits)
+        if cached is not None and cached.covers(prefixes):
             logger.info("loading calibration statistics from %s", cache_path)
-            return ActivationStatistics.load(cache_path)
+            return cached
+        if cached is not None:  # keep what the file had, add the missing prefixes
+            prefixes |= set(cached.hist_batches.tolist())
 
     with model_source(_with_outputs(model, tensor_names)) as source:
         session = ort.InferenceSession(source, providers=list(providers))
     input_names = [i.name for i in session.get_inputs()]
-    rows: list[list[dict]] = [[] for _ in tensor_names]
-    count = 0
+    accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes)
     for batch in islice(batches, batch_nums):
-        feed = _checked_feed(batch, input_names, count)
-        outputs = session.run(tensor_names, feed)
-        for row, value in zip(rows, outputs):
-            row.append(batch_statistics(value, activation_bits))
-        count += 1
-    if count == 0:
+        accumulator.add(session.run(tensor_names, _checked_feed(batch, input_names, accumulator.count)))
+    if accumulator.count == 0:
         raise DataError("calibration data is empty: the dataloader yielded no batch")
-    if batch_nums is not None and count < batch_nums:
-        logger.warning("batch_nums=%d but the calibration data has only %d batches; using %d", batch_nums, count, count)
+    if batch_nums is not None and accumulator.count < batch_nums:
+        logger.warning(
+            "batch_nums=%d but the calibration data has only %d batches; using %d",
+            batch_nums, accumulator.count, accumulator.count,
+        )
 
-    statistics = _stack(tensor_names, activation_bits, rows)
+    statistics = accumulator.result()
     if cache_path is not None:
         os.makedirs(cache_dir, exist_ok=True)
         statistics.save(cache_path)
     return statistics
 
 
+def _read_cache(path: str, tensor_names: list[str], activation_bits: int) -> ActivationStatistics | None:
+    """The cached statistics, or None when absent or not a valid file for these tensors (with a warning)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        cached = ActivationStatistics.load(path)
+    except CACHE_READ_ERRORS as error:
+        logger.warning("ignoring unreadable calibration statistics cache %s (%s); recomputing", path, error)
+        return None
+    if cached.tensor_names != tensor_names or cached.activation_bits != activation_bits:
+        logger.warning("calibration statistics cache %s is for other tensors or bits; recomputing", path)
+        return None
+    return cached
+
+
 def statistics_from_arrays(
-    arrays: Mapping[str, Sequence[np.ndarray]], activation_bits: int = 8
+    arrays: Mapping[str, Sequence[np.ndarray]], activation_bits: int = 8, prefixes: Iterable[int] = ()
 ) -> ActivationStatistics:
     """Statistics of tensors given directly as per-batch arrays (same batch count for each tensor)."""
     names = list(arrays)
-    rows = [[batch_statistics(value, activation_bits) for value in arrays[name]] for name in names]
-    return _stack(names, activation_bits, rows)
-
-
-def _stack(tensor_names: list[str], activation_bits: int, rows: list[list[dict]]) -> ActivationStatistics:
-    stacked = {key: np.array([[b[key] for b in row] for row in rows]) for key in rows[0][0]}
-    stacked["hist_exponent"] = stacked["hist_exponent"].astype(np.int64)
-    return ActivationStatistics(tensor_names, activation_bits, **stacked)
+    accumulator = StatisticsAccumulator(names, activation_bits, prefixes)
+    for values in zip(*(arrays[name] for name in names)):
+        accumulator.add(values)
+    return accumulator.result()
 
 
 def _with_outputs(model: onnx.ModelProto, tensor_names: Sequence[str]) -> onnx.ModelProto:

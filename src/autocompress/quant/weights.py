@@ -36,14 +36,17 @@ def quantization_levels(bits: int) -> int:
 
 
 def weight_scales(weight: np.ndarray, axis: int | None, bits: int) -> np.ndarray:
-    """abs max / levels per channel along axis (or one scalar); all-zero channels get scale 1."""
+    """abs max / levels per channel along axis (or one scalar).
+
+    All-zero channels, and channels so small that the scale would not be a normal float32 (denormal weights,
+    which CPUs flush to zero anyway), get scale 1: their weights quantize to 0 and 1/scale stays finite."""
     if axis is None:
         abs_max = np.array(np.max(np.abs(weight)), dtype=np.float64)
     else:
         reduce_axes = tuple(a for a in range(weight.ndim) if a != axis)
         abs_max = np.max(np.abs(weight), axis=reduce_axes).astype(np.float64)
     scale = abs_max / quantization_levels(bits)
-    return np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.where(scale >= np.finfo(np.float32).tiny, scale, 1.0).astype(np.float32)
 
 
 def broadcast_scale(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:

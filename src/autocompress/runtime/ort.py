@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,15 +13,14 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
-from google.protobuf.message import EncodeError
 
 from autocompress.errors import ConfigError
+from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data
 
 log = logging.getLogger(__name__)
 
 #: Edge targets named in PaddleSlim's latency tables; we cannot run them here, so CPU latency is the proxy.
 EDGE_TARGETS = ("SD625", "SD710", "SD710_cpu", "RK3288", "A311D", "SD865", "ARM")
-_PROTOBUF_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -58,35 +56,17 @@ def resolve_hardware(deploy_hardware: str) -> HardwareTarget:
     raise ConfigError(f"unknown deploy_hardware {name!r}; use 'cpu', 'gpu' or an edge target {list(EDGE_TARGETS)}")
 
 
-def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether the model is too large to serialize as one protobuf (2 GB); ByteSize() itself fails beyond it."""
-    try:
-        return model.ByteSize() >= _PROTOBUF_LIMIT
-    except EncodeError:
-        return True
-
-
 @contextlib.contextmanager
 def model_source(model: onnx.ModelProto | str | Path) -> Iterator[bytes | str]:
     """What an ORT session loads: a path as given, the bytes of a model under 2 GB (protobuf's limit), or for a
-    larger one a temporary file with external data, removed on exit.
-
-    onnx.save_model moves tensor data out of the proto it saves, so the data is read back afterwards: the caller's
-    model is unchanged, and no second in-memory copy of a multi-GB model is made.
-    """
+    larger one a temporary file with external data, removed on exit; the caller's model is only read."""
     if isinstance(model, (str, Path)):
         yield str(model)
-        return
-    if not exceeds_protobuf_limit(model):
+    elif not exceeds_protobuf_limit(model):
         yield model.SerializeToString()
-        return
-    with tempfile.TemporaryDirectory(prefix="autocompress-ort-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        try:
-            onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+    else:
+        with saved_with_external_data(model) as path:
             yield str(path)
-        finally:
-            onnx.load_external_data_for_model(model, tmp)
 
 
 def create_session(

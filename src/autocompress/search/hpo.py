@@ -64,6 +64,9 @@ def _study(space: HyperParameterOptimization, journal_path: Path | None) -> optu
     if journal_path is None:
         return optuna.create_study(direction="minimize", sampler=sampler)
     journal_path.parent.mkdir(parents=True, exist_ok=True)
+    # One process at a time writes a run's journal, so a lock already there was left by a run killed while it
+    # wrote; Optuna would wait for it (30 s) on every restart.
+    Path(f"{journal_path}.lock").unlink(missing_ok=True)
     storage = JournalStorage(JournalFileBackend(str(journal_path)))
     return optuna.create_study(study_name="ptq", storage=storage, direction="minimize", sampler=sampler,
                                load_if_exists=True)

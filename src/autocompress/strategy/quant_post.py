@@ -1,8 +1,9 @@
 """QuantPost stage: calibrate once, quantize to ONNX QDQ, optionally search settings and fall back to float.
 
-Flow: fold BN into convs -> collect statistics once for the largest batch_num (cached across runs) ->
-one PTQ with the configured settings, or an Optuna search over HyperParameterOptimization's space reusing the
-statistics -> optional accuracy-driven fallback (max_metric_drop) -> the best model.
+Flow: fold BN into convs -> collect statistics once for the largest batch_num (cached across runs, with
+histograms for every batch_num the search may ask for) -> one PTQ with the configured settings, or an Optuna
+search over HyperParameterOptimization's space reusing the statistics -> optional accuracy-driven fallback
+(max_metric_drop) -> the best model, with a warning in the stage info when it runs slower than the float input.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from itertools import islice
 from typing import Any
 
@@ -29,6 +31,47 @@ log = logging.getLogger(__name__)
 
 #: Calibration batches used to rank op sensitivity for the fallback.
 SENSITIVITY_BATCHES = 2
+#: The latency probe of trials and of the int8-vs-float check: short, it only has to rank models.
+LATENCY_PROBE = {"warmup": 2, "runs": 10, "max_seconds": 3.0}
+
+
+def structure_key(model: onnx.ModelProto) -> str:
+    """Hash of a graph without its tensor values: nodes (op, wiring, attributes), initializer names, types, shapes."""
+    digest = hashlib.sha256()
+    graph = model.graph
+    for node in graph.node:
+        digest.update(f"{node.domain}:{node.op_type}|{list(node.input)}|{list(node.output)}|".encode())
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:  # a Constant's value: keep its type and shape only
+                digest.update(f"{attribute.name}={attribute.t.data_type}{list(attribute.t.dims)};".encode())
+            else:
+                digest.update(attribute.SerializeToString(deterministic=True))
+    for tensor in graph.initializer:
+        digest.update(f"{tensor.name}|{tensor.data_type}|{list(tensor.dims)};".encode())
+    for value in (*graph.input, *graph.output):
+        digest.update(value.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+class LatencyProbe:
+    """Median latency in ms, measured once per graph structure.
+
+    ORT's speed depends on which nodes run and on tensor types and shapes, not on the values of scales,
+    zero points or weights: trials that differ only in ranges (algo, hist_percent, batch_num, bias_correct)
+    share one measurement instead of paying a session and its runs each.
+    """
+
+    def __init__(self, ctx: CompressionContext) -> None:
+        self.ctx = ctx
+        self.measured: dict[str, float] = {}
+
+    def __call__(self, model: onnx.ModelProto) -> float:
+        key = structure_key(model)
+        if key not in self.measured:
+            ctx = self.ctx
+            latency = measure_latency(model, ctx.sample_feed, ctx.hardware, ctx.threads, **LATENCY_PROBE)
+            self.measured[key] = latency.median_ms
+        return self.measured[key]
 
 
 @register
@@ -64,7 +107,9 @@ class QuantPostStage(Stage):
             symmetric_activations=o.symmetric_activations, batch_num=params.get("batch_num"),
         )
 
-    def _calibrate(self, model, ctx: CompressionContext, batch_nums: int | None) -> ActivationStatistics:
+    def _calibrate(
+        self, model, ctx: CompressionContext, batch_nums: int | None, prefixes: Iterable[int] = ()
+    ) -> ActivationStatistics:
         if ctx.train_batches is None:
             from autocompress.errors import ConfigError  # noqa: PLC0415
 
@@ -73,15 +118,19 @@ class QuantPostStage(Stage):
         return collect_statistics(
             model, ctx.train_batches.feeds(), tensors, batch_nums=batch_nums,
             activation_bits=self.section.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
+            prefixes=prefixes,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         cfg: QuantPost = self.section
         hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
+        float_model = model
         model = simplify(model, fold_batch_norm=True)
         batch_nums = max(hpo.batch_num) if hpo else cfg.batch_nums
-        stats = self._calibrate(model, ctx, batch_nums)
+        prefixes = range(min(hpo.batch_num), max(hpo.batch_num) + 1) if hpo else ()
+        stats = self._calibrate(model, ctx, batch_nums, prefixes)
         evaluator = ctx.evaluator
+        latency = LatencyProbe(ctx)
 
         def score_of(candidate: onnx.ModelProto) -> tuple[float, float]:
             metric = evaluator(candidate)
@@ -96,11 +145,19 @@ class QuantPostStage(Stage):
             best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
             best_score, best_metric = score_of(best_model)
         else:
+            # The QDQ model is a function of the activation ranges and the weight settings alone; other settings
+            # often give the same ranges (mse/emd/abs_max keep their best batch for any larger batch_num), and
+            # then the model is identical and its score is reused instead of evaluated again.
+            scores: dict[tuple, tuple[float, float]] = {}
+
             def evaluate(params: dict[str, Any]):
-                candidate, _ = self._quantize(model, stats, ctx, params)
-                score, metric = score_of(candidate)
-                latency = measure_latency(candidate, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=2, runs=10, max_seconds=3)
-                return score, metric, {"latency_ms": round(latency.median_ms, 4)}
+                candidate, trial_info = self._quantize(model, stats, ctx, params)
+                ranges = tuple(sorted(trial_info.ranges.items()))
+                same_model = (params["weight_quantize_type"], params["bias_correct"], ranges)
+                if same_model not in scores:
+                    scores[same_model] = score_of(candidate)
+                score, metric = scores[same_model]
+                return score, metric, {"latency_ms": round(latency(candidate), 4)}
 
             # finished trials go to a journal in the work dir: a killed search resumes without losing them. The
             # name is keyed by the settings, so a rerun with another search space does not mix in old trials.
@@ -132,6 +189,7 @@ class QuantPostStage(Stage):
             "quantized_op_counts": ptq_info.quantized_op_counts,
             "quantized_nodes": len(ptq_info.quantized_nodes),
         })
+        info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
         return StageResult(best_model, info, candidates)
 
     def _fallback(self, model, stats, ctx, params, nodes: list[str], max_drop: float):
@@ -151,3 +209,21 @@ class QuantPostStage(Stage):
         if drop > max_drop:
             log.warning("max_metric_drop %.4g not reached even with every op in float (drop %.4g)", max_drop, drop)
         return candidate, drop, metric, float_nodes, sensitivity
+
+
+def _speed_check(float_ms: float, int8_ms: float, hardware: str) -> dict[str, Any]:
+    """Latencies and speedup of the result against the stage's float input, with a warning when int8 is slower.
+
+    int8 is not always faster: on small or depthwise-heavy nets, Q/DQ overhead can outweigh the int8 kernels.
+    The result is kept as it is; the warning tells the user to compare with the float model.
+    """
+    speedup = float_ms / max(int8_ms, 1e-9)
+    info: dict[str, Any] = {"float_latency_ms": round(float_ms, 4), "int8_latency_ms": round(int8_ms, 4),
+                            "int8_speedup": round(speedup, 3)}  # fmt: skip
+    if speedup < 1.0:
+        info["warning"] = (
+            f"the int8 model is slower than the float input on {hardware}: {int8_ms:.3f} ms vs {float_ms:.3f} ms "
+            f"(speedup {speedup:.2f}x); consider keeping the float model or quantizing fewer ops"
+        )
+        log.warning(info["warning"])
+    return info

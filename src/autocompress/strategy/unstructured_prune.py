@@ -10,6 +10,7 @@ import onnx
 from autocompress.config.strategies import UnstructurePrune
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
+from autocompress.graph.stats import model_size_mb
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
@@ -55,7 +56,7 @@ class UnstructurePruneStage(Stage):
             "sparsity": {k: round(v, 4) for k, v in report.per_layer.items()},
             "total_sparsity": round(report.total, 4),
             "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
-            "dense_size_mb": round(outcome.model.ByteSize() / 1e6, 4),
+            "dense_size_mb": round(model_size_mb(outcome.model), 4),
             **outcome.info,
         }
         return StageResult(outcome.model, info)

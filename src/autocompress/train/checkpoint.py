@@ -11,29 +11,60 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-from autocompress.errors import AutoCompressError
+from autocompress.errors import AutoCompressError, SaveDirError
 
 CHECKPOINT_NAME = "train_checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    """Write atomically; a full disk or a missing permission is a SaveDirError and the previous checkpoint stays."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            writer = _Writer(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise SaveDirError(f"cannot write the training checkpoint {str(path)!r}: {exc}") from None
         raise
+
+
+class _Writer:
+    """torch.save turns a failed write into a RuntimeError ("unexpected pos"), hiding the OSError behind it (disk
+    full, quota); writing through this keeps that error, and writes in full so a filling disk raises."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[self.file.write(view):]
+        except OSError as exc:
+            self.error = exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""autocompress side by side with other compression toolkits; run `python -m benchmarks.compare_peers`."""

@@ -1,0 +1,39 @@
+"""An earlier result in save_dir for the fault tests to keep; what the kill tests did, printed after the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_RECORDS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def previous(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """A save_dir holding an earlier result, and its bytes."""
+    save_dir = tmp_path / "out"
+    save_dir.mkdir()
+    for name in ("model.onnx", "config.yaml", "report.json"):
+        (save_dir / name).write_bytes(f"earlier {name}".encode())
+    return save_dir, {p.name: p.read_bytes() for p in save_dir.iterdir()}
+
+
+@pytest.fixture
+def fault_records(request) -> list:
+    """Append `(Run, wall seconds)` for the summary."""
+    return request.config.stash.setdefault(_RECORDS, [])
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    records = config.stash.get(_RECORDS, [])
+    if not records:
+        return
+    terminalreporter.section("fault injection (SIGKILL)")
+    for run, seconds in records:
+        phases = ", ".join(f"{count} {phase}" for phase, count in sorted(run.phases.items()))
+        terminalreporter.write_line(
+            f"{run.scenario}: {run.kills} kills in {run.cycles} cycles ({run.starts} process starts), "
+            f"{run.checkpoints_checked} checkpoints loaded after a kill, {run.trials_checked} finished trials "
+            f"checked in the final reports, data lost 0, {seconds:.0f} s; kills landed: {phases}"
+        )

@@ -1,0 +1,117 @@
+"""QuantPost stage: latency measured once per graph structure, HPO on histogram prefixes, the int8-slower warning."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+
+from autocompress import AutoCompression
+from autocompress.quant.ptq import calibration_tensors, quantize_post_training
+from autocompress.quant.statistics import collect_statistics
+from autocompress.runtime.ort import Latency
+from autocompress.strategy import quant_post
+from autocompress.strategy.quant_post import structure_key
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+
+
+def _is_int8(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
+@pytest.fixture
+def probed(monkeypatch):
+    """quant_post.measure_latency replaced by a recorder: int8 models 'run' in 3 ms, float ones in 2 ms."""
+    calls: list[bool] = []
+
+    def fake(model, feed, hardware, threads, **probe):
+        calls.append(_is_int8(model))
+        return Latency(3.0 if calls[-1] else 2.0, 3.0, probe["runs"], threads, "cpu")
+
+    monkeypatch.setattr(quant_post, "measure_latency", fake)
+    return calls
+
+
+def test_structure_key_ignores_values_but_not_structure(tiny_cnn, data):
+    model = onnx.load(str(tiny_cnn))
+    stats = collect_statistics(model, data, calibration_tensors(model))
+    kl, _ = quantize_post_training(model, stats, algo="KL")
+    avg, _ = quantize_post_training(model, stats, algo="avg", bias_correct=True)
+    per_tensor, _ = quantize_post_training(model, stats, algo="KL", weight_quantize_type="abs_max")
+    assert kl.SerializeToString() != avg.SerializeToString()
+    assert structure_key(kl) == structure_key(avg)
+    assert structure_key(kl) != structure_key(per_tensor)  # scalar vs per-channel weight scales
+    assert structure_key(kl) != structure_key(model)
+
+
+def test_hpo_measures_latency_once_per_structure_and_uses_batch_prefixes(tiny_cnn, data, tmp_path, probed):
+    config = {
+        "Global": {"cache_dir": str(tmp_path / "cache")},
+        "QuantPost": {},
+        "HyperParameterOptimization": {"ptq_algo": ["KL", "hist", "avg"], "bias_correct": [True, False],
+                                       "weight_quantize_type": ["channel_wise_abs_max"], "batch_num": [1, 4],
+                                       "max_quant_count": 6},
+    }  # fmt: skip
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data)
+    result = result.compress()
+    info = result.report["timeline"][0]["info"]
+    trials = info["trials"]
+    assert len(trials) == 6
+    # histogram algorithms ran on fewer batches than calibrated: the statistics hold those prefixes
+    assert any(t["params"]["algo"] in ("KL", "hist") and t["params"]["batch_num"] < 4 for t in trials)
+    assert probed == [True, False]  # one int8 structure for all trials, then the float input
+    assert {c["latency_ms"] for c in result.report["candidates"]} == {3.0}
+
+
+def _quant_post(model_path, data, tmp_path):
+    config = {"Global": {"cache_dir": str(tmp_path / "cache")}, "QuantPost": {"batch_nums": 2}}
+    return AutoCompression(model_path, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data).compress()
+
+
+def test_an_int8_model_slower_than_float_is_reported_not_changed(tiny_cnn, data, tmp_path, probed, caplog):
+    with caplog.at_level(logging.WARNING, logger="autocompress.strategy.quant_post"):
+        result = _quant_post(tiny_cnn, data, tmp_path)
+    info = result.report["timeline"][0]["info"]
+    assert info["int8_speedup"] == pytest.approx(2.0 / 3.0, abs=1e-3)
+    assert "slower than the float input" in info["warning"] and "0.67x" in info["warning"]
+    assert "0.67x" in caplog.text
+    assert _is_int8(onnx.load(str(result.model_path)))
+
+
+def test_a_faster_int8_model_has_no_warning(tiny_cnn, data, tmp_path, monkeypatch):
+    def fake(model, feed, hardware, threads, **probe):
+        return Latency(1.0 if _is_int8(model) else 2.0, 2.0, 1, 1, "cpu")
+
+    monkeypatch.setattr(quant_post, "measure_latency", fake)
+    info = _quant_post(tiny_cnn, data, tmp_path).report["timeline"][0]["info"]
+    assert info["int8_speedup"] == 2.0 and "warning" not in info
+
+
+def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, probed):
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((4, 3, 16, 16)).astype(np.float32) * 4  # holds every tensor's abs max
+    data = [{"x": first}] + [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32) * 0.1} for _ in range(3)]
+    evaluations = []
+
+    def eval_callback(predictor):
+        evaluations.append(1)
+        return float(np.mean(predictor(data[0])[0]))
+
+    config = {
+        "Global": {"cache_dir": str(tmp_path / "cache")},
+        "QuantPost": {},
+        "HyperParameterOptimization": {"ptq_algo": ["abs_max"], "bias_correct": [False], "batch_num": [1, 4],
+                                       "weight_quantize_type": ["channel_wise_abs_max"], "max_quant_count": 8},
+    }  # fmt: skip
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_callback=eval_callback)
+    trials = result.compress().report["timeline"][0]["info"]["trials"]
+    assert len({t["params"]["batch_num"] for t in trials}) > 1  # different settings ...
+    assert len({t["metric"] for t in trials}) == 1
+    assert len(evaluations) == 3  # ... one model: the baseline, one trial and the final check
