@@ -152,3 +152,17 @@ def test_threshold_to_range_uses_full_uint8_range_for_non_negative_tensors():
     assert threshold_to_range(2.0, -1.0, 5.0) == (-1.0, 2.0)
     assert threshold_to_range(2.0, -7.0, 1.0) == (-2.0, 1.0)
     assert threshold_to_range(1e-8, 0.0, 0.0) == (0.0, 1e-8)
+
+
+@pytest.mark.parametrize("magnitude", [1e30, 1e-40])
+def test_grid_losses_of_huge_and_denormal_tensors_are_finite_and_scale_free(magnitude):
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal(4096).astype(np.float32)
+    scaled = (unit.astype(np.float64) * magnitude).astype(np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is harmless
+        mse, emd = grid_losses(scaled, float(np.abs(scaled).max()), 8)
+    assert np.isfinite(mse).all() and np.isfinite(emd).all()
+    if magnitude > 1:  # the best threshold is a property of the shape of the distribution, not of its unit
+        reference = grid_losses(unit, float(np.abs(unit).max()), 8)
+        assert int(np.argmin(mse)) == int(np.argmin(reference[0]))
+        assert int(np.argmin(emd)) == int(np.argmin(reference[1]))
