@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from autocompress.errors import DataError
+from autocompress.errors import ConfigError, DataError
 from autocompress.quant import statistics as statistics_module
 from autocompress.quant.ptq import calibration_tensors
 from autocompress.quant.ranges import ALGORITHMS, activation_thresholds
@@ -197,3 +197,63 @@ def test_missing_input_and_empty_data_are_data_errors(cnn_model, tensors):
         collect_statistics(cnn_model, [{"image": np.zeros((1, 3, 24, 24), np.float32)}], tensors)
     with pytest.raises(DataError, match="empty"):
         collect_statistics(cnn_model, [], tensors)
+
+
+@pytest.mark.parametrize("algorithms", [["avg"], ["abs_max"], ["mse"], ["emd"], ["hist"], ["KL"], ["avg", "mse"]])
+def test_collecting_only_what_an_algorithm_reads_gives_the_same_ranges(cnn_model, tensors, algorithms):
+    batches = make_batches(4)
+    everything = collect_statistics(cnn_model, batches, tensors, prefixes=[2])
+    only = collect_statistics(cnn_model, batches, tensors, prefixes=[2], algorithms=algorithms)
+    for algo in algorithms + ["abs_max", "avg"]:  # the scalars are always there
+        for n in (2, 4):
+            assert activation_thresholds(only.prefix(n), algo) == activation_thresholds(everything.prefix(n), algo)
+    np.testing.assert_array_equal(only.min, everything.min)
+    np.testing.assert_array_equal(only.max, everything.max)
+
+
+def test_parts_not_asked_for_are_not_collected_and_cannot_be_read(cnn_model, tensors):
+    scalars = collect_statistics(cnn_model, make_batches(3), tensors, prefixes=[2], algorithms=["avg"])
+    assert scalars.parts == frozenset()
+    assert scalars.hist.shape == (len(tensors), 0, FINE_BINS) and scalars.mse_loss.shape == (len(tensors), 0)
+    for algo in ("hist", "KL", "mse", "emd"):
+        with pytest.raises(DataError, match=f"{algo!r} needs"):
+            activation_thresholds(scalars, algo)
+        with pytest.raises(DataError, match="not collected"):
+            activation_thresholds(scalars.prefix(2), algo)
+    grid = collect_statistics(cnn_model, make_batches(3), tensors, algorithms=["mse"])
+    assert grid.parts == {statistics_module.GRID}
+    with pytest.raises(DataError, match="histogram"):
+        grid.merged_histogram(tensors[0])
+
+
+def test_a_cache_without_a_requested_part_is_extended_with_the_union(cnn_model, tensors, tmp_path, sessions):
+    batches = make_batches(4)
+    collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["avg"])
+    grid = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["mse"])
+    assert len(sessions) == 2 and grid.parts == {statistics_module.GRID}
+    collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["avg", "emd"])
+    assert len(sessions) == 2  # a hit: avg needs no part, emd the grid already held
+    union = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), prefixes=[2], algorithms=["KL"])
+    assert len(sessions) == 3
+    assert union.parts == statistics_module.ALL_PARTS and union.hist_batches.tolist() == [2, 4]
+    assert ActivationStatistics.load(str(_cache_file(tmp_path))).parts == statistics_module.ALL_PARTS
+    collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), prefixes=[2], algorithms=["mse", "hist"])
+    assert len(sessions) == 3
+
+
+def test_a_cache_file_claiming_a_part_it_lacks_is_recomputed(cnn_model, tensors, tmp_path, caplog):
+    batches = make_batches(2)
+    scalars = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["avg"])
+    path = _cache_file(tmp_path)
+    arrays = {f.name: getattr(scalars, f.name) for f in fields(scalars) if f.name not in ("tensor_names", "parts")}
+    np.savez(path, tensor_names=np.array(tensors), format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
+             parts=np.array(["grid"]), **arrays)  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["mse"])
+    assert "recomputing" in caplog.text
+    assert statistics.mse_loss.shape == (len(tensors), 2)
+
+
+def test_an_unknown_algorithm_is_a_config_error(cnn_model, tensors):
+    with pytest.raises(ConfigError, match="percentile"):
+        collect_statistics(cnn_model, make_batches(1), tensors, algorithms=["percentile"])

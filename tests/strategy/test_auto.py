@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from autocompress import AutoCompression
+from autocompress.runtime.ort import Predictor
+from autocompress.strategy.base import StageResult, stage_class
 from tests.conftest import export_tiny_cnn
 
 TRAIN = {"train_iter": 6, "eval_iter": 3}
@@ -77,3 +80,28 @@ def test_edge_hardware_is_measured_by_proxy(tiny_cnn, tmp_path):
                              config={"TrainConfig": TRAIN}).compress()
     assert result.report["hardware"]["latency_measured_on_target"] is False
     assert any("proxy" in r for r in result.report["plan"][0]["reasons"])
+
+
+def test_a_qat_model_worse_than_the_best_ptq_is_not_returned(tmp_path, monkeypatch):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    torch.onnx.export(OutlierNet().eval(), torch.randn(1, 3, 8, 8), str(model_dir / "m.onnx"), input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, opset_version=13, dynamo=False)
+    qat_stage = stage_class("QuantAware")
+
+    def ruined_qat(self, model, ctx):  # a training run that ends far from the teacher
+        ruined = onnx.ModelProto()
+        ruined.CopyFrom(model)
+        for tensor in ruined.graph.initializer:
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(tensor)), tensor.name))
+        return StageResult(ruined, {"steps": 0})
+
+    monkeypatch.setattr(qat_stage, "run", ruined_qat)
+    data = _data(8)
+    config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.001}}
+    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
+    plan = result.report["plan"][0]
+    assert any("below the best PTQ" in r for r in plan["reasons"])
+    assert not any("QuantAware" in step for step in plan["plan"])
+    out = Predictor(str(result.model_path))(data[0])[0]
+    assert np.abs(out).max() > 0  # not the zeroed QAT model

@@ -10,7 +10,7 @@ import pytest
 
 from autocompress import AutoCompression
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
-from autocompress.quant.statistics import collect_statistics
+from autocompress.quant.statistics import HISTOGRAM, ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import Latency
 from autocompress.strategy import quant_post
 from autocompress.strategy.quant_post import structure_key
@@ -68,6 +68,18 @@ def test_hpo_measures_latency_once_per_structure_and_uses_batch_prefixes(tiny_cn
     assert any(t["params"]["algo"] in ("KL", "hist") and t["params"]["batch_num"] < 4 for t in trials)
     assert probed == [True, False]  # one int8 structure for all trials, then the float input
     assert {c["latency_ms"] for c in result.report["candidates"]} == {3.0}
+    assert _cached_parts(tmp_path) == {HISTOGRAM}  # what KL, hist and avg read, not the mse/emd grid
+
+
+def _cached_parts(tmp_path) -> frozenset[str]:
+    (path,) = (tmp_path / "cache").glob("statistics_*.npz")
+    return ActivationStatistics.load(str(path)).parts
+
+
+def test_calibration_collects_only_what_the_configured_algorithm_reads(tiny_cnn, data, tmp_path, probed):
+    config = {"Global": {"cache_dir": str(tmp_path / "cache")}, "QuantPost": {"algo": "avg", "batch_nums": 2}}
+    AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data).compress()
+    assert _cached_parts(tmp_path) == frozenset()
 
 
 def _quant_post(model_path, data, tmp_path):

@@ -77,7 +77,9 @@ def calibrated_ranges(
 ) -> dict[str, Range]:
     """PTQ ranges of the tensors insert_fake_quant observes, so that training starts where PTQ ends."""
     tensors = checked_plan(model, options).activation_tensors
-    statistics = collect_statistics(model, batches, tensors, batch_nums, options.activation_bits, cache_dir)
+    statistics = collect_statistics(
+        model, batches, tensors, batch_nums, options.activation_bits, cache_dir, algorithms=[algo]
+    )
     thresholds = activation_thresholds(statistics, algo, hist_percent)
     ranges = {}
     for name in tensors:

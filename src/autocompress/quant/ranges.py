@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from autocompress.errors import ConfigError
-from autocompress.quant.statistics import FINE_BINS, ActivationStatistics, last_argmin
+from autocompress.quant.statistics import ALGORITHM_PARTS, FINE_BINS, ActivationStatistics, last_argmin
 
-ALGORITHMS = ("abs_max", "avg", "hist", "KL", "mse", "emd")
+ALGORITHMS = tuple(ALGORITHM_PARTS)
 HISTOGRAM_BINS = 2048
 # Smallest threshold handed out: keeps scales finite and non-zero for all-zero tensors.
 MIN_THRESHOLD = 1e-8
@@ -103,6 +103,7 @@ def activation_thresholds(
         raise ConfigError(f"ptq algo: unknown algorithm {algo!r}; allowed: {list(ALGORITHMS)}")
     if algo == "hist" and not 0.0 < hist_percent <= 1.0:
         raise ConfigError(f"hist_percent must be in (0, 1], got {hist_percent}")
+    statistics.require(algo)
     thresholds = {}
     for i, name in enumerate(statistics.tensor_names):
         abs_max = float(statistics.abs_max[i].max())

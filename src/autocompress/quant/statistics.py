@@ -5,15 +5,19 @@ hyper-parameter search re-evaluates them for a smaller batch count (a prefix of 
 re-running the model. Memory must not grow with the number of batches, so what is kept is:
 
 * scalars per tensor and batch (a few floats each): abs max, signed min and max, mean over samples of
-  the per-sample abs max (avg), and the smallest mse / emd loss of Paddle's grid search (0.3..1.0 of the
-  batch abs max) with its threshold, because Paddle keeps the best (batch, candidate) pair over all batches;
-* one running histogram of |x| per tensor on a power-of-two range [0, 2**E]. Power-of-two ranges nest:
+  the per-sample abs max (avg), and (part GRID) the smallest mse / emd loss of Paddle's grid search (0.3..1.0
+  of the batch abs max) with its threshold, because Paddle keeps the best (batch, candidate) pair over all batches;
+* (part HISTOGRAM) one running histogram of |x| per tensor on a power-of-two range [0, 2**E]. Power-of-two ranges nest:
   a histogram on [0, 2**e] becomes one on [0, 2**E], E >= e, exactly, by summing groups of 2**(E-e)
   adjacent bins, so each batch's histogram is merged into the running one without loss, and the merged
   histogram of the first k batches equals a fresh run on k batches. It is copied (a snapshot) only at
   the batch counts asked for (`prefixes`, e.g. HPO's batch_num range) and at the end.
   FINE_BINS = 2 * 2048 bins make the final 2048-bin histogram on [0, abs_max] (Paddle's layout,
   see ranges.paddle_histogram) never coarser than the fine one, since abs_max > 2**(E-1).
+
+The two parts cost far more than the scalars (the grid search is most of a full pass), so only the parts the
+requested range algorithms read are collected (ALGORITHM_PARTS); reading an algorithm whose part is missing
+raises DataError, and a cache file lacking a part is recomputed with the union of both.
 
 Memory is O(tensors x (batches + snapshots x FINE_BINS)); no activation is kept after its batch.
 The cache file holds only numeric and str arrays and is read with allow_pickle=False.
@@ -35,7 +39,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from autocompress.errors import DataError
+from autocompress.errors import ConfigError, DataError
 from autocompress.runtime.ort import exceeds_protobuf_limit, model_source
 
 logger = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ logger = logging.getLogger(__name__)
 FINE_BINS = 4096
 # Exponent given to all-zero batches: far below any real activation, so merging puts them in bin 0.
 ZERO_EXPONENT = -126
-CACHE_FORMAT_VERSION = 3
+CACHE_FORMAT_VERSION = 4
 # What reading an unreadable, truncated or foreign cache file raises (np.load, zipfile, zlib, validation).
 CACHE_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -58,9 +62,28 @@ def _search_grid() -> np.ndarray:
 
 
 SEARCH_GRID = _search_grid()
-#: Per-batch scalar fields, [T, B] each.
-BATCH_FIELDS = ("abs_max", "min", "max", "sample_abs_max_mean", "mse_loss", "mse_threshold", "emd_loss",
-                "emd_threshold")  # fmt: skip
+#: The optional parts of the statistics; the BASE_FIELDS scalars are always collected.
+HISTOGRAM, GRID = "histogram", "grid"
+ALL_PARTS = frozenset({HISTOGRAM, GRID})
+#: The parts each range algorithm reads.
+ALGORITHM_PARTS: dict[str, frozenset[str]] = {
+    "abs_max": frozenset(), "avg": frozenset(), "hist": frozenset({HISTOGRAM}), "KL": frozenset({HISTOGRAM}),
+    "mse": frozenset({GRID}), "emd": frozenset({GRID}),
+}  # fmt: skip
+#: Per-batch scalar fields, [T, B] each; the GRID_FIELDS are [T, 0] when GRID was not collected.
+BASE_FIELDS = ("abs_max", "min", "max", "sample_abs_max_mean")
+GRID_FIELDS = ("mse_loss", "mse_threshold", "emd_loss", "emd_threshold")
+BATCH_FIELDS = BASE_FIELDS + GRID_FIELDS
+
+
+def parts_for(algorithms: Iterable[str]) -> frozenset[str]:
+    """The parts collect_statistics must gather for these range algorithms."""
+    parts: frozenset[str] = frozenset()
+    for algo in algorithms:
+        if algo not in ALGORITHM_PARTS:
+            raise ConfigError(f"ptq algo: unknown algorithm {algo!r}; allowed: {list(ALGORITHM_PARTS)}")
+        parts |= ALGORITHM_PARTS[algo]
+    return parts
 
 
 @dataclass
@@ -79,7 +102,8 @@ class ActivationStatistics:
     emd_threshold: np.ndarray  # [T, B]
     hist_batches: np.ndarray  # [S] int, ascending: the histogram snapshots are of the first hist_batches[s] batches
     hist_exponent: np.ndarray  # [T, S] int
-    hist: np.ndarray  # [T, S, FINE_BINS] int64, |x| on [0, 2**exponent]
+    hist: np.ndarray  # [T, S, FINE_BINS] int64, |x| on [0, 2**exponent]; S = 0 without HISTOGRAM
+    parts: frozenset[str] = ALL_PARTS  # the optional parts collected
 
     @property
     def num_batches(self) -> int:
@@ -101,14 +125,24 @@ class ActivationStatistics:
         scalars = {name: getattr(self, name)[:, :num_batches] for name in BATCH_FIELDS}
         return ActivationStatistics(
             self.tensor_names, self.activation_bits, **scalars, hist_batches=self.hist_batches[:kept],
-            hist_exponent=self.hist_exponent[:, :kept], hist=self.hist[:, :kept],
+            hist_exponent=self.hist_exponent[:, :kept], hist=self.hist[:, :kept], parts=self.parts,
         )
+
+    def require(self, algo: str) -> None:
+        """Raise DataError unless the parts that algo reads were collected."""
+        missing = ALGORITHM_PARTS[algo] - self.parts
+        if missing:
+            raise DataError(
+                f"range algorithm {algo!r} needs the {sorted(missing)} statistics, which were not collected (these "
+                f"hold {sorted(self.parts) or 'scalars only'}); pass {algo!r} in collect_statistics(algorithms=...)"
+            )
 
     def has_histogram(self) -> bool:
         return self.hist_batches.size > 0 and int(self.hist_batches[-1]) == self.num_batches
 
     def merged_histogram(self, name: str) -> tuple[np.ndarray, int]:
         """(counts, E): the exact histogram of |x| over all batches on [0, 2**E] with FINE_BINS bins."""
+        self.require("hist")
         if not self.has_histogram():
             raise DataError(
                 f"no histogram of the first {self.num_batches} batches: collect_statistics keeps them only for "
@@ -125,6 +159,7 @@ class ActivationStatistics:
             tensor_names=np.array(self.tensor_names, dtype=np.str_),
             activation_bits=np.array(self.activation_bits),
             format_version=np.array(CACHE_FORMAT_VERSION),
+            parts=np.array(sorted(self.parts), dtype=np.str_),
             **arrays,
         )
         os.replace(tmp, path)
@@ -138,8 +173,13 @@ class ActivationStatistics:
             names = data["tensor_names"]
             if names.dtype.kind != "U" or names.ndim != 1:
                 raise ValueError(f"tensor_names is {names.dtype}[{names.ndim}d], expected a 1-d str array")
-            arrays = {f.name: data[f.name] for f in fields(cls) if f.name not in ("tensor_names", "activation_bits")}
-            statistics = cls([str(n) for n in names], int(data["activation_bits"]), **arrays)
+            parts = data["parts"]
+            if parts.dtype.kind != "U" or parts.ndim != 1 or not set(parts.tolist()) <= ALL_PARTS:
+                raise ValueError(f"parts is {parts.dtype}{list(parts.shape)}, expected a subset of {sorted(ALL_PARTS)}")
+            scalars = ("tensor_names", "activation_bits", "parts")
+            arrays = {f.name: data[f.name] for f in fields(cls) if f.name not in scalars}
+            bits, held = int(data["activation_bits"]), frozenset(parts.tolist())
+            statistics = cls([str(n) for n in names], bits, **arrays, parts=held)
         statistics.validate()
         return statistics
 
@@ -147,7 +187,10 @@ class ActivationStatistics:
         """Raise ValueError unless every array has the shape and kind the tensor and batch counts imply."""
         t, b = len(self.tensor_names), self.num_batches
         s = self.hist_batches.shape[0] if self.hist_batches.ndim == 1 else -1
-        expected = {name: (t, b) for name in BATCH_FIELDS}
+        if HISTOGRAM not in self.parts and s != 0:
+            raise ValueError(f"{s} histogram snapshots, but the histogram part was not collected")
+        expected = {name: (t, b) for name in BASE_FIELDS}
+        expected.update({name: (t, b if GRID in self.parts else 0) for name in GRID_FIELDS})
         expected.update(hist_batches=(s,), hist_exponent=(t, s), hist=(t, s, FINE_BINS))
         for name, shape in expected.items():
             value = getattr(self, name)
@@ -159,8 +202,13 @@ class ActivationStatistics:
         if np.any(self.hist < 0):
             raise ValueError("negative histogram counts")
 
-    def covers(self, prefixes: Iterable[int]) -> bool:
-        """Whether a histogram exists for each of prefixes that is within the batches collected."""
+    def covers(self, prefixes: Iterable[int], parts: frozenset[str] = ALL_PARTS) -> bool:
+        """Whether parts were collected and, with HISTOGRAM, a histogram exists for each of prefixes that is within
+        the batches collected."""
+        if not parts <= self.parts:
+            return False
+        if HISTOGRAM not in parts:
+            return True
         held = set(self.hist_batches.tolist())
         return self.has_histogram() and all(p in held for p in prefixes if p <= self.num_batches)
 
@@ -180,34 +228,52 @@ def rebin_power_of_two(counts: np.ndarray, exponent: int, target_exponent: int) 
     return out
 
 
-def batch_statistics(x: np.ndarray, activation_bits: int) -> dict[str, float | int | np.ndarray]:
-    """Statistics of one activation tensor in one batch: the BATCH_FIELDS scalars, its histogram and exponent."""
+def batch_statistics(
+    x: np.ndarray, activation_bits: int, parts: frozenset[str] = ALL_PARTS
+) -> dict[str, float | int | np.ndarray]:
+    """Statistics of one activation tensor in one batch: the BASE_FIELDS scalars and those of parts (GRID_FIELDS;
+    hist and hist_exponent)."""
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
-        return dict(
-            abs_max=0.0, min=0.0, max=0.0, sample_abs_max_mean=0.0, mse_loss=np.inf, mse_threshold=0.0,
-            emd_loss=np.inf, emd_threshold=0.0, hist_exponent=ZERO_EXPONENT, hist=np.zeros(FINE_BINS, np.int64),
-        )
-    flat = x.ravel()
-    magnitude = np.abs(flat)
-    abs_max = float(magnitude.max())
-    per_sample = magnitude.reshape(x.shape[0], -1).max(axis=1) if x.ndim >= 1 else magnitude
-    exponent = math.frexp(abs_max)[1] if abs_max > 0 else ZERO_EXPONENT  # abs_max < 2**exponent
-    if abs_max > 0:  # ldexp scales by 2**(log2(FINE_BINS) - exponent) exactly, without overflowing a factor
-        bin_index = np.ldexp(magnitude, int(math.log2(FINE_BINS)) - exponent).astype(np.int64)
-        hist = np.bincount(np.minimum(bin_index, FINE_BINS - 1), minlength=FINE_BINS)
-    else:
-        hist = np.zeros(FINE_BINS, np.int64)
-        hist[0] = magnitude.size
-    mse, emd = grid_losses(_grid_sample(flat), abs_max, activation_bits)
-    mse_index, emd_index = last_argmin(mse), last_argmin(emd)
-    candidate_scale = abs_max or 1e-8
-    return dict(
-        abs_max=abs_max, min=float(flat.min()), max=float(flat.max()), sample_abs_max_mean=float(per_sample.mean()),
-        mse_loss=float(mse[mse_index]), mse_threshold=float(SEARCH_GRID[mse_index] * candidate_scale),
-        emd_loss=float(emd[emd_index]), emd_threshold=float(SEARCH_GRID[emd_index] * candidate_scale),
-        hist_exponent=exponent, hist=hist,
+        stats: dict[str, float | int | np.ndarray] = dict(abs_max=0.0, min=0.0, max=0.0, sample_abs_max_mean=0.0)
+        if GRID in parts:
+            stats.update(mse_loss=np.inf, mse_threshold=0.0, emd_loss=np.inf, emd_threshold=0.0)
+        if HISTOGRAM in parts:
+            stats.update(hist_exponent=ZERO_EXPONENT, hist=np.zeros(FINE_BINS, np.int64))
+        return stats
+    # per-sample min and max give min, max and |x| maxima without computing |x|: max|x| = max(max x, -min x)
+    samples = x.reshape(x.shape[0] if x.ndim else 1, -1)
+    low, high = samples.min(axis=1), samples.max(axis=1)
+    per_sample = np.maximum(np.negative(low), high)
+    abs_max = float(per_sample.max())
+    stats = dict(
+        abs_max=abs_max, min=float(low.min()), max=float(high.max()), sample_abs_max_mean=float(per_sample.mean())
     )
+    if GRID in parts:
+        mse, emd = grid_losses(_grid_sample(x.ravel()), abs_max, activation_bits)
+        mse_index, emd_index = last_argmin(mse), last_argmin(emd)
+        candidate_scale = abs_max or 1e-8
+        stats.update(
+            mse_loss=float(mse[mse_index]), mse_threshold=float(SEARCH_GRID[mse_index] * candidate_scale),
+            emd_loss=float(emd[emd_index]), emd_threshold=float(SEARCH_GRID[emd_index] * candidate_scale),
+        )
+    if HISTOGRAM in parts:
+        stats["hist_exponent"], stats["hist"] = _abs_histogram(x.ravel(), abs_max)
+    return stats
+
+
+def _abs_histogram(flat: np.ndarray, abs_max: float) -> tuple[int, np.ndarray]:
+    """(E, counts): the histogram of |flat| on [0, 2**E] with FINE_BINS bins, E the smallest with abs_max < 2**E."""
+    if not abs_max > 0:  # also NaN
+        hist = np.zeros(FINE_BINS, np.int64)
+        hist[0] = flat.size
+        return ZERO_EXPONENT, hist
+    exponent = math.frexp(abs_max)[1]
+    # ldexp scales by 2**(log2(FINE_BINS) - exponent) exactly, without overflowing a factor; in place, one buffer
+    scaled = np.abs(flat)
+    np.ldexp(scaled, int(math.log2(FINE_BINS)) - exponent, out=scaled)
+    np.minimum(scaled, np.float32(FINE_BINS - 1), out=scaled)
+    return exponent, np.bincount(scaled.astype(np.intp), minlength=FINE_BINS)
 
 
 def last_argmin(values: np.ndarray) -> int:
@@ -227,34 +293,49 @@ def _grid_sample(flat: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat[:: flat.size // GRID_SAMPLE_SIZE][:GRID_SAMPLE_SIZE])
 
 
+#: Elements quantized at once by grid_losses: small tensors evaluate many candidates per numpy call (per-call
+#: overhead, not arithmetic, dominated them), large ones one candidate at a time in a bounded buffer.
+GRID_BLOCK_SIZE = 1 << 16
+
+
 def grid_losses(flat: np.ndarray, abs_max: float, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Paddle's mse and emd losses of symmetric quantize-dequantize at each candidate threshold.
 
     Computed on the tensor divided by its abs max, so huge (1e30) or denormal values neither overflow nor
-    underflow float32; the losses are scaled back. One scratch buffer and dot-product reductions: this loop is
-    most of the statistics pass.
+    underflow float32; the losses are scaled back. Candidates are evaluated in blocks of rows of one scratch
+    buffer with row-wise reductions: this is most of the statistics pass when mse or emd is asked for.
     """
     abs_max = max(abs_max, 1e-8)
     qmax = 2 ** (bits - 1) - 1
-    unit = (flat / np.float32(abs_max)).astype(np.float32, copy=False)
+    unit = (flat.ravel() / np.float32(abs_max)).astype(np.float32, copy=False)
     n = unit.size
     mean = float(unit.sum(dtype=np.float64)) / n
     std = float(unit.std(dtype=np.float64))
-    dequant = np.empty_like(unit)
-    error = np.empty_like(unit)
+    scales = np.array([qmax / t for t in SEARCH_GRID], np.float32)[:, None]
+    steps = np.array([t / qmax for t in SEARCH_GRID], np.float32)[:, None]
+    rows = max(1, GRID_BLOCK_SIZE // n)
+    buffer = np.empty((min(rows, SEARCH_GRID.shape[0]), n), np.float32)
     mse = np.empty(SEARCH_GRID.shape[0])
     emd = np.empty(SEARCH_GRID.shape[0])
-    for j, threshold in enumerate(SEARCH_GRID):
-        np.multiply(unit, np.float32(qmax / threshold), out=dequant)
+    for first in range(0, SEARCH_GRID.shape[0], rows):
+        block = slice(first, first + rows)
+        dequant = buffer[: scales[block].shape[0]]
+        np.multiply(unit, scales[block], out=dequant)
         np.rint(dequant, out=dequant)
         np.clip(dequant, -qmax - 1, qmax, out=dequant)
-        dequant *= np.float32(threshold / qmax)
-        np.subtract(unit, dequant, out=error)
-        mse[j] = float(np.dot(error, error)) / n
-        dq_mean = float(dequant.sum(dtype=np.float64)) / n
-        dq_std = math.sqrt(max(float(np.dot(dequant, dequant)) / n - dq_mean**2, 0.0))
-        emd[j] = abs(mean - dq_mean) + abs(std - dq_std)
+        dequant *= steps[block]
+        dq_mean = dequant.sum(axis=1, dtype=np.float64) / n
+        dq_square = _row_dots(dequant) / n
+        dq_std = np.sqrt(np.maximum(dq_square - dq_mean**2, 0.0))
+        emd[block] = np.abs(mean - dq_mean) + np.abs(std - dq_std)
+        np.subtract(unit, dequant, out=dequant)  # now the error
+        mse[block] = _row_dots(dequant) / n
     return mse * abs_max**2, emd * abs_max
+
+
+def _row_dots(rows: np.ndarray) -> np.ndarray:
+    """Each row's dot product with itself, by BLAS (einsum's float32 sums lose digits on 64k-element rows)."""
+    return np.matmul(rows[:, None, :], rows[:, :, None])[:, 0, 0]
 
 
 def statistics_fingerprint(
@@ -289,23 +370,30 @@ def _hash_model(digest, model: onnx.ModelProto) -> None:
 class StatisticsAccumulator:
     """Running statistics of T tensors over a stream of batches, with histogram snapshots at given batch counts."""
 
-    def __init__(self, tensor_names: Sequence[str], activation_bits: int, prefixes: Iterable[int] = ()) -> None:
+    def __init__(
+        self, tensor_names: Sequence[str], activation_bits: int, prefixes: Iterable[int] = (),
+        parts: frozenset[str] = ALL_PARTS,
+    ) -> None:  # fmt: skip
         self.tensor_names = list(tensor_names)
         self.activation_bits = activation_bits
-        self.prefixes = set(prefixes)
+        self.parts = frozenset(parts)
+        self.fields = BASE_FIELDS + (GRID_FIELDS if GRID in self.parts else ())
+        self.prefixes = set(prefixes) if HISTOGRAM in self.parts else set()
         self.count = 0
-        self.scalars: list[np.ndarray] = []  # per batch: [len(BATCH_FIELDS), T]
-        self.hist = np.zeros((len(self.tensor_names), FINE_BINS), np.int64)
-        self.exponent = np.full(len(self.tensor_names), ZERO_EXPONENT, np.int64)
+        self.scalars: list[np.ndarray] = []  # per batch: [len(self.fields), T]
+        tensors = len(self.tensor_names) if HISTOGRAM in self.parts else 0
+        self.hist = np.zeros((tensors, FINE_BINS), np.int64)
+        self.exponent = np.full(tensors, ZERO_EXPONENT, np.int64)
         self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batch count, exponents, histograms)
 
     def add(self, values: Sequence[np.ndarray]) -> None:
         """One batch: values[i] is the activation of tensor_names[i]."""
-        row = np.empty((len(BATCH_FIELDS), len(self.tensor_names)))
+        row = np.empty((len(self.fields), len(self.tensor_names)))
         for i, value in enumerate(values):
-            stats = batch_statistics(value, self.activation_bits)
-            row[:, i] = [stats[name] for name in BATCH_FIELDS]
-            self._merge(i, stats["hist"], int(stats["hist_exponent"]))
+            stats = batch_statistics(value, self.activation_bits, self.parts)
+            row[:, i] = [stats[name] for name in self.fields]
+            if HISTOGRAM in self.parts:
+                self._merge(i, stats["hist"], int(stats["hist_exponent"]))
         self.scalars.append(row)
         self.count += 1
         if self.count in self.prefixes:
@@ -321,14 +409,20 @@ class StatisticsAccumulator:
         self.snapshots.append((self.count, self.exponent.copy(), self.hist.copy()))
 
     def result(self) -> ActivationStatistics:
-        if not self.snapshots or self.snapshots[-1][0] != self.count:
+        t = len(self.tensor_names)
+        if HISTOGRAM in self.parts and (not self.snapshots or self.snapshots[-1][0] != self.count):
             self._snapshot()
-        scalars = np.stack(self.scalars, axis=2)  # [fields, T, B]
-        counts, exponents, hists = zip(*self.snapshots)
+        scalars = dict(zip(self.fields, np.stack(self.scalars, axis=2)))  # [T, B] each
+        missing = {name: np.empty((t, 0)) for name in BATCH_FIELDS if name not in scalars}
+        if self.snapshots:
+            counts, exponents, hists = zip(*self.snapshots)
+            histograms = dict(hist_batches=np.array(counts, np.int64), hist_exponent=np.stack(exponents, axis=1),
+                              hist=np.stack(hists, axis=1))  # fmt: skip
+        else:
+            histograms = dict(hist_batches=np.zeros(0, np.int64), hist_exponent=np.zeros((t, 0), np.int64),
+                              hist=np.zeros((t, 0, FINE_BINS), np.int64))  # fmt: skip
         return ActivationStatistics(
-            self.tensor_names, self.activation_bits, **dict(zip(BATCH_FIELDS, scalars)),
-            hist_batches=np.array(counts, np.int64), hist_exponent=np.stack(exponents, axis=1),
-            hist=np.stack(hists, axis=1),
+            self.tensor_names, self.activation_bits, **scalars, **missing, **histograms, parts=self.parts
         )
 
 
@@ -341,16 +435,20 @@ def collect_statistics(
     cache_dir: str | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     prefixes: Iterable[int] = (),
+    algorithms: Iterable[str] = tuple(ALGORITHM_PARTS),
 ) -> ActivationStatistics:
     """Run the model once over the calibration batches and return the statistics of tensor_names.
 
+    `algorithms`: the range algorithms the statistics must serve; only the parts they read are collected.
     `prefixes`: the smaller batch counts whose histograms (hist, KL) are also kept, for prefix(n).
     With cache_dir, statistics are stored as <fingerprint>.npz and loaded on the next identical call;
-    a cache file that is unreadable, malformed or lacks a prefix is recomputed and replaced.
+    a cache file that is unreadable, malformed or lacks a part or a prefix is recomputed with the union of what
+    it held and what is asked, and replaced.
     A re-iterable `batches` (list, DataLoader) is read twice when caching (hash, then run), so it
     must yield the same data in the same order; a one-shot iterator is buffered instead.
     """
     tensor_names = list(dict.fromkeys(tensor_names))
+    parts = parts_for(algorithms)
     prefixes = {int(p) for p in prefixes if p >= 1 and (batch_nums is None or p <= batch_nums)}
     if iter(batches) is batches:  # a one-shot iterator: keep the batches to hash and to run them
         batches = list(islice(batches, batch_nums)) if batch_nums else list(batches)
@@ -359,16 +457,17 @@ def collect_statistics(
         key = statistics_fingerprint(model, islice(batches, batch_nums), tensor_names, activation_bits)
         cache_path = os.path.join(cache_dir, f"statistics_{key[:32]}.npz")
         cached = _read_cache(cache_path, tensor_names, activation_bits)
-        if cached is not None and cached.covers(prefixes):
+        if cached is not None and cached.covers(prefixes, parts):
             logger.info("loading calibration statistics from %s", cache_path)
             return cached
-        if cached is not None:  # keep what the file had, add the missing prefixes
+        if cached is not None:  # keep what the file had, add the missing parts and prefixes
+            parts |= cached.parts
             prefixes |= set(cached.hist_batches.tolist())
 
     with model_source(_with_outputs(model, tensor_names)) as source:
         session = ort.InferenceSession(source, providers=list(providers))
     input_names = [i.name for i in session.get_inputs()]
-    accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes)
+    accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes, parts)
     for batch in islice(batches, batch_nums):
         accumulator.add(session.run(tensor_names, _checked_feed(batch, input_names, accumulator.count)))
     if accumulator.count == 0:
@@ -402,11 +501,12 @@ def _read_cache(path: str, tensor_names: list[str], activation_bits: int) -> Act
 
 
 def statistics_from_arrays(
-    arrays: Mapping[str, Sequence[np.ndarray]], activation_bits: int = 8, prefixes: Iterable[int] = ()
+    arrays: Mapping[str, Sequence[np.ndarray]], activation_bits: int = 8, prefixes: Iterable[int] = (),
+    algorithms: Iterable[str] = tuple(ALGORITHM_PARTS),
 ) -> ActivationStatistics:
     """Statistics of tensors given directly as per-batch arrays (same batch count for each tensor)."""
     names = list(arrays)
-    accumulator = StatisticsAccumulator(names, activation_bits, prefixes)
+    accumulator = StatisticsAccumulator(names, activation_bits, prefixes, parts_for(algorithms))
     for values in zip(*(arrays[name] for name in names)):
         accumulator.add(values)
     return accumulator.result()

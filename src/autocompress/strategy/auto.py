@@ -115,18 +115,17 @@ class AutoStage(Stage):
             search = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": HyperParameterOptimization()}
             out = stage_class("QuantPost")(_sub_config(self.config, search)).run(model, ctx)
             candidates += out.candidates
-            if self._acceptable(ctx, out.info["metric"]):
-                tried.append({"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
-                              "latency_ms": self._latency(out.model, ctx), "ok": True, "info": out.info})
+            tried.append({"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
+                          "latency_ms": self._latency(out.model, ctx), "ok": self._acceptable(ctx, out.info["metric"]),
+                          "info": out.info})
+            if tried[-1]["ok"]:
                 accepted = [tried[-1]]
             else:
-                qat = self._qat(model, ctx)
+                best_ptq = min(tried, key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t["metric"]))
+                qat = self._qat_if_better(model, ctx, best_ptq["metric"])
                 if qat is not None:
                     return StageResult(qat.model, qat.info, candidates + qat.candidates)
-                best = min(tried + [{"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
-                                     "latency_ms": self._latency(out.model, ctx), "info": out.info}],
-                           key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t["metric"]))
-                accepted = [best]
+                accepted = [best_ptq]
                 self.reasons.append("no int8 plan met the tolerance; the most accurate one is kept")
         fastest = min(accepted, key=lambda t: t["latency_ms"])
         if fastest["latency_ms"] * MIN_INT8_GAIN > base_latency:
@@ -140,7 +139,9 @@ class AutoStage(Stage):
         self.reasons.append(f"chose {fastest['label']}: metric {fastest['metric']:.6g}, {fastest['latency_ms']:.3f} ms")
         return StageResult(fastest["model"], {"QuantPost": fastest["info"]}, candidates)
 
-    def _qat(self, model, ctx) -> StageResult | None:
+    def _qat_if_better(self, model, ctx, best_ptq_metric: float) -> StageResult | None:
+        """QAT with distillation, kept only if it beats the best PTQ model: a short QAT can end below a searched
+        PTQ of the same int8 layers, and then it is no improvement."""
         try:
             stage_class("QuantAware")
         except StrategyNotImplementedError:
@@ -148,7 +149,16 @@ class AutoStage(Stage):
         self.reasons.append("PTQ search missed the tolerance: quantization-aware training with distillation")
         from autocompress.config.strategies import QuantAware  # noqa: PLC0415
 
-        return self._run_sub({"QuantAware": QuantAware(), "Distillation": Distillation()}, model, ctx)
+        plan_before = list(self.plan)
+        qat = self._run_sub({"QuantAware": QuantAware(), "Distillation": Distillation()}, model, ctx)
+        qat_metric = ctx.evaluator(qat.model)
+        drop = lambda metric: ctx.evaluator.drop(ctx.baseline_metric, metric)  # noqa: E731
+        if drop(qat_metric) <= drop(best_ptq_metric):
+            return qat
+        self.plan = plan_before
+        self.reasons.append(f"QAT reached metric {qat_metric:.6g}, below the best PTQ's {best_ptq_metric:.6g}: "
+                            "the PTQ model is kept")
+        return None
 
     # -- target speedup --------------------------------------------------------------------------------------
     def _latency_cache(self, model, ctx) -> tuple[Path, dict[str, float]]:

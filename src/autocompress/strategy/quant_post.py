@@ -108,7 +108,7 @@ class QuantPostStage(Stage):
         )
 
     def _calibrate(
-        self, model, ctx: CompressionContext, batch_nums: int | None, prefixes: Iterable[int] = ()
+        self, model, ctx: CompressionContext, batch_nums: int | None, prefixes: Iterable[int], algorithms: Iterable[str]
     ) -> ActivationStatistics:
         if ctx.train_batches is None:
             from autocompress.errors import ConfigError  # noqa: PLC0415
@@ -118,7 +118,7 @@ class QuantPostStage(Stage):
         return collect_statistics(
             model, ctx.train_batches.feeds(), tensors, batch_nums=batch_nums,
             activation_bits=self.section.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
-            prefixes=prefixes,
+            prefixes=prefixes, algorithms=algorithms,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
@@ -128,7 +128,8 @@ class QuantPostStage(Stage):
         model = simplify(model, fold_batch_norm=True)
         batch_nums = max(hpo.batch_num) if hpo else cfg.batch_nums
         prefixes = range(min(hpo.batch_num), max(hpo.batch_num) + 1) if hpo else ()
-        stats = self._calibrate(model, ctx, batch_nums, prefixes)
+        # only what the searched (or the one configured) range algorithms read: the rest costs most of the pass
+        stats = self._calibrate(model, ctx, batch_nums, prefixes, hpo.ptq_algo if hpo else [cfg.algo])
         evaluator = ctx.evaluator
         latency = LatencyProbe(ctx)
 
