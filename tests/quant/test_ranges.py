@@ -166,3 +166,28 @@ def test_grid_losses_of_huge_and_denormal_tensors_are_finite_and_scale_free(magn
         reference = grid_losses(unit, float(np.abs(unit).max()), 8)
         assert int(np.argmin(mse)) == int(np.argmin(reference[0]))
         assert int(np.argmin(emd)) == int(np.argmin(reference[1]))
+
+
+def _reference_grid_losses(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Paddle's mse and emd, one candidate at a time, with float64 sums (flat's abs max is 1)."""
+    qmax = 2 ** (bits - 1) - 1
+    unit = flat.astype(np.float32)
+    mse, emd = [], []
+    for threshold in SEARCH_GRID:
+        dequant = np.clip(np.rint(unit * np.float32(qmax / threshold)), -qmax - 1, qmax) * np.float32(threshold / qmax)
+        mse.append(np.mean((unit.astype(np.float64) - dequant) ** 2))
+        emd.append(abs(unit.mean(dtype=np.float64) - dequant.mean(dtype=np.float64))
+                   + abs(unit.std(dtype=np.float64) - dequant.astype(np.float64).std()))  # fmt: skip
+    return np.array(mse), np.array(emd)
+
+
+@pytest.mark.parametrize("size", [7, 3000, 40000])  # all candidates in one block, several blocks, one per block
+def test_blocked_grid_losses_match_a_candidate_by_candidate_reference(size):
+    rng = np.random.default_rng(size)
+    flat = rng.standard_normal(size).astype(np.float32)
+    flat /= np.abs(flat).max()
+    mse, emd = grid_losses(flat, 1.0, 8)
+    reference_mse, reference_emd = _reference_grid_losses(flat, 8)
+    np.testing.assert_allclose(mse, reference_mse, rtol=1e-4)
+    np.testing.assert_allclose(emd, reference_emd, rtol=1e-2, atol=1e-6)
+    assert int(np.argmin(mse)) == int(np.argmin(reference_mse))

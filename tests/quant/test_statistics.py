@@ -257,3 +257,15 @@ def test_a_cache_file_claiming_a_part_it_lacks_is_recomputed(cnn_model, tensors,
 def test_an_unknown_algorithm_is_a_config_error(cnn_model, tensors):
     with pytest.raises(ConfigError, match="percentile"):
         collect_statistics(cnn_model, make_batches(1), tensors, algorithms=["percentile"])
+
+
+def test_scalars_from_per_sample_min_and_max_equal_those_of_the_magnitudes():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 3, 7, 7)).astype(np.float32)
+    x[2] = -np.abs(x[2])  # a sample whose abs max is its negated minimum
+    stats = statistics_module.batch_statistics(x, 8, frozenset())
+    magnitude = np.abs(x).reshape(5, -1)
+    assert stats["abs_max"] == float(magnitude.max())
+    assert stats["sample_abs_max_mean"] == float(magnitude.max(axis=1).mean())
+    assert (stats["min"], stats["max"]) == (float(x.min()), float(x.max()))
+    assert set(stats) == set(statistics_module.BASE_FIELDS)
