@@ -71,3 +71,25 @@ def test_no_quantizable_node_is_an_error_not_a_float_model(cnn_model, statistics
 def test_statistics_for_other_tensors_are_rejected(cnn_model):
     with pytest.raises(DataError, match="statistics lack tensors"):
         quantize_post_training(cnn_model, statistics_from_arrays({"x": [np.ones((1, 3), np.float32)]}))
+
+
+def test_a_shared_weight_cache_gives_the_same_model_and_corrects_each_weight_once(cnn_model, statistics, monkeypatch):
+    from autocompress.quant import qdq
+
+    calls = []
+    corrected = qdq.bias_corrected_weight
+    monkeypatch.setattr(qdq, "bias_corrected_weight", lambda *a: calls.append(1) or corrected(*a))
+    alone, _ = quantize_post_training(cnn_model, statistics, algo="abs_max", bias_correct=True)
+    per_model = len(calls)
+    cache: dict = {}
+    first, _ = quantize_post_training(cnn_model, statistics, algo="abs_max", bias_correct=True, weight_cache=cache)
+    second, _ = quantize_post_training(cnn_model, statistics, algo="KL", bias_correct=True, weight_cache=cache)
+    assert per_model > 0 and len(calls) == 2 * per_model  # the second cached call corrected nothing
+    assert first.SerializeToString() == alone.SerializeToString()
+    weights = lambda m: {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8}  # noqa: E731
+    assert weights(second).keys() == weights(alone).keys()
+    assert all(np.array_equal(weights(second)[k], v) for k, v in weights(alone).items())
+    without, _ = quantize_post_training(cnn_model, statistics, algo="abs_max", bias_correct=False, weight_cache=cache)
+    assert len(calls) == 2 * per_model and any(
+        not np.array_equal(weights(without)[k], v) for k, v in weights(alone).items()
+    )  # bias_correct is part of the key

@@ -14,7 +14,7 @@ import onnx
 
 from autocompress.errors import ConfigError, DataError
 from autocompress.quant.fold import fold_conv_affine
-from autocompress.quant.qdq import QDQOptions, checked_plan, plan_quantization, write_qdq_model
+from autocompress.quant.qdq import QDQOptions, WeightCache, checked_plan, plan_quantization, write_qdq_model
 from autocompress.quant.ranges import activation_thresholds, threshold_to_range
 from autocompress.quant.statistics import ActivationStatistics
 
@@ -47,10 +47,12 @@ def quantize_post_training(
     weight_bits: int = 8,
     symmetric_activations: bool = False,
     batch_num: int | None = None,
+    weight_cache: WeightCache | None = None,
 ) -> tuple[onnx.ModelProto, PTQInfo]:
     """Quantize model with ranges from the first batch_num batches of statistics (all when None).
 
-    statistics must cover calibration_tensors(model, options) for the same options.
+    statistics must cover calibration_tensors(model, options) for the same options. A search passes one
+    weight_cache dict to every call so the int weights (and their bias correction) are computed once.
     Raises ConfigError when no node of the requested op types can be quantized.
     """
     options = QDQOptions(
@@ -83,7 +85,7 @@ def quantize_post_training(
             ranges[name] = (-threshold, threshold)
         else:
             ranges[name] = threshold_to_range(threshold, float(used.min[i].min()), float(used.max[i].max()))
-    quantized, plan = write_qdq_model(model, ranges, options)
+    quantized, plan = write_qdq_model(model, ranges, options, weight_cache=weight_cache)
     info = PTQInfo(
         algo=algo,
         batch_num=used.num_batches,

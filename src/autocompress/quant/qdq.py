@@ -18,6 +18,7 @@ Producer-side tensor names never change (users reference them); consumers read `
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -214,11 +215,15 @@ def _ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from exc
 
 
+#: (weight digest, shape, axis, bits, bias_correct) -> (int weight, scale); see write_qdq_model.
+WeightCache = dict[tuple, tuple[np.ndarray, np.ndarray]]
+
+
 class _GraphWriter:
     """Accumulates the Q/DQ nodes and initializers for one model."""
 
-    def __init__(self, index: GraphIndex, options: QDQOptions):
-        self.index, self.options = index, options
+    def __init__(self, index: GraphIndex, options: QDQOptions, weight_cache: WeightCache | None = None):
+        self.index, self.options, self.weight_cache = index, options, weight_cache
         self.initializers: list[onnx.TensorProto] = []
         self.after_tensor: dict[str, list[onnx.NodeProto]] = {}  # nodes to place once a tensor exists
         self.head: list[onnx.NodeProto] = []  # nodes that only read graph inputs or initializers
@@ -269,6 +274,22 @@ class _GraphWriter:
             return self.weights[key]
         bits = self.options.weight_bits
         value = self.index.constant_value(name).astype(np.float32)
+        if scale is None and self.weight_cache is not None:
+            # the int8 weight depends on the values and the settings only: a search re-uses it across trials
+            key = (hashlib.blake2b(value.tobytes(), digest_size=16).digest(), value.shape, axis, bits,
+                   self.options.bias_correct)
+            if key not in self.weight_cache:
+                self.weight_cache[key] = self._quantized(name, value, axis, bits, None)
+            q, scale = self.weight_cache[key]
+        else:
+            q, scale = self._quantized(name, value, axis, bits, scale)
+        base = name if not any(k[0] == name for k in self.weights) else f"{name}_axis{axis}"
+        self.weights[key] = (self._dequantized_constant(base, q, scale, axis), scale)
+        return self.weights[key]
+
+    def _quantized(self, name: str, value: np.ndarray, axis: int | None, bits: int,
+                   scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(int weight, scale): abs-max scales unless learned ones are given, then bias correction if asked."""
         scale = weight_scales(value, axis, bits) if scale is None else np.asarray(scale, dtype=np.float32)
         if axis is not None and scale.shape != (value.shape[axis],):
             raise DataError(f"weight scales for {name!r} have shape {scale.shape}; expected ({value.shape[axis]},)")
@@ -278,9 +299,7 @@ class _GraphWriter:
         q = quantize_weight(value, scale, axis, bits)
         if self.options.bias_correct:
             q = bias_corrected_weight(value, q, scale, axis, bits)
-        base = name if not any(k[0] == name for k in self.weights) else f"{name}_axis{axis}"
-        self.weights[key] = (self._dequantized_constant(base, q, scale, axis), scale)
-        return self.weights[key]
+        return q, scale
 
     def _dequantized_constant(self, base: str, q: np.ndarray, scale: np.ndarray, axis: int | None) -> str:
         """Store q (zero point 0) with its scale and dequantize it once at the head of the graph."""
@@ -325,11 +344,13 @@ def write_qdq_model(
     activation_ranges: Mapping[str, tuple[float, float] | float],
     options: QDQOptions = QDQOptions(),
     weight_scales: Mapping[str, np.ndarray] | None = None,
+    weight_cache: WeightCache | None = None,
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """The QDQ model and the plan it followed.
 
     activation_ranges maps each tensor of plan.activation_tensors to (min, max), or to an abs-max T
     meaning (-T, T). weight_scales optionally maps weight names to learned scales (per channel or scalar).
+    weight_cache, a dict kept by the caller, holds int weights for later calls on models with the same weights.
     """
     options.validate()
     model = copy_model(model)
@@ -339,7 +360,7 @@ def write_qdq_model(
     if missing:
         raise DataError(f"no calibration range for tensors {missing[:10]}{' ...' if len(missing) > 10 else ''}")
     index = GraphIndex(model)
-    writer = _GraphWriter(index, options)
+    writer = _GraphWriter(index, options, weight_cache)
     weight_scales = weight_scales or {}
 
     for node_plan in plan.nodes:

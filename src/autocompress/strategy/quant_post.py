@@ -21,7 +21,7 @@ from autocompress.config.strategies import HyperParameterOptimization, QuantPost
 from autocompress.graph.prepare import simplify
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
-from autocompress.quant.qdq import QDQOptions
+from autocompress.quant.qdq import QDQOptions, WeightCache
 from autocompress.quant.statistics import ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import search_ptq
@@ -105,6 +105,7 @@ class QuantPostStage(Stage):
             quantize_op_types=o.quantize_op_types, is_full_quantize=o.is_full_quantize, skip_names=o.skip_names,
             not_quant_pattern=o.not_quant_pattern, activation_bits=o.activation_bits, weight_bits=o.weight_bits,
             symmetric_activations=o.symmetric_activations, batch_num=params.get("batch_num"),
+            weight_cache=self._weight_cache,
         )
 
     def _calibrate(
@@ -123,6 +124,7 @@ class QuantPostStage(Stage):
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         cfg: QuantPost = self.section
+        self._weight_cache: WeightCache = {}  # trials, the final model and the fallback share the int weights
         hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
         float_model = model
         model = simplify(model, fold_batch_norm=True)
