@@ -11,6 +11,7 @@ from torch import nn
 
 from autocompress import AutoCompression
 from autocompress.errors import ConfigError
+from autocompress.strategy.quant_aware import INITIAL_RANGES
 from autocompress.train.checkpoint import CHECKPOINT_NAME
 
 # 2-bit weights: a setting where post-training quantization visibly loses accuracy and training must win it back.
@@ -84,7 +85,9 @@ def test_qat_with_distillation_beats_post_training_quantization(digits, tmp_path
     qat = _compress(digits, tmp_path / "qat", QAT_CONFIG)
     info = qat.report["timeline"][0]["info"]
     assert info["steps"] == 20 and info["selected"] == "trained"
-    assert info["initial_metric"] == pytest.approx(ptq.compressed.metric)  # training starts from the PTQ model
+    # training starts from the best of the candidate PTQ ranges, QuantPost's default (hist 0.999) among them
+    assert info["initial_ranges"] in {"hist 0.999", "avg", "mse"}
+    assert info["initial_metric"] >= ptq.compressed.metric - 1e-9
     assert info["trained_metric"] >= ptq.compressed.metric + 0.05
     assert qat.compressed.metric == pytest.approx(info["trained_metric"])
     saved = onnx.load(str(qat.model_path))
@@ -133,6 +136,10 @@ class _Interrupted(Exception):
     pass
 
 
+#: Evaluations before the first training step: the baseline, each candidate of the initial ranges, the start.
+BEFORE_TRAINING = 1 + len(INITIAL_RANGES) + 1
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path):
     model_dir, train, images, labels = digits
     accuracy = _accuracy(images, labels)
@@ -140,7 +147,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path):
 
     def failing_on_the_second_training_eval(predictor):
         calls.append(1)
-        if len(calls) == 4:  # baseline, starting point, step 10, then step 20 fails
+        if len(calls) == BEFORE_TRAINING + 2:  # step 10, then step 20 fails
             raise _Interrupted
         return accuracy(predictor)
 
@@ -156,7 +163,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path):
         return accuracy(predictor)
 
     resumed = _compress(digits, save_dir, QAT_CONFIG, counting)
-    assert len(rerun_calls) == 4  # baseline, starting point, step 20, final: steps 1-10 were not redone
+    assert len(rerun_calls) == BEFORE_TRAINING + 2  # step 20, final: steps 1-10 were not redone
     uninterrupted = _compress(digits, tmp_path / "straight", QAT_CONFIG)
     assert resumed.report["timeline"][0]["info"]["steps"] == 20
     assert onnx.load(str(resumed.model_path)) == onnx.load(str(uninterrupted.model_path))

@@ -10,7 +10,7 @@ requantization of the outputs of fused kernels).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,20 +76,37 @@ def calibrated_ranges(
     cache_dir: str | None = None,
 ) -> dict[str, Range]:
     """PTQ ranges of the tensors insert_fake_quant observes, so that training starts where PTQ ends."""
+    return candidate_ranges(model, options, batches, [(algo, hist_percent)], batch_nums, cache_dir)[0]
+
+
+def candidate_ranges(
+    model: onnx.ModelProto,
+    options: QDQOptions,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    candidates: Sequence[tuple[str, float]],
+    batch_nums: int | None = None,
+    cache_dir: str | None = None,
+) -> list[dict[str, Range]]:
+    """calibrated_ranges for each (algo, hist_percent) candidate, from one pass over the batches."""
     tensors = checked_plan(model, options).activation_tensors
     statistics = collect_statistics(
-        model, batches, tensors, batch_nums, options.activation_bits, cache_dir, algorithms=[algo]
-    )
-    thresholds = activation_thresholds(statistics, algo, hist_percent)
-    ranges = {}
-    for name in tensors:
-        i = statistics.index(name)
-        threshold = thresholds[name]
-        if options.symmetric_activations:
-            ranges[name] = (-threshold, threshold)
-        else:
-            ranges[name] = threshold_to_range(threshold, float(statistics.min[i].min()), float(statistics.max[i].max()))
-    return ranges
+        model, batches, tensors, batch_nums, options.activation_bits, cache_dir,
+        algorithms=[algo for algo, _ in candidates],
+    )  # fmt: skip
+    all_ranges = []
+    for algo, hist_percent in candidates:
+        thresholds = activation_thresholds(statistics, algo, hist_percent)
+        ranges = {}
+        for name in tensors:
+            i = statistics.index(name)
+            threshold = thresholds[name]
+            if options.symmetric_activations:
+                ranges[name] = (-threshold, threshold)
+            else:
+                low, high = float(statistics.min[i].min()), float(statistics.max[i].max())
+                ranges[name] = threshold_to_range(threshold, low, high)
+        all_ranges.append(ranges)
+    return all_ranges
 
 
 def _planned_positions(model: onnx.ModelProto, plan: QuantPlan) -> list[int]:

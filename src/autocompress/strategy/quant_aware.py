@@ -1,8 +1,9 @@
 """QuantAware stage: quantization-aware training with distillation, exported as a QDQ model.
 
 Flow: fold BN into convs (so the exported Conv feeds its Q directly and ORT fuses the int8 kernel, and the
-trained graph is the exported graph) -> calibrate activation ranges on a few training batches (training
-starts where PTQ ends) -> TorchGraph of the student with fake-quant on exactly what the QDQ writer quantizes
+trained graph is the exported graph) -> calibrate activation ranges on a few training batches with a few
+range algorithms and keep the one whose PTQ model scores best (training starts where the best of them ends)
+-> TorchGraph of the student with fake-quant on exactly what the QDQ writer quantizes
 -> distil from the float model (or Distillation.teacher_model_dir) -> every evaluation exports the QDQ model
 and scores it with the user's metric; the best is kept. The PTQ starting point is scored too and returned if
 training never beats it.
@@ -23,8 +24,8 @@ from autocompress.config.strategies import QuantAware
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
 from autocompress.graph.prepare import simplify
-from autocompress.quant.qat import FakeQuantSettings, calibrated_ranges, export_qat, insert_fake_quant
-from autocompress.quant.qdq import QDQOptions
+from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_qat, insert_fake_quant
+from autocompress.quant.qdq import QDQOptions, write_qdq_model
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
 from autocompress.strategy.training import fine_tune
@@ -35,8 +36,10 @@ log = logging.getLogger(__name__)
 SPARSE_KEYS = frozenset({"UnstructurePrune", "ASPPrune"})
 #: Training batches whose statistics give the initial activation ranges.
 CALIBRATION_BATCHES = 8
-#: Range algorithm of the initial ranges: QuantPost's default, so the starting point is the default PTQ model.
-INITIAL_RANGE_ALGO, INITIAL_HIST_PERCENT = "hist", 0.999
+#: Range algorithms tried for the initial ranges, (algo, hist_percent): QuantPost's default first. One
+#: calibration pass serves all; each costs one evaluation, and which suits a model varies (hist clips the
+#: tails of wide activations, avg keeps ReLU6-bounded ones whole), so training starts from the best.
+INITIAL_RANGES = (("hist", 0.999), ("avg", 0.999), ("mse", 0.999))
 
 
 def qdq_options(section: QuantAware, ctx: CompressionContext) -> QDQOptions:
@@ -69,10 +72,7 @@ class QuantAwareStage(Stage):
         )  # fmt: skip
 
         model = simplify(model, fold_batch_norm=True)
-        ranges = calibrated_ranges(
-            model, options, ctx.train_batches.feeds(), INITIAL_RANGE_ALGO, INITIAL_HIST_PERCENT,
-            batch_nums=CALIBRATION_BATCHES, cache_dir=ctx.config.global_.resolved_cache_dir(),
-        )  # fmt: skip
+        initial_algo, ranges = self._best_initial_ranges(model, options, ctx)
         student = TorchGraph(model)
         handles = insert_fake_quant(student, model, options, ranges, settings)
 
@@ -100,9 +100,27 @@ class QuantAwareStage(Stage):
             "symmetric_activations": options.symmetric_activations,
             "keeps_zeros": settings.sparse_model,
             "activation_quantize_type": "pact" if cfg.use_pact else cfg.activation_quantize_type,
+            "initial_ranges": initial_algo,
             "initial_metric": initial_metric,
             "trained_metric": trained_metric,
             "metric": trained_metric if keep_trained else initial_metric,
             "selected": "trained" if keep_trained else "initial",
         }
         return StageResult(outcome.model if keep_trained else initial_model, info)
+
+    @staticmethod
+    def _best_initial_ranges(model: onnx.ModelProto, options: QDQOptions, ctx: CompressionContext) -> tuple[str, dict]:
+        """The INITIAL_RANGES candidate whose PTQ model the evaluator scores best (first one on ties): its label
+        and ranges."""
+        candidates = candidate_ranges(
+            model, options, ctx.train_batches.feeds(), INITIAL_RANGES,
+            batch_nums=CALIBRATION_BATCHES, cache_dir=ctx.config.global_.resolved_cache_dir(),
+        )  # fmt: skip
+        best, best_metric = None, None
+        for (algo, percent), ranges in zip(INITIAL_RANGES, candidates):
+            label = f"{algo} {percent}" if algo == "hist" else algo
+            metric = ctx.evaluator(write_qdq_model(model, ranges, options)[0])
+            log.info("QuantAware initial ranges %s: %s = %.6g", label, ctx.evaluator.name, metric)
+            if best is None or ctx.evaluator.better(metric, best_metric):
+                best, best_metric = (label, ranges), metric
+        return best
