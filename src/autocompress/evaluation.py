@@ -71,12 +71,16 @@ class ReferenceOutputs:
         count, _, squared_deviations = self._moments
         return float(np.sqrt(squared_deviations / count)) if count else 0.0
 
+    def predictor(self) -> Predictor:
+        """The original model's session, opened when first needed and kept while batches are not all cached."""
+        if self._predictor is None:
+            self._predictor = Predictor(self.model, self.hardware, self.threads)
+        return self._predictor
+
     def _outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[Optional[np.ndarray]]:
         if index in self._cache:
             return self._cache[index]
-        if self._predictor is None:
-            self._predictor = Predictor(self.model, self.hardware, self.threads)
-        outputs = self._predictor(feed)
+        outputs = self.predictor()(feed)
         if index not in self._seen:
             self._seen.add(index)
             for value in outputs:
@@ -134,10 +138,12 @@ class Evaluator:
             if math.isnan(value):
                 raise DataError("eval_callback returned NaN; check the eval function and data")
             return value
-        predictor = Predictor(model, self.hardware, self.threads)
+        # scoring the original itself (the baseline) reuses its session rather than opening a second one
+        reference = self._reference
+        predictor = reference.predictor() if model is reference.model else Predictor(model, self.hardware, self.threads)
         distances = []
-        for feed, reference in self._reference:
-            distances.extend(output_distances(reference, predictor(feed)))
+        for feed, outputs in reference:
+            distances.extend(output_distances(outputs, predictor(feed)))
         return float(np.mean(distances)) if distances else 0.0
 
     def tolerance(self, baseline: float, relative: float) -> float:

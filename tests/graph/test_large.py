@@ -54,3 +54,25 @@ def test_preparation_of_a_large_model_checks_infers_and_skips_simplification(mon
     broken.graph.node[0].input[1] = "nowhere"
     with pytest.raises(Exception, match="fails onnx.checker.*nowhere"):
         prepare.check_model(broken)
+
+
+def test_size_bound_is_at_least_the_serialized_size_and_close_to_it():
+    model = _two_weight_model()  # a raw_data weight, a float_data weight, an int64 shape
+    extra = numpy_helper.from_array(np.arange(300, dtype=np.float16).reshape(3, 100), "half")
+    extra.doc_string = "a documented tensor"
+    model.graph.initializer.extend([extra, helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"bc"])])
+    slack = large.size_bound(model) - model.ByteSize()
+    assert 0 <= slack <= 11 * len(model.graph.initializer)
+    assert not large.exceeds_protobuf_limit(model)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(large, "PROTOBUF_LIMIT", model.ByteSize())
+        assert large.exceeds_protobuf_limit(model)
+
+
+def test_a_compacted_model_equals_the_model_it_was_made_from():
+    model = _two_weight_model()
+    kept = [t for t in model.graph.initializer if t.name != "w1"]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    compact = large.compacted(model)
+    assert compact is not model and compact == model

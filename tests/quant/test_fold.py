@@ -123,3 +123,30 @@ def test_tensors_named_by_the_user_are_kept():
     model = _affine_model()
     folded, count = fold_conv_affine(model, keep=["c"])
     assert count == 0 and "c" in {o for n in folded.graph.node for o in n.output}
+
+
+def test_a_model_with_no_foldable_pair_is_returned_uncopied():
+    """A copy of a model over 2 GB costs its size: it is made only when some pair of ops can fold."""
+    def conv_relu_mul(conv_then_mul: bool) -> onnx.ModelProto:
+        first, second = ("c", "m") if conv_then_mul else ("r", "c")
+        nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+                 helper.make_node("Mul", [first, "s"], ["m" if conv_then_mul else "y"], name="mul"),
+                 helper.make_node("Relu", [second], ["y" if conv_then_mul else "r"], name="relu")]  # fmt: skip
+        if not conv_then_mul:
+            nodes = [nodes[0], nodes[2], nodes[1]]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.float32(2.0), "s")],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+    unfoldable = conv_relu_mul(conv_then_mul=False)  # Conv -> Relu -> Mul
+    folded, removed = fold_conv_affine(unfoldable)
+    assert folded is unfoldable and removed == 0
+    foldable = conv_relu_mul(conv_then_mul=True)  # Conv -> Mul -> Relu: the Mul goes into the Conv, in a copy
+    folded, removed = fold_conv_affine(foldable)
+    assert folded is not foldable and removed == 1
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu"]
+    assert [n.op_type for n in foldable.graph.node] == ["Conv", "Mul", "Relu"]

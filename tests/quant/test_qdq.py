@@ -6,6 +6,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress.errors import ConfigError, DataError
+from autocompress.graph import large
 from autocompress.quant.qdq import QDQOptions, plan_quantization, write_qdq_model
 from autocompress.quant.statistics import collect_statistics
 from autocompress.quant.ranges import activation_thresholds
@@ -173,3 +174,20 @@ def test_gemm_with_either_weight_layout_runs_as_qgemm(trans_b, tmp_path):
     assert ("com.microsoft", "QGemm") in _optimized_op_types(quantized, tmp_path)
     x = rng.uniform(-3, 3, (2, 5)).astype(np.float32)
     assert cosine(run(quantized, {"x": x}), run(model, {"x": x})) > 0.999
+
+
+def test_a_large_model_gets_the_same_qdq_model_without_the_float_weights_it_dropped(cnn_model, monkeypatch):
+    ranges = _ranges(cnn_model)
+    expected, _ = write_qdq_model(cnn_model, ranges)
+    monkeypatch.setattr(large, "PROTOBUF_LIMIT", 1000)  # counts as over 2 GB: the result is a compacted copy
+    compacted = []
+    real = large.compacted
+
+    def recording(model):
+        compacted.append(model)
+        return real(model)
+
+    monkeypatch.setattr("autocompress.quant.qdq.compacted", recording)
+    quantized, _ = write_qdq_model(cnn_model, ranges)
+    assert len(compacted) == 1 and quantized is not compacted[0]
+    assert quantized == expected

@@ -35,7 +35,7 @@ def sessions(monkeypatch) -> list[int]:
         created.append(1)
         return real_session(*args, **kwargs)
 
-    monkeypatch.setattr(statistics_module.ort, "InferenceSession", counting_session)
+    monkeypatch.setattr(ort, "InferenceSession", counting_session)
     return created
 
 

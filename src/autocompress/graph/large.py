@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 import onnx
-from google.protobuf.message import EncodeError, Message
+from google.protobuf.message import Message
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
@@ -29,11 +29,12 @@ _ALIGN = 64 * 1024
 
 
 def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether the model is too large to serialize as one protobuf (2 GB); ByteSize() itself fails beyond it."""
-    try:
-        return model.ByteSize() >= PROTOBUF_LIMIT
-    except EncodeError:
-        return True
+    """Whether the model is too large to serialize as one protobuf (2 GB).
+
+    Decided on size_bound, not ByteSize(): python protobuf (upb) computes ByteSize() by encoding the message, which
+    for a 2 GB model holds about 1.5x its size for seconds before failing.
+    """
+    return size_bound(model) >= PROTOBUF_LIMIT
 
 
 def _copy_fields(source: Message, target: Message, skip: str) -> None:
@@ -63,11 +64,47 @@ def serialized_parts(model: onnx.ModelProto) -> Iterator[onnx.ModelProto | onnx.
 
 
 def serialized_size(model: onnx.ModelProto) -> int:
-    """Bytes of the serialized model, summed over its parts beyond 2 GB where ByteSize() fails."""
-    try:
-        return model.ByteSize()
-    except EncodeError:
+    """Bytes of the serialized model, summed over its parts beyond 2 GB (one tensor encoded at a time)."""
+    if exceeds_protobuf_limit(model):
         return sum(part.ByteSize() for part in serialized_parts(model))
+    return model.ByteSize()
+
+
+def _header(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """The tensor without its raw_data, copied field by field: reading raw_data (or ListFields) copies the bytes."""
+    header = onnx.TensorProto()
+    for field in tensor.DESCRIPTOR.fields:
+        if field.name == "raw_data":
+            continue
+        value = getattr(tensor, field.name)
+        if hasattr(value, "extend"):  # repeated field
+            getattr(header, field.name).extend(value)
+        elif tensor.HasField(field.name):
+            if isinstance(value, Message):
+                getattr(header, field.name).CopyFrom(value)
+            else:
+                setattr(header, field.name, value)
+    return header
+
+
+def _tensor_size_bound(tensor: onnx.TensorProto) -> int:
+    """At least the tensor's serialized size; for raw_data, from its type and dims, without reading the bytes."""
+    if not tensor.HasField("raw_data"):
+        return tensor.ByteSize()
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize  # never below the stored size
+    except (KeyError, TypeError, ValueError):
+        return tensor.ByteSize()
+    count = 1
+    for dim in tensor.dims:
+        count *= max(dim, 0)
+    return _header(tensor).ByteSize() + count * itemsize + 11  # raw_data's tag and length varint
+
+
+def size_bound(model: onnx.ModelProto) -> int:
+    """An upper bound of the model's serialized size that encodes no large tensor (exact up to a few bytes per
+    initializer for tensors whose raw_data matches their type and dims)."""
+    return without_initializers(model).ByteSize() + sum(_tensor_size_bound(t) for t in model.graph.initializer)
 
 
 def _stub(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
@@ -79,6 +116,11 @@ def _stub(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> 
     return stub
 
 
+def is_stubbed(tensor: onnx.TensorProto) -> bool:
+    """Whether stub_copy replaces this top-level initializer by an external-data reference."""
+    return tensor.data_type != onnx.TensorProto.STRING and _tensor_size_bound(tensor) >= STUB_THRESHOLD
+
+
 def stub_copy(model: onnx.ModelProto, location: str, weights: BinaryIO | None = None) -> onnx.ModelProto:
     """A copy of `model` whose large top-level initializers point to external data at `location`.
 
@@ -87,7 +129,7 @@ def stub_copy(model: onnx.ModelProto, location: str, weights: BinaryIO | None = 
     """
     stubbed = without_initializers(model)
     for tensor in model.graph.initializer:
-        if tensor.ByteSize() < STUB_THRESHOLD or tensor.data_type == onnx.TensorProto.STRING:
+        if not is_stubbed(tensor):
             stubbed.graph.initializer.add().CopyFrom(tensor)
             continue
         offset = length = 0
@@ -108,14 +150,18 @@ def stores_external_data(path: Path) -> bool:
     return any(uses_external_data(tensor) for tensor in model_tensors(header))
 
 
-def save_external(model: onnx.ModelProto, path: Path, with_weights: bool = True) -> None:
+def save_external(
+    model: onnx.ModelProto, path: Path, with_weights: bool = True, outputs: Sequence[onnx.ValueInfoProto] = ()
+) -> None:
     """`model` as `path` + `path`.data (external data next to it); the model is only read.
 
     with_weights=False writes an empty data file: enough for onnx's checker and shape inference by path.
+    `outputs` are added to the saved graph's outputs.
     """
     location = path.name + ".data"
     with open(path.with_name(location), "wb") as weights:
         stubbed = stub_copy(model, location, weights if with_weights else None)
+    stubbed.graph.output.extend(outputs)
     path.write_bytes(stubbed.SerializeToString())
 
 
@@ -131,10 +177,21 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return copied
 
 
+def compacted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy holding only what `model` holds now: a message keeps the memory of tensors removed from it until it is
+    freed itself, so a model whose weights were replaced still costs their size."""
+    compact = without_initializers(model)
+    compact.graph.initializer.extend(model.graph.initializer)
+    return compact
+
+
 @contextlib.contextmanager
-def saved_with_external_data(model: onnx.ModelProto, with_weights: bool = True) -> Iterator[Path]:
+def saved_with_external_data(
+    model: onnx.ModelProto, with_weights: bool = True, outputs: Sequence[onnx.ValueInfoProto] = ()
+) -> Iterator[Path]:
     """`model` saved by save_external to a temporary model.onnx, removed on exit."""
     with tempfile.TemporaryDirectory(prefix="autocompress-large-") as tmp:
         path = Path(tmp) / "model.onnx"
-        save_external(model, path, with_weights)
+        save_external(model, path, with_weights, outputs)
         yield path
+

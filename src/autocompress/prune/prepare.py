@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 from onnx.reference import ReferenceEvaluator
 from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
 
@@ -75,7 +76,8 @@ def _fold_constants(model: onnx.ModelProto) -> None:
     (equal freshly initialised biases), Reshape of a bias to [1, C, 1, 1], Pad amounts computed by
     Cast/Concat. Folding them lets the analysis see per-layer constants it can slice."""
     index = GraphIndex(model)
-    known = {name: index.constant_value(name) for name in index.initializers}
+    # the stubs of a weightless copy have no values: they are not folded
+    known = {name: index.constant_value(name) for name, t in index.initializers.items() if not uses_external_data(t)}
     folded, kept = [], []
     for node in model.graph.node:
         if node.op_type == "Constant":

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from autocompress.graph.index import attribute
+from autocompress.graph.large import exceeds_protobuf_limit, weightless
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def _quantized_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> ModelStats:
     """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear; MACs of
     Conv, ConvTranspose, Gemm and MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
-    inferred = shape_inferred(model, input_shapes)
+    # counts read shapes only: a model over 2 GB is analysed as its weightless stub, not copied with its weights
+    inferred = shape_inferred(weightless(model) if exceeds_protobuf_limit(model) else model, input_shapes)
     shapes = static_shapes(inferred)
     weights = _float_constants(inferred)
     stored = {**weights, **_quantized_weights(inferred)}

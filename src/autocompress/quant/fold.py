@@ -137,12 +137,35 @@ def _fold_pair(index: GraphIndex, node: onnx.NodeProto, consumer: onnx.NodeProto
     return None
 
 
+def _by_op_types(node: onnx.NodeProto, consumer: onnx.NodeProto) -> bool:
+    """Whether _fold_pair can fold node -> consumer as far as their op types tell."""
+    if node.op_type == "Conv":
+        return len(node.input) > 1 and consumer.op_type in _FOLDABLE
+    return node.op_type in ("Mul", "Div") and consumer.op_type in ("Mul", "Div", "Conv")
+
+
+def _sole_consumer(index: GraphIndex, node: onnx.NodeProto, keep: Collection[str]) -> onnx.NodeProto | None:
+    """The one node reading node's output, when that output may be folded away."""
+    x = node.output[0] if node.output else ""
+    consumers = index.consumers.get(x, [])
+    if len(consumers) != 1 or x in index.graph_outputs or x in keep:
+        return None
+    return consumers[0]
+
+
 def fold_conv_affine(model: onnx.ModelProto, keep: Collection[str] = ()) -> tuple[onnx.ModelProto, int]:
-    """A copy of model with the folds of the module docstring applied, and how many ops they removed.
+    """A copy of model with the folds of the module docstring applied, and how many ops they removed; model itself
+    when no pair of ops can fold (a model over 2 GB is not copied for nothing).
 
     Only a tensor read by one node alone, no graph output and not in keep (names a user refers to) is
     folded away; a changed weight or bias must be an initializer no other node reads.
     """
+    index = GraphIndex(model)
+    if not any(
+        consumer is not None and _by_op_types(node, consumer)
+        for node, consumer in ((n, _sole_consumer(index, n, keep)) for n in model.graph.node)
+    ):
+        return model, 0
     model = copy_model(model)
     total = 0
     while True:
@@ -151,17 +174,16 @@ def fold_conv_affine(model: onnx.ModelProto, keep: Collection[str] = ()) -> tupl
         removed: set[int] = set()
         vanished: set[str] = set()
         for node in model.graph.node:
-            x = node.output[0] if node.output else ""
-            consumers = index.consumers.get(x, [])
-            if len(consumers) != 1 or x in index.graph_outputs or x in keep:
+            consumer = _sole_consumer(index, node, keep)
+            if consumer is None:
                 continue
-            at = position[consumers[0].output[0]]
-            if at in removed or position[x] in removed:
+            at = position[consumer.output[0]]
+            if at in removed or position[node.output[0]] in removed:
                 continue
-            dropped = _fold_pair(index, node, consumers[0])
+            dropped = _fold_pair(index, node, consumer)
             if dropped is not None:
-                removed.add(at if dropped is consumers[0] else position[x])
-                vanished.add(x)
+                removed.add(at if dropped is consumer else position[node.output[0]])
+                vanished.add(node.output[0])
         if not removed:
             return model, total
         total += len(removed)

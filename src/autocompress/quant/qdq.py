@@ -28,7 +28,7 @@ from onnx import helper, numpy_helper
 
 from autocompress.errors import ConfigError, DataError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex, attribute
-from autocompress.graph.large import copy_model, weightless
+from autocompress.graph.large import compacted, copy_model, exceeds_protobuf_limit, weightless
 from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
 from autocompress.quant.weights import (
@@ -353,6 +353,7 @@ def write_qdq_model(
     weight_cache, a dict kept by the caller, holds int weights for later calls on models with the same weights.
     """
     options.validate()
+    large = exceeds_protobuf_limit(model)
     model = copy_model(model)
     model = _ensure_opset(model)
     plan = plan_quantization(model, options)
@@ -379,7 +380,8 @@ def write_qdq_model(
 
     _rewire_and_order(model, writer)
     _remove_unused(model)
-    return model, plan
+    # the copy still holds the float weights it dropped: a model over 2 GB keeps only its int8 ones
+    return (compacted(model) if large else model), plan
 
 
 def _has_int32_bias(node: onnx.NodeProto, index: GraphIndex, writer: _GraphWriter) -> bool:

@@ -37,10 +37,9 @@ from itertools import islice
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from autocompress.errors import ConfigError, DataError
-from autocompress.runtime.ort import exceeds_protobuf_limit, model_source
+from autocompress.runtime.ort import HardwareTarget, create_session, exceeds_protobuf_limit
 
 logger = logging.getLogger(__name__)
 
@@ -464,12 +463,13 @@ def collect_statistics(
             parts |= cached.parts
             prefixes |= set(cached.hist_batches.tolist())
 
-    with model_source(_with_outputs(model, tensor_names)) as source:
-        session = ort.InferenceSession(source, providers=list(providers))
+    # the tensors become extra graph outputs of the session's copy of the graph; the caller's model is not copied
+    session = create_session(model, HardwareTarget("calibration", tuple(providers), True), outputs=tensor_names)
     input_names = [i.name for i in session.get_inputs()]
     accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes, parts)
     for batch in islice(batches, batch_nums):
         accumulator.add(session.run(tensor_names, _checked_feed(batch, input_names, accumulator.count)))
+    del session  # its weights (a copy, or the shared arrays of a large model) go before the statistics are built
     if accumulator.count == 0:
         raise DataError("calibration data is empty: the dataloader yielded no batch")
     if batch_nums is not None and accumulator.count < batch_nums:
@@ -510,17 +510,6 @@ def statistics_from_arrays(
     for values in zip(*(arrays[name] for name in names)):
         accumulator.add(values)
     return accumulator.result()
-
-
-def _with_outputs(model: onnx.ModelProto, tensor_names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of the model whose graph outputs also include tensor_names."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    for name in tensor_names:
-        if name not in existing:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return copy
 
 
 def _checked_feed(batch: Mapping[str, np.ndarray], input_names: Sequence[str], batch_index: int) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import statistics
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -13,9 +14,10 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from autocompress.errors import ConfigError
-from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data
+from autocompress.graph.large import exceeds_protobuf_limit, is_stubbed, saved_with_external_data
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +58,103 @@ def resolve_hardware(deploy_hardware: str) -> HardwareTarget:
     raise ConfigError(f"unknown deploy_hardware {name!r}; use 'cpu', 'gpu' or an edge target {list(EDGE_TARGETS)}")
 
 
+def _output_infos(names: Sequence[str]) -> list[onnx.ValueInfoProto]:
+    return [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names]
+
+
+def _appended_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> list[str]:
+    existing = {o.name for o in model.graph.output}
+    return [name for name in dict.fromkeys(outputs) if name not in existing]
+
+
 @contextlib.contextmanager
-def model_source(model: onnx.ModelProto | str | Path) -> Iterator[bytes | str]:
+def model_source(model: onnx.ModelProto | str | Path, outputs: Sequence[str] = ()) -> Iterator[bytes | str]:
     """What an ORT session loads: a path as given, the bytes of a model under 2 GB (protobuf's limit), or for a
-    larger one a temporary file with external data, removed on exit; the caller's model is only read."""
+    larger one a temporary file with external data, removed on exit; the caller's model is only read.
+
+    `outputs`: tensors to add to the graph outputs (float, as calibration reads them). Under 2 GB they are appended
+    to the bytes as a second message: protobuf parses concatenated messages as one, repeated fields appended, so
+    the model is not copied to gain a few outputs.
+    """
     if isinstance(model, (str, Path)):
+        if outputs:
+            raise ValueError("outputs can be added to a ModelProto only, not to a model file")
         yield str(model)
-    elif not exceeds_protobuf_limit(model):
-        yield model.SerializeToString()
+        return
+    extra = _appended_outputs(model, outputs)
+    if not exceeds_protobuf_limit(model):
+        tail = onnx.ModelProto(graph=onnx.GraphProto(output=_output_infos(extra))).SerializeToString() if extra else b""
+        yield model.SerializeToString() + tail
     else:
-        with saved_with_external_data(model) as path:
+        with saved_with_external_data(model, outputs=_output_infos(extra)) as path:
             yield str(path)
+
+
+#: Tensor types whose bytes are a numpy array's as they are, so ORT can run on the array itself.
+_PLAIN_TYPES = frozenset({
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BOOL,
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+})  # fmt: skip
+
+
+class SharedWeights:
+    """The weights of models over 2 GB as numpy arrays, one per distinct tensor while any session runs on it.
+
+    ORT's CPU provider runs on an initializer given by SessionOptions.add_initializer in place, so the sessions of
+    one model (an evaluation's reference and candidate, calibration, latency) hold its weights once between them
+    instead of a copy each. An array is reused only for a tensor of the same name, type, shape and bytes, and is
+    freed with the last session using it.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: weakref.WeakValueDictionary[tuple, np.ndarray] = weakref.WeakValueDictionary()
+
+    @staticmethod
+    def supports(tensor: onnx.TensorProto) -> bool:
+        return tensor.data_type in _PLAIN_TYPES
+
+    def array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The tensor's values, read-only; the same array as a live one holding the same bytes."""
+        data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+        dims = tuple(tensor.dims)
+        key = (tensor.name, tensor.data_type, dims)
+        flat = self._arrays.get(key)
+        if flat is None or flat.base != data:  # bytes compare by memcmp: exact, and far cheaper than the copy
+            flat = np.frombuffer(data, onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+            self._arrays[key] = flat
+        return flat.reshape(dims)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
+SHARED_WEIGHTS = SharedWeights()
+
+
+class SharedWeightsSession(ort.InferenceSession):
+    """A session that holds the OrtValues given to its options by add_initializer, with their arrays: ORT reads
+    them for the session's lifetime, but neither it nor SessionOptions keeps them alive."""
+
+    def __init__(self, source: str, options: ort.SessionOptions, providers: Sequence[str], weights: list[ort.OrtValue]):
+        self.shared_weights = weights
+        super().__init__(source, sess_options=options, providers=list(providers))
+
+
+def _share_weights(model: onnx.ModelProto, options: ort.SessionOptions) -> list[ort.OrtValue]:
+    """Make the session built with `options` run on SHARED_WEIGHTS arrays of the model's large initializers.
+
+    The session still loads the graph from the temporary external-data file (model_source): ORT's graph optimizers
+    read the few weights they rewrite from it, mapped, not copied. ORT's pre-packing is off, or it would keep a
+    re-laid-out copy of every MatMul/Conv weight: a session then costs no weight memory beyond the shared arrays, at
+    some speed (BENCHMARKS.md, "A model over 2 GB"). Tensors of types without a plain numpy layout stay in the file.
+    """
+    large = [t for t in model.graph.initializer if is_stubbed(t) and SharedWeights.supports(t)]
+    weights = [ort.OrtValue.ortvalue_from_numpy(SHARED_WEIGHTS.array(tensor)) for tensor in large]
+    for tensor, value in zip(large, weights):
+        options.add_initializer(tensor.name, value)
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return weights
 
 
 def create_session(
@@ -75,7 +163,15 @@ def create_session(
     threads: int | None = None,
     optimized_model_path: str | None = None,
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    outputs: Sequence[str] = (),
+    prepack: bool = False,
 ) -> ort.InferenceSession:
+    """An ORT session of `model`, with `outputs` added to its graph outputs.
+
+    A model over 2 GB runs on SHARED_WEIGHTS without pre-packing, unless `prepack` (latency, which should be the
+    deployed speed): ORT then maps the weights from the temporary file and keeps only their packed copy. Smaller
+    models always pre-pack, as ORT does by default.
+    """
     target = hardware if isinstance(hardware, HardwareTarget) else resolve_hardware(hardware)
     options = ort.SessionOptions()
     options.graph_optimization_level = level
@@ -85,7 +181,11 @@ def create_session(
         options.inter_op_num_threads = 1
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
-    with model_source(model) as source:
+    if isinstance(model, onnx.ModelProto) and not (prepack or optimized_model_path) and exceeds_protobuf_limit(model):
+        weights = _share_weights(model, options)
+        with model_source(model, outputs) as source:
+            return SharedWeightsSession(source, options, target.providers, weights)
+    with model_source(model, outputs) as source:
         return ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
 
 
@@ -139,7 +239,7 @@ def measure_latency(
 ) -> Latency:
     """Median and p90 wall time of one inference, with a fixed thread count and one live session."""
     target = hardware if isinstance(hardware, HardwareTarget) else resolve_hardware(hardware)
-    session = create_session(model, target, threads)
+    session = create_session(model, target, threads, prepack=True)
     feed = {k: _to_numpy(v) for k, v in feed.items()}
     for _ in range(warmup):
         session.run(None, feed)
