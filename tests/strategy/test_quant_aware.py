@@ -180,3 +180,43 @@ def test_op_types_matching_nothing_are_a_config_error_not_a_float_export(digits,
     config = {**QAT_CONFIG, "QuantAware": {"quantize_op_types": ["ConvTranspose"]}}
     with pytest.raises(ConfigError, match="match no quantizable node"):
         _compress(digits, tmp_path / "o", config)
+
+
+def _conv_scale_model(model_dir):
+    """x -> Conv -> Relu -> Div by 6 -> Conv, hardswish's tail: PTQ folds the Div into the second Conv."""
+    rng = np.random.default_rng(0)
+    initializers = [
+        onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        onnx.numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "W2"),
+    ]
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c"], ["r"]),
+        onnx.helper.make_node("Div", ["r", "six"], ["d"]),
+        onnx.helper.make_node("Conv", ["d", "W2"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes, "conv_scale", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 2, 8, 8])], initializers,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(model_dir / "model.onnx"))
+
+
+def test_qat_folds_constant_scales_into_convs_like_ptq(tmp_path):
+    """The exported QAT model has PTQ's node structure: no Div left behind for ORT to run as an extra kernel."""
+    (tmp_path / "model").mkdir()
+    _conv_scale_model(tmp_path / "model")
+    rng = np.random.default_rng(1)
+    train = [{"x": rng.standard_normal((4, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+    def op_types(config, name):
+        result = AutoCompression(str(tmp_path / "model"), train, save_dir=tmp_path / name, config=config,
+                                 eval_callback=lambda predictor: -float(np.abs(predictor(train[0])[0]).mean())).compress()
+        return sorted(n.op_type for n in onnx.load(str(result.model_path)).graph.node)
+
+    qat_config = {"QuantAware": {}, "Distillation": {}, "TrainConfig": {"train_iter": 2, "eval_iter": 2}}
+    qat, ptq = op_types(qat_config, "qat"), op_types({"QuantPost": {}}, "ptq")
+    assert "Div" not in qat
+    assert qat == ptq

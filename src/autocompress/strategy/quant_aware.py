@@ -1,7 +1,7 @@
 """QuantAware stage: quantization-aware training with distillation, exported as a QDQ model.
 
-Flow: fold BN into convs (so the exported Conv feeds its Q directly and ORT fuses the int8 kernel, and the
-trained graph is the exported graph) -> calibrate activation ranges on a few training batches with a few
+Flow: fold BN and constant scales into convs, as PTQ does (so the exported Conv feeds its Q directly and ORT
+fuses the int8 kernel, and the trained graph is the exported graph) -> calibrate activation ranges on a few training batches with a few
 range algorithms and keep the one whose PTQ model scores best (training starts where the best of them ends)
 -> TorchGraph of the student with fake-quant on exactly what the QDQ writer quantizes
 -> distil from the float model (or Distillation.teacher_model_dir) -> every evaluation exports the QDQ model
@@ -24,6 +24,7 @@ from autocompress.config.strategies import QuantAware
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
 from autocompress.graph.prepare import simplify
+from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_qat, insert_fake_quant
 from autocompress.quant.qdq import QDQOptions, write_qdq_model
 from autocompress.runtime.torch_graph import TorchGraph
@@ -72,6 +73,9 @@ class QuantAwareStage(Stage):
         )  # fmt: skip
 
         model = simplify(model, fold_batch_norm=True)
+        # the constant scales PTQ folds into convs (hardswish's /6, per-channel Mul/Add): without the fold the
+        # int8 model keeps them as extra QLinearMul/Add kernels and runs slower than the PTQ model
+        model, _ = fold_conv_affine(model, keep=options.skip_names)
         initial_algo, ranges = self._best_initial_ranges(model, options, ctx)
         student = TorchGraph(model)
         handles = insert_fake_quant(student, model, options, ranges, settings)
