@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None):
     parser = example_arg_parser(
         "Compress EfficientNet-Lite0", None, EXPORTED_FILENAME, HERE / "configs/baseline.yaml"
     )
-    parser.add_argument("--num_train", type=int, default=64, help="calibration/training crops")
-    parser.add_argument("--num_eval", type=int, default=128, help="evaluation crops (other photos)")
+    parser.add_argument("--num_train", type=int, default=256, help="calibration/training crops")
+    parser.add_argument("--num_eval", type=int, default=512, help="evaluation crops (other photos)")
     parser.set_defaults(batch_size=16)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="effnet_lite0_") as export_dir:
