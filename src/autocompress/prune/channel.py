@@ -55,12 +55,16 @@ def _check_ratio(key: str, ratio: float) -> None:
 
 
 def kept_count(channels: int, ratio: float, round_to: int, min_channels: int) -> int:
-    """Channels left after pruning `ratio`, rounded to a multiple of round_to (vector kernels run
-    fastest on whole blocks) but never below one block, min_channels, or above channels."""
+    """Channels left after pruning `ratio`: the multiple of round_to (vector kernels run fastest on whole
+    blocks) or the full width nearest to channels * (1 - ratio), never below one block or min_channels.
+    The full width is a candidate so that a small ratio on a group that is not a whole number of blocks
+    (EfficientNet's 24- and 40-channel bottlenecks) keeps it whole instead of losing a third of it."""
     if ratio == 0.0 or channels <= round_to:
         return channels
-    kept = int(round(channels * (1.0 - ratio) / round_to)) * round_to
-    return min(channels, max(kept, round_to, min_channels))
+    target = channels * (1.0 - ratio)
+    candidates = [b * round_to for b in range(1, channels // round_to + 1)] + [channels]
+    kept = min(candidates, key=lambda c: (abs(c - target), c))
+    return min(channels, max(kept, min_channels))
 
 
 def _group_ratios(
