@@ -136,8 +136,8 @@ class _Interrupted(Exception):
     pass
 
 
-#: Evaluations before the first training step: the baseline, each candidate of the initial ranges, the start.
-BEFORE_TRAINING = 1 + len(INITIAL_RANGES) + 1
+#: Evaluations before the first training step: the baseline and each candidate of the initial ranges.
+BEFORE_TRAINING = 1 + len(INITIAL_RANGES)
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path):

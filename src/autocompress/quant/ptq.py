@@ -15,7 +15,7 @@ import onnx
 from autocompress.errors import ConfigError, DataError
 from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.qdq import QDQOptions, WeightCache, checked_plan, plan_quantization, write_qdq_model
-from autocompress.quant.ranges import activation_thresholds, threshold_to_range
+from autocompress.quant.ranges import activation_ranges, activation_thresholds
 from autocompress.quant.statistics import ActivationStatistics
 
 
@@ -77,14 +77,7 @@ def quantize_post_training(
         raise DataError(f"statistics lack tensors {missing[:10]}: collect them with calibration_tensors(...)")
     used = statistics.prefix(batch_num)
     thresholds = activation_thresholds(used, algo, hist_percent)
-    ranges = {}
-    for name in plan.activation_tensors:
-        i = used.index(name)
-        threshold = thresholds[name]
-        if symmetric_activations:
-            ranges[name] = (-threshold, threshold)
-        else:
-            ranges[name] = threshold_to_range(threshold, float(used.min[i].min()), float(used.max[i].max()))
+    ranges = activation_ranges(used, plan.activation_tensors, thresholds, symmetric_activations)
     quantized, plan = write_qdq_model(model, ranges, options, weight_cache=weight_cache)
     info = PTQInfo(
         algo=algo,

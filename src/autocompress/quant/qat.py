@@ -28,7 +28,7 @@ from autocompress.quant.fake_quant import (
     WeightFakeQuant,
 )
 from autocompress.quant.qdq import QDQOptions, QuantPlan, checked_plan, write_qdq_model
-from autocompress.quant.ranges import activation_thresholds, threshold_to_range
+from autocompress.quant.ranges import activation_ranges, activation_thresholds
 from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime.torch_graph import TorchGraph
 
@@ -93,20 +93,11 @@ def candidate_ranges(
         model, batches, tensors, batch_nums, options.activation_bits, cache_dir,
         algorithms=[algo for algo, _ in candidates],
     )  # fmt: skip
-    all_ranges = []
-    for algo, hist_percent in candidates:
-        thresholds = activation_thresholds(statistics, algo, hist_percent)
-        ranges = {}
-        for name in tensors:
-            i = statistics.index(name)
-            threshold = thresholds[name]
-            if options.symmetric_activations:
-                ranges[name] = (-threshold, threshold)
-            else:
-                low, high = float(statistics.min[i].min()), float(statistics.max[i].max())
-                ranges[name] = threshold_to_range(threshold, low, high)
-        all_ranges.append(ranges)
-    return all_ranges
+    return [
+        activation_ranges(statistics, tensors, activation_thresholds(statistics, algo, hist_percent),
+                          options.symmetric_activations)
+        for algo, hist_percent in candidates
+    ]  # fmt: skip
 
 
 def _planned_positions(model: onnx.ModelProto, plan: QuantPlan) -> list[int]:

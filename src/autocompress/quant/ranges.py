@@ -147,3 +147,18 @@ def threshold_to_range(threshold: float, observed_min: float, observed_max: floa
     if high - low < MIN_THRESHOLD:  # all zero or denormal: so narrow a range would give a denormal scale
         high = max(threshold, MIN_THRESHOLD)
     return low, high
+
+
+def activation_ranges(
+    statistics: ActivationStatistics, tensors: list[str], thresholds: dict[str, float], symmetric: bool
+) -> dict[str, tuple[float, float]]:
+    """(min, max) per tensor from its threshold: (-T, T) when symmetric, else threshold_to_range of what was seen."""
+    ranges = {}
+    for name in tensors:
+        threshold = thresholds[name]
+        if symmetric:
+            ranges[name] = (-threshold, threshold)
+        else:
+            i = statistics.index(name)
+            ranges[name] = threshold_to_range(threshold, float(statistics.min[i].min()), float(statistics.max[i].max()))
+    return ranges

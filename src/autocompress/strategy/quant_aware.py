@@ -76,7 +76,7 @@ class QuantAwareStage(Stage):
         # the constant scales PTQ folds into convs (hardswish's /6, per-channel Mul/Add): without the fold the
         # int8 model keeps them as extra QLinearMul/Add kernels and runs slower than the PTQ model
         model, _ = fold_conv_affine(model, keep=options.skip_names)
-        initial_algo, ranges = self._best_initial_ranges(model, options, ctx)
+        initial_algo, ranges, initial_model, initial_metric = self._best_initial_ranges(model, options, ctx)
         student = TorchGraph(model)
         handles = insert_fake_quant(student, model, options, ranges, settings)
 
@@ -84,8 +84,6 @@ class QuantAwareStage(Stage):
             return export_qat(model, graph, handles, options)
 
         evaluator = ctx.evaluator
-        initial_model = export(student)
-        initial_metric = evaluator(initial_model)
         log.info("QuantAware starts from calibrated ranges: %s = %.6g", evaluator.name, initial_metric)
         outcome = fine_tune(model, ctx, self.key, export=export, student_graph=student)
         trained_metric = outcome.result.best_metric
@@ -113,18 +111,22 @@ class QuantAwareStage(Stage):
         return StageResult(outcome.model if keep_trained else initial_model, info)
 
     @staticmethod
-    def _best_initial_ranges(model: onnx.ModelProto, options: QDQOptions, ctx: CompressionContext) -> tuple[str, dict]:
-        """The INITIAL_RANGES candidate whose PTQ model the evaluator scores best (first one on ties): its label
-        and ranges."""
+    def _best_initial_ranges(
+        model: onnx.ModelProto, options: QDQOptions, ctx: CompressionContext
+    ) -> tuple[str, dict, onnx.ModelProto, float]:
+        """The INITIAL_RANGES candidate whose PTQ model the evaluator scores best (first one on ties): its label,
+        ranges, model and metric. That model is also the untrained student's export (the same writer, ranges and
+        abs-max weight scales), so it is the starting point without a second evaluation."""
         candidates = candidate_ranges(
             model, options, ctx.train_batches.feeds(), INITIAL_RANGES,
             batch_nums=CALIBRATION_BATCHES, cache_dir=ctx.config.global_.resolved_cache_dir(),
         )  # fmt: skip
-        best, best_metric = None, None
+        best = None
         for (algo, percent), ranges in zip(INITIAL_RANGES, candidates):
             label = f"{algo} {percent}" if algo == "hist" else algo
-            metric = ctx.evaluator(write_qdq_model(model, ranges, options)[0])
+            quantized = write_qdq_model(model, ranges, options)[0]
+            metric = ctx.evaluator(quantized)
             log.info("QuantAware initial ranges %s: %s = %.6g", label, ctx.evaluator.name, metric)
-            if best is None or ctx.evaluator.better(metric, best_metric):
-                best, best_metric = (label, ranges), metric
+            if best is None or ctx.evaluator.better(metric, best[3]):
+                best = (label, ranges, quantized, metric)
         return best
