@@ -63,7 +63,7 @@ def kept_count(channels: int, ratio: float, round_to: int, min_channels: int) ->
         return channels
     target = channels * (1.0 - ratio)
     candidates = [b * round_to for b in range(1, channels // round_to + 1)] + [channels]
-    kept = min(candidates, key=lambda c: (abs(c - target), c))
+    kept = min(candidates, key=lambda c: (abs(c - target), -c))  # a tie keeps more: prune less than asked, not more
     return min(channels, max(kept, min_channels))
 
 
