@@ -15,6 +15,7 @@ Det also gets UnstructurePrune (75 % of the 1x1 conv weights, as the seed's Padd
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import subprocess
@@ -35,7 +36,9 @@ import onnx  # noqa: E402
 
 from autocompress import AutoCompression  # noqa: E402
 from autocompress.graph.prepare import fix_input_shapes, prepare_model  # noqa: E402
+from autocompress.config.strategies import ChannelPrune  # noqa: E402
 from autocompress.prune.channel import prune_channels  # noqa: E402
+from autocompress.prune.sensitivity import sensitivity_ratios  # noqa: E402
 from autocompress.prune.stats import count_params_and_macs  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     MachineInfo,
@@ -61,6 +64,7 @@ HEADING = "## Pruning and sparsity"
 THREADS = (1, 2)
 SPEEDUP_TARGET = 4.0
 MAX_DROP_TARGET = 0.01
+#: the uniform ratio of the no-fine-tune comparison with Torch-Pruning (each case has its own fine-tuned ratio)
 CHANNEL_RATIO = 0.3
 SPARSE_RATIO = 0.75
 SPARSE_EXTRA_RATIOS = (0.9,)
@@ -105,6 +109,8 @@ class PruneCase:
     distillation: dict
     quant_post: dict
     learning_rate: float
+    #: ChannelPrune's pruned_ratio: the MACs of this uniform ratio, allocated by sensitivity
+    channel_ratio: float = 0.3
     sparse: bool = False
     note: str = ""
 
@@ -150,16 +156,16 @@ def scored(case: PruneCase, name: str, path: Path, seconds: float = 0.0) -> Vari
 
 
 def build_variants(case: PruneCase, budget: Budget, workdir: Path, tp_python: str | None) -> dict[str, Variant]:
-    """fp32, prune30(+int8), int8, and per model the no-fine-tune or sparse extras, each scored by the case."""
+    """fp32, ChannelPrune (+int8), int8, and per model the no-fine-tune or sparse extras, each scored by the case."""
     train = {"TrainConfig": train_config(budget, case.learning_rate), "Distillation": case.distillation}
     quant = {"QuantPost": {**case.quant_post, "batch_nums": budget.calibration_batches}}
     variants = {"fp32": scored(case, "fp32", case.fp32_path)}
-    log.info("%s: ChannelPrune %.0f%% + distillation", case.name, CHANNEL_RATIO * 100)
-    prune = {"ChannelPrune": {"pruned_ratio": CHANNEL_RATIO, "criterion": "l1_norm"}}
-    variants["prune30"] = compress(case, {**prune, **train}, workdir / "prune30")
+    name = prune_name(case)
+    log.info("%s: ChannelPrune %.0f%% + distillation", case.name, case.channel_ratio * 100)
+    variants[name] = compress(case, {"ChannelPrune": prune_section(case.channel_ratio), **train}, workdir / name)
     log.info("%s: QuantPost on the pruned model", case.name)
-    variants["prune30_int8"] = compress(case, quant, workdir / "prune30_int8", variants["prune30"].path)
-    variants["prune30_int8"].seconds += variants["prune30"].seconds
+    variants[f"{name}_int8"] = compress(case, quant, workdir / f"{name}_int8", variants[name].path)
+    variants[f"{name}_int8"].seconds += variants[name].seconds
     log.info("%s: QuantPost alone", case.name)
     variants["int8"] = compress(case, quant, workdir / "int8")
     if case.sparse:
@@ -180,15 +186,33 @@ def build_variants(case: PruneCase, budget: Budget, workdir: Path, tp_python: st
     return variants
 
 
+def prune_name(case: PruneCase) -> str:
+    return f"prune{round(case.channel_ratio * 100)}"
+
+
+def prune_section(ratio: float) -> dict:
+    """The ChannelPrune section of the fine-tuned rows: uniform ratio's MACs, allocated by sensitivity."""
+    return {"pruned_ratio": ratio, "criterion": "output_error", "ratio_allocation": "sensitivity"}
+
+
 def no_fine_tune_variants(case: PruneCase, workdir: Path, tp_python: str | None) -> dict[str, Variant]:
-    """Our channel pruning and Torch-Pruning's, both without fine-tuning, same ratio, round_to 16, L1 norm."""
-    started = time.perf_counter()
+    """Without fine-tuning at CHANNEL_RATIO: our uniform L1 pruning and Torch-Pruning's (same ratio, round_to 16,
+    L1 norm), and ours with the output_error criterion, mean compensation and sensitivity allocation."""
     model = prepare_model(onnx.load(str(case.fp32_path)), case.input_shapes)
-    pruned, _ = prune_channels(model, CHANNEL_RATIO, criterion="l1_norm", round_to=16, input_shapes=case.count_shapes)
-    path = workdir / "prune30_noft" / "model.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(pruned, str(path))
-    out = {"prune30_noft": scored(case, "prune30_noft", path, time.perf_counter() - started)}
+    calibration = list(itertools.islice(iter(case.train_loader), ChannelPrune().batch_nums))
+    out = {}
+    for name, build in (
+        ("prune30_noft", lambda: prune_channels(model, CHANNEL_RATIO, input_shapes=case.count_shapes)),
+        ("prune30_sens_noft", lambda: prune_channels(
+            model, sensitivity_ratios(model, CHANNEL_RATIO, calibration, "output_error", input_shapes=case.count_shapes),
+            "output_error", input_shapes=case.count_shapes, calibration=calibration)),
+    ):
+        started = time.perf_counter()
+        pruned, _ = build()
+        path = workdir / name / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(pruned, str(path))
+        out[name] = scored(case, name, path, time.perf_counter() - started)
     if tp_python:
         started = time.perf_counter()
         tp_path = workdir / "torch_pruning30_noft" / "exported.onnx"
@@ -229,7 +253,7 @@ def efficientnet_case(workdir: Path, budget: Budget) -> PruneCase:
         metric_name="top-1 agreement with fp32", latency_feeds={"224x224": {"x": split.evaluation[:1]}},
         count_shapes={"x": [1, 3, 224, 224]},
         distillation={"loss": "soft_label", "node": ["teacher_logits", "logits"], "alpha": 1.0},
-        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("efficientnet_lite0", {})}, learning_rate=3e-4,
+        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("efficientnet_lite0", {})}, learning_rate=3e-5, channel_ratio=0.1,
         note=f"{budget.photo_train} train crops of {', '.join(CALIBRATION_PHOTOS)}; "
              f"{budget.photo_eval} eval crops of {', '.join(EVALUATION_PHOTOS)}",
     )
@@ -246,7 +270,7 @@ def det_case(workdir: Path, budget: Budget) -> PruneCase:
         train_loader=data.train_loader, evaluate=data.eval_callback, metric_name="Total IoU",
         latency_feeds=feeds, count_shapes={"x": [1, 3, budget.det_latency_sizes[0], budget.det_latency_sizes[0]]},
         distillation={"loss": "l2", "node": ["teacher_sigmoid_0.tmp_0", "sigmoid_0.tmp_0"], "alpha": 1.0},
-        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})}, learning_rate=3e-4, sparse=True,
+        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})}, learning_rate=1e-4, channel_ratio=0.5, sparse=True,
         note=f"PP-OCRv4 det; train/eval on rendered {budget.det_size}x{budget.det_size} scenes "
              f"({budget.det_train} train, {budget.det_eval} eval), H/W dynamic",
     )
@@ -276,12 +300,12 @@ def variant_rows(case: PruneCase, variants: dict[str, Variant]) -> list[list[obj
 
 
 def target_line(case: PruneCase, variants: dict[str, Variant]) -> str:
-    fp32, best = variants["fp32"], variants["prune30_int8"]
+    fp32, best = variants["fp32"], variants[f"{prune_name(case)}_int8"]
     label = next(iter(case.latency_feeds))
     speedup = fp32.latency_ms[(label, 1)] / best.latency_ms[(label, 1)]
     drop = fp32.metric - best.metric
     met = speedup >= SPEEDUP_TARGET and drop <= MAX_DROP_TARGET
-    return (f"{case.name}: ChannelPrune 30% + int8 is {speedup:.2f}x faster than fp32 at 1 thread ({label}) with a "
+    return (f"{case.name}: ChannelPrune {case.channel_ratio:.0%} + int8 is {speedup:.2f}x faster than fp32 at 1 thread ({label}) with a "
             f"metric drop of {drop:+.4f}; target >= {SPEEDUP_TARGET:.0f}x at <= {MAX_DROP_TARGET:.0%} drop: "
             f"{'met' if met else 'NOT met'}.")
 
@@ -304,11 +328,11 @@ def sparsity_lines(variant: Variant) -> str:
     ])
 
 
-def det_readme_rows(variants: dict[str, Variant], label: str) -> str:
+def det_readme_rows(case: PruneCase, variants: dict[str, Variant], label: str) -> str:
     fp32 = variants["fp32"].latency_ms[(label, 1)]
     rows = []
     for title, name in (("稀疏 / UnstructurePrune 75% conv1x1 + distillation", "sparse75"),
-                        ("通道剪枝+离线量化 / ChannelPrune 30% + QuantPost", "prune30_int8")):
+                        (f"通道剪枝+离线量化 / ChannelPrune {case.channel_ratio:.0%} + QuantPost", f"{prune_name(case)}_int8")):
         v = variants[name]
         ms = v.latency_ms[(label, 1)]
         rows.append(f"| {title} | {v.metric:.4f} | {ms:.2f} | {fp32 / ms:.2f} |")
@@ -345,12 +369,14 @@ def render(
                 f"{tp.info['torch_pruning']} "
                 "(MetaPruner, MagnitudeImportance p=1, uniform ratio 0.3, round_to 16, classifier kept) on the same "
                 "weights, neither fine-tuned. Torch-Pruning prunes the output channels of every layer incl. the "
-                "stem and the depthwise-separable blocks' expansions.", ""]
+                "stem and the depthwise-separable blocks' expansions. `prune30_sens_noft`: the same MACs as our "
+                "uniform 30%, chosen by sensitivity (criterion output_error, mean compensation, "
+                "ratio_allocation sensitivity, on 4 training batches).", ""]
         if "sparse75" in variants:
             parts += [sparsity_lines(variants["sparse75"]), ""]
             label = next(iter(case.latency_feeds))
             parts += [f"Rows for examples/ocr_det/README.md (thread=1, {label}):", "",
-                      "```", det_readme_rows(variants, label), "```", ""]
+                      "```", det_readme_rows(case, variants, label), "```", ""]
     if sparse_layers:
         parts += ["### Sparse 1x1 convolutions in ONNX Runtime", "",
                   "Each layer alone, batch 1, at its input size in the det model at the largest latency size; "

@@ -84,7 +84,9 @@ def test_no_fine_tune_comparison_without_torch_pruning(tiny_case, tmp_path):
     tiny_case.sparse = False
     variants = build_variants(tiny_case, TINY_BUDGET, tmp_path / "work", tp_python=None)
     assert "prune30_noft" in variants and "torch_pruning30_noft" not in variants
-    assert variants["prune30_noft"].params == variants["prune30"].params  # same pruning, only the fine-tune differs
+    # the sensitivity-allocated pruning without fine-tune is the fine-tuned row's pruning (same batches, same ratios)
+    assert variants["prune30_sens_noft"].params == variants["prune30"].params
+    assert variants["prune30_noft"].macs < variants["fp32"].macs
 
 
 def test_every_sparse_kernel_computes_the_dense_conv():

@@ -5,7 +5,8 @@ from onnx import helper, numpy_helper
 
 from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
-from autocompress.prune.criteria import bn_scale, channel_scores, geometry_median, l1_norm
+from autocompress.prune.compensate import Moments
+from autocompress.prune.criteria import bn_scale, channel_scores, geometry_median, l1_norm, output_error
 from autocompress.prune.groups import find_channel_groups
 
 
@@ -74,3 +75,20 @@ def test_unknown_criterion():
     group, index = conv_bn_relu_conv(np.ones((3, 1, 1, 1)), np.ones(3))
     with pytest.raises(ConfigError, match="geometry_median"):
         channel_scores(group, index, "taylor")
+
+
+def test_output_error_weighs_consumer_energy_by_activation_variance():
+    # channel 1 has the largest filter but a constant output (variance 0): removing it and compensating its mean
+    # changes nothing, so output_error ranks it last while l1_norm ranks it first
+    weight = np.array([1.0, 9.0, 2.0]).reshape(3, 1, 1, 1)
+    group, index = conv_bn_relu_conv(weight, np.ones(3))
+    moments = {"r": Moments(mean=np.array([0.0, 4.0, 1.0]), var=np.array([0.5, 0.0, 3.0]))}
+    # consumer w_next is all ones with 2 outputs: ||W[:, c]||^2 = 2
+    np.testing.assert_allclose(output_error(group, index, moments), [1.0, 0.0, 6.0])
+    assert np.argmax(l1_norm(group, index)) == 1 and np.argmin(channel_scores(group, index, "output_error", moments)) == 1
+
+
+def test_output_error_needs_activation_statistics():
+    group, index = conv_bn_relu_conv(np.ones((3, 1, 1, 1)), np.ones(3))
+    with pytest.raises(ConfigError, match="calibration data"):
+        channel_scores(group, index, "output_error")

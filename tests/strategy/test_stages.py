@@ -39,6 +39,18 @@ def test_channel_prune_is_physically_smaller(tiny_cnn, data, tmp_path):
     assert out.shape == (4, 10) and np.isfinite(out).all()
 
 
+def test_channel_prune_by_sensitivity_reports_its_ratios_and_keeps_the_macs_budget(tiny_cnn, data, tmp_path):
+    prune = {"pruned_ratio": 0.5, "round_to": 4, "criterion": "output_error", "ratio_allocation": "sensitivity", "batch_nums": 1}
+    config = {"ChannelPrune": prune, "Distillation": {}, "TrainConfig": TRAIN}
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+    info = result.report["timeline"][0]["info"]
+    assert info["allocated_ratios"] and all(0 < r < 1 for r in info["allocated_ratios"].values())
+    assert info["macs_after"] < 0.7 * info["macs_before"]
+    assert info["compensated_layers"] > 0
+    out = Predictor(onnx.load(str(result.model_path)))({"x": data[0]["x"]})[0]
+    assert out.shape == (4, 10) and np.isfinite(out).all()
+
+
 def test_gmp_unstructured_prune_reaches_the_ratio(tiny_cnn, data, tmp_path):
     config = {
         "UnstructurePrune": {"prune_ratio": 0.6, "prune_params_type": None, "prune_strategy": "gmp", "local_sparsity": True,

@@ -194,9 +194,18 @@ class ChannelPrune(Section):
 
     pruned_ratio: Union[float, dict[str, float]] = 0.3
     prune_params_name: Optional[list[str]] = None
-    criterion: Literal["l1_norm", "bn_scale", "geometry_median"] = "l1_norm"
+    #: output_error scores a channel by what removing it changes in the next layers' outputs, measured on
+    #: batch_nums training batches; the others read the weights only.
+    criterion: Literal["l1_norm", "bn_scale", "geometry_median", "output_error"] = "l1_norm"
     #: Kept channel counts are rounded to a multiple of this (ORT's AVX-512 kernels like 16).
     round_to: int = Field(16, ge=1)
+    #: uniform: every group loses pruned_ratio of its channels. sensitivity: each group is pruned alone at 10-70 %
+    #: on batch_nums batches and the same MACs as the uniform ratio are taken where the outputs change least.
+    ratio_allocation: Literal["uniform", "sensitivity"] = "uniform"
+    #: Add each removed channel's mean activation (over batch_nums batches) to the next layer's bias.
+    mean_compensation: bool = True
+    #: Training batches the activation statistics and sensitivities are measured on.
+    batch_nums: int = Field(4, ge=1)
 
     @field_validator("pruned_ratio")
     @classmethod
@@ -206,6 +215,13 @@ class ChannelPrune(Section):
             if not 0.0 <= r < 1.0:
                 raise ValueError(f"pruned_ratio {r} is outside [0, 1)")
         return value
+
+    @model_validator(mode="after")
+    def _allocation_needs_one_ratio(self):
+        if self.ratio_allocation == "sensitivity" and isinstance(self.pruned_ratio, dict):
+            raise ValueError("ratio_allocation 'sensitivity' chooses the per-layer ratios itself; give pruned_ratio as "
+                             "one number (the MACs to remove are those of that uniform ratio) or use 'uniform'")
+        return self
 
 
 class ASPPrune(Section):

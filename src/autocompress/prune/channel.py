@@ -9,6 +9,7 @@ is a smaller dense model that any runtime executes faster.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,9 +17,10 @@ import onnx
 
 from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
+from autocompress.prune.compensate import Feed, Moments, apply_compensation, consumer_moments
 from autocompress.prune.constants import set_constant, set_node_input
 from autocompress.prune.criteria import CRITERIA, channel_scores
-from autocompress.prune.groups import ChannelAnalysis, ChannelGroup, Segment, find_channel_groups
+from autocompress.prune.groups import ChannelAnalysis, ChannelGroup, find_channel_groups, removed_indices
 from autocompress.prune.stats import count_params_and_macs
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class ChannelPruneReport:
     macs_before: int = 0
     macs_after: int = 0
     prunable_groups: int = 0
+    #: layers whose bias took the mean of the channels they no longer read (0 without calibration data)
+    compensated: int = 0
 
 
 def _check_ratio(key: str, ratio: float) -> None:
@@ -105,10 +109,10 @@ def select_channels(
     prune_params_name: list[str] | None = None,
     round_to: int = 16,
     min_channels: int = 1,
+    moments: dict[str, Moments] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Sorted channel indices to keep, per group id that loses channels."""
-    if criterion not in CRITERIA:
-        raise ConfigError(f"ChannelPrune.criterion={criterion!r} is not supported; choose one of {sorted(CRITERIA)}")
+    """Sorted channel indices to keep, per group id that loses channels. `moments` (consumer_moments) are the
+    activation statistics the data criteria read."""
     if round_to < 1 or min_channels < 1:
         raise ConfigError(f"round_to={round_to} and min_channels={min_channels} must be >= 1")
     index = GraphIndex(analysis.model)
@@ -117,23 +121,9 @@ def select_channels(
         group = analysis.group(gid)
         kept = kept_count(group.channels, ratio, round_to, min_channels)
         if kept < group.channels:
-            scores = channel_scores(group, index, criterion)
+            scores = channel_scores(group, index, criterion, moments)
             keep[gid] = np.sort(np.argsort(-scores, kind="stable")[:kept])
     return keep
-
-
-def removed_indices(segments: tuple[Segment, ...] | list[Segment], keep: dict[int, np.ndarray]) -> np.ndarray:
-    """Axis indices that disappear when the groups in `keep` keep only their listed channels."""
-    removed = []
-    for seg in segments:
-        if seg.group not in keep:
-            continue
-        channels = np.arange(seg.start, seg.start + seg.length)
-        dropped = channels[~np.isin(channels, keep[seg.group])] - seg.start
-        for c in dropped:
-            base = seg.offset + c * seg.expand
-            removed.extend(range(base, base + seg.expand))
-    return np.asarray(sorted(removed), dtype=np.int64)
 
 
 class _Rewriter:
@@ -234,12 +224,18 @@ def prune_channels(
     round_to: int = 16,
     min_channels: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
+    calibration: Iterable[Feed] | None = None,
+    compensate: bool = True,
 ) -> tuple[onnx.ModelProto, ChannelPruneReport]:
     """Removes the least important channels of every prunable group (or of the groups whose producing
     weights are named in prune_params_name / the keys of a pruned_ratio dict). The input model is not
-    modified. input_shapes fixes dynamic input dims for the analysis and the MAC counts."""
+    modified. input_shapes fixes dynamic input dims for the analysis and the MAC counts. Calibration batches
+    feed the data criteria and, with `compensate`, move the removed channels' mean activations into the next
+    layers' biases (compensate.py)."""
     analysis = find_channel_groups(model, input_shapes)
-    keep = select_channels(analysis, pruned_ratio, criterion, prune_params_name, round_to, min_channels)
+    moments = consumer_moments(analysis, list(model.graph.input), calibration) if calibration is not None else None
+    keep = select_channels(analysis, pruned_ratio, criterion, prune_params_name, round_to, min_channels, moments)
+    compensated = apply_compensation(analysis, keep, moments) if moments and compensate else 0
     rewriter = _Rewriter(analysis, keep)
     rewriter.slice_constants()
     rewriter.rewrite_nodes()
@@ -256,6 +252,7 @@ def prune_channels(
         params_after=after.params,
         macs_before=before.macs,
         macs_after=after.macs,
+        compensated=compensated,
     )
     logger.info(
         "channel pruning: %d groups pruned, %d unprunable, params %d -> %d",

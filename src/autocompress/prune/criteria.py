@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy.spatial.distance import cdist
 
 from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
-from autocompress.prune.groups import ChannelGroup, GroupMember
+from autocompress.prune.compensate import Moments
+from autocompress.prune.groups import ChannelGroup, GroupMember, node_label
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,50 @@ def geometry_median(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
     return _accumulate(group, index, "producer", lambda m: cdist(m, m).sum(axis=1))
 
 
+def output_error(group: ChannelGroup, index: GraphIndex, moments: Mapping[str, Moments]) -> np.ndarray:
+    """Expected squared change of the next layers' outputs when the channel is removed and its mean is
+    compensated (compensate.py): sum over consumers of ||W[:, c]||^2 * Var(x_c). Unlike the weight norms it sees
+    what flows through the channel, so a small filter carrying a large varying signal is kept, and a large one
+    whose output is nearly constant (a folded BatchNorm shift through ReLU6) goes. Channels are treated as
+    uncorrelated and a k x k kernel's taps as reading the same variance."""
+    inputs = {node_label(n): n.input[0] for n in index.model.graph.node}
+    total = np.zeros(group.channels)
+    found = False
+    for member in group.members:
+        stats = moments.get(inputs.get(member.node, ""))
+        if member.role != "consumer" or stats is None:
+            continue
+        seg = member.segment
+        rows = np.moveaxis(index.constant_value(member.tensor).astype(np.float64), member.axis, 0)
+        rows = rows[seg.offset: seg.offset + seg.length * seg.expand]
+        energy = np.square(rows.reshape(len(rows), -1)).sum(axis=1)
+        var = stats.var[seg.offset: seg.offset + seg.length * seg.expand]
+        total[seg.start: seg.start + seg.length] += (energy * var).reshape(seg.length, seg.expand).sum(axis=1)
+        found = True
+    if not found:
+        logger.info("group %s has no measured consumer; output_error falls back to l1_norm", group.weights)
+        return l1_norm(group, index)
+    return total
+
+
 CRITERIA: dict[str, Callable[[ChannelGroup, GraphIndex], np.ndarray]] = {
     "l1_norm": l1_norm,
     "bn_scale": bn_scale,
     "geometry_median": geometry_median,
 }
+#: Criteria that read activations: they need calibration batches.
+DATA_CRITERIA = ("output_error",)
 
 
-def channel_scores(group: ChannelGroup, index: GraphIndex, criterion: str) -> np.ndarray:
+def channel_scores(
+    group: ChannelGroup, index: GraphIndex, criterion: str, moments: Mapping[str, Moments] | None = None
+) -> np.ndarray:
+    if criterion in DATA_CRITERIA:
+        if moments is None:
+            raise ConfigError(f"ChannelPrune.criterion={criterion!r} measures activations and needs calibration data")
+        return output_error(group, index, moments)
     if criterion not in CRITERIA:
-        raise ConfigError(f"ChannelPrune.criterion={criterion!r} is not supported; choose one of {sorted(CRITERIA)}")
+        raise ConfigError(
+            f"ChannelPrune.criterion={criterion!r} is not supported; choose one of {sorted(CRITERIA) + list(DATA_CRITERIA)}"
+        )
     return CRITERIA[criterion](group, index)

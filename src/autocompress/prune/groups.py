@@ -50,6 +50,20 @@ class Segment:
     expand: int = 1
 
 
+def removed_indices(segments: tuple[Segment, ...] | list[Segment], keep: dict[int, np.ndarray]) -> np.ndarray:
+    """Axis indices that disappear when the groups in `keep` keep only their listed channels."""
+    removed = []
+    for seg in segments:
+        if seg.group not in keep:
+            continue
+        channels = np.arange(seg.start, seg.start + seg.length)
+        dropped = channels[~np.isin(channels, keep[seg.group])] - seg.start
+        for c in dropped:
+            base = seg.offset + c * seg.expand
+            removed.extend(range(base, base + seg.expand))
+    return np.asarray(sorted(removed), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ChannelLayout:
     """Which channels lie along `axis` of a tensor of rank `rank`."""
@@ -115,7 +129,7 @@ class ChannelAnalysis:
         self._by_id = {g.id: g for g in self.groups}
 
 
-def _node_label(node: onnx.NodeProto) -> str:
+def node_label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}({node.output[0]})"
 
 
@@ -173,7 +187,7 @@ class _Tracker:
     def member(self, tensor: str, axis: int, role: str, node: onnx.NodeProto, layout: ChannelLayout) -> None:
         for seg in layout.segments:
             if seg.group is not None:
-                self.members.append(GroupMember(tensor, axis, role, _node_label(node), seg))
+                self.members.append(GroupMember(tensor, axis, role, node_label(node), seg))
 
     def activation(self, tensor: str, layout: ChannelLayout | None, node: onnx.NodeProto) -> None:
         if layout is None:
@@ -215,7 +229,7 @@ class _Tracker:
         return self.finish()
 
     def unsupported(self, node: onnx.NodeProto, inputs: list[ChannelLayout | None], reason: str) -> None:
-        text = f"{reason} (node {_node_label(node)})"
+        text = f"{reason} (node {node_label(node)})"
         for lay in inputs:
             self.block(lay, text)
         logger.debug("channel analysis: %s", text)
@@ -273,7 +287,7 @@ class _Tracker:
             self.rewrites.append(NodeRewrite(node, "depthwise_group", {"tensor": out}))
             self.activation(out, x_layout, node)
             return
-        reason = f"grouped convolution with group={group} (node {_node_label(node)})"
+        reason = f"grouped convolution with group={group} (node {node_label(node)})"
         self.block(x_layout, reason)
         layout = self._producer(node, 1, out_axis, 0, out_channels, w.ndim)
         self.block(layout, reason)
@@ -425,20 +439,20 @@ class _Tracker:
     def _join(self, a: ChannelLayout, b: ChannelLayout, node) -> None:
         """Residual joins: both sides must lose the same indices, so their groups merge."""
         if [(s.offset, s.length, s.expand) for s in a.segments] != [(s.offset, s.length, s.expand) for s in b.segments]:
-            reason = f"operands of {node.op_type} have differently split channels (node {_node_label(node)})"
+            reason = f"operands of {node.op_type} have differently split channels (node {node_label(node)})"
             self.block(a, reason)
             self.block(b, reason)
             return
         for sa, sb in zip(a.segments, b.segments):
             if sa.group is None or sb.group is None:
                 if sa.group != sb.group:
-                    reason = f"combined with channels no group tracks (node {_node_label(node)})"
+                    reason = f"combined with channels no group tracks (node {node_label(node)})"
                     self.block(a, reason)
                     self.block(b, reason)
             elif sa.start == sb.start and self.sizes[self.find(sa.group)] == self.sizes[self.find(sb.group)]:
                 self.union(sa.group, sb.group)
             else:
-                reason = f"operands of {node.op_type} align different channel ranges (node {_node_label(node)})"
+                reason = f"operands of {node.op_type} align different channel ranges (node {node_label(node)})"
                 self.block(a, reason)
                 self.block(b, reason)
 
@@ -652,7 +666,7 @@ class _Tracker:
             seg = replace(m.segment, group=self.find(m.segment.group))
             views.setdefault(m.tensor, {}).setdefault(m.node, set()).add((m.axis, seg))
         for tensor, per_node in views.items():
-            readers = {_node_label(n) for n in self.index.consumers.get(tensor, [])}
+            readers = {node_label(n) for n in self.index.consumers.get(tensor, [])}
             distinct = {frozenset(v) for v in per_node.values()}
             if len(distinct) > 1 or not readers <= set(per_node):
                 reason = f"constant {tensor!r} is shared by nodes with different channel layouts"

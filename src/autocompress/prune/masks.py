@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from autocompress.graph.index import GraphIndex
-from autocompress.prune.channel import removed_indices
 from autocompress.prune.constants import set_constant
-from autocompress.prune.groups import ChannelAnalysis
+from autocompress.prune.groups import ChannelAnalysis, removed_indices
 
 # roles whose zeroing silences a channel; running statistics and activations are left alone
 CHANNEL_MASK_ROLES = (

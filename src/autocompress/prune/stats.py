@@ -63,22 +63,22 @@ def _quantized_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
             if t.name in dequantized and t.data_type != onnx.TensorProto.FLOAT and len(t.dims) >= 1}
 
 
+def node_macs(inferred: onnx.ModelProto) -> dict[str, int | None]:
+    """MACs of each node of a shape-inferred model, keyed by its first output; None where a shape is unknown."""
+    shapes, weights = static_shapes(inferred), _float_constants(inferred)
+    return {node.output[0]: _node_macs(node, shapes, weights) for node in inferred.graph.node}
+
+
 def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> ModelStats:
     """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear; MACs of
     Conv, ConvTranspose, Gemm and MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
     # counts read shapes only: a model over 2 GB is analysed as its weightless stub, not copied with its weights
     inferred = shape_inferred(weightless(model) if exceeds_protobuf_limit(model) else model, input_shapes)
-    shapes = static_shapes(inferred)
-    weights = _float_constants(inferred)
-    stored = {**weights, **_quantized_weights(inferred)}
+    stored = {**_float_constants(inferred), **_quantized_weights(inferred)}
     params = sum(int(np.prod(dims, dtype=np.int64)) for dims in stored.values() if len(dims) >= 1)
-    macs, unknown = 0, []
-    for node in inferred.graph.node:
-        count = _node_macs(node, shapes, weights)
-        if count is None:
-            unknown.append(node.name or node.output[0])
-        else:
-            macs += count
+    per_node = node_macs(inferred)
+    macs = sum(count for count in per_node.values() if count is not None)
+    unknown = [name for name, count in per_node.items() if count is None]
     if unknown:
         logger.info("MACs of %d nodes are unknown (dynamic shapes): %s", len(unknown), unknown[:5])
     return ModelStats(params, macs, unknown)

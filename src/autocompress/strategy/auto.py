@@ -206,7 +206,10 @@ class AutoStage(Stage):
             )
         strategies: dict[str, Any] = {}
         if ratio > 0:
-            strategies["ChannelPrune"] = ChannelPrune(pruned_ratio=ratio)
+            # the same MACs as the uniform ratio the latency was probed at, taken where the outputs change least
+            strategies["ChannelPrune"] = ChannelPrune(
+                pruned_ratio=ratio, criterion="output_error", ratio_allocation="sensitivity"
+            )
             strategies["Distillation"] = Distillation()
         if int8:
             strategies["QuantPost"] = QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import onnx
 
 from autocompress.config.strategies import ChannelPrune
+from autocompress.errors import ConfigError
 from autocompress.prune.channel import prune_channels
+from autocompress.prune.criteria import DATA_CRITERIA
+from autocompress.prune.sensitivity import sensitivity_ratios
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
 from autocompress.strategy.training import fine_tune
 
@@ -16,9 +21,17 @@ class ChannelPruneStage(Stage):
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         cfg: ChannelPrune = self.section
+        shapes = _static_shapes(ctx)
+        calibration = _calibration(cfg, ctx)
+        ratios = cfg.pruned_ratio
+        if cfg.ratio_allocation == "sensitivity":
+            ratios = sensitivity_ratios(
+                model, cfg.pruned_ratio, calibration, criterion=cfg.criterion, prune_params_name=cfg.prune_params_name,
+                round_to=cfg.round_to, input_shapes=shapes, compensate=cfg.mean_compensation,
+            )
         pruned, report = prune_channels(
-            model, cfg.pruned_ratio, criterion=cfg.criterion, prune_params_name=cfg.prune_params_name,
-            round_to=cfg.round_to, input_shapes=_static_shapes(ctx),
+            model, ratios, criterion=cfg.criterion, prune_params_name=cfg.prune_params_name,
+            round_to=cfg.round_to, input_shapes=shapes, calibration=calibration, compensate=cfg.mean_compensation,
         )
         outcome = fine_tune(pruned, ctx, self.key)
         info = {
@@ -27,11 +40,28 @@ class ChannelPruneStage(Stage):
             "macs_before": report.macs_before,
             "macs_after": report.macs_after,
             "prunable_groups": report.prunable_groups,
+            "compensated_layers": report.compensated,
             "pruned_groups": [vars(g) for g in report.pruned],
             "unprunable_groups": [vars(g) for g in report.unprunable],
+            **({"allocated_ratios": ratios} if cfg.ratio_allocation == "sensitivity" else {}),
             **outcome.info,
         }
         return StageResult(outcome.model, info)
+
+
+def _calibration(cfg: ChannelPrune, ctx: CompressionContext) -> list[dict] | None:
+    """The batches activation statistics are measured on, when the configuration reads activations at all."""
+    if not (cfg.mean_compensation or cfg.criterion in DATA_CRITERIA or cfg.ratio_allocation == "sensitivity"):
+        return None
+    if ctx.train_batches is None:
+        if cfg.criterion in DATA_CRITERIA or cfg.ratio_allocation == "sensitivity":
+            raise ConfigError(
+                f"ChannelPrune criterion {cfg.criterion!r} with ratio_allocation {cfg.ratio_allocation!r} measures "
+                "activations: give a train_dataloader, or use a weight criterion (l1_norm, bn_scale, "
+                "geometry_median) with ratio_allocation 'uniform'"
+            )
+        return None
+    return list(itertools.islice(ctx.train_batches.feeds(), cfg.batch_nums))
 
 
 def _static_shapes(ctx: CompressionContext) -> dict[str, list[int]]:
