@@ -12,7 +12,8 @@ from autocompress import AutoCompression, evaluation
 from autocompress.api import save_model
 from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import ModelLoadError
-from autocompress.graph import large
+from autocompress.graph import large, load
+from autocompress.graph.external import is_on_disk, tensor_array
 from autocompress.graph.load import load_model
 from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime import ort as ort_runtime
@@ -53,15 +54,21 @@ def test_external_data_model_goes_through_quant_post_end_to_end(tmp_path, tiny_b
     {"QuantPost": {"batch_nums": 2}},
     {"UnstructurePrune": {"prune_ratio": 0.5}, "TrainConfig": {"train_iter": 4, "eval_iter": 4, "learning_rate": 0.01}},
 ], ids=["QuantPost", "UnstructurePrune"])  # fmt: skip
-def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, monkeypatch, caplog, config):
+@pytest.mark.parametrize("on_disk", [False, True], ids=["inline", "weights_on_disk"])
+def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, monkeypatch, caplog, config, on_disk):
     """The >2 GB branches (stub checker and shape inference, no onnxslim, ORT through a temporary file, parts-wise
-    sizes, external-data save) on a small model that counts as large; the slow test below runs a real one."""
+    sizes, external-data save) on a small model that counts as large; the slow test below runs a real one.
+    `on_disk`: the loaded model keeps its weights in the user's files, as one over 2 GB does."""
     source = export_tiny_cnn(tmp_path / "plain.onnx")
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     _save_external(onnx.load(str(source)), model_dir / "net.onnx", "net.weights")
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     reference = Predictor(str(source))(tiny_batches[0])[0]
     monkeypatch.setattr(large, "PROTOBUF_LIMIT", 4096)  # a few KB: every model of this run counts as large
+    if on_disk:
+        monkeypatch.setattr(load, "LAZY_EXTERNAL_BYTES", 0)
+        assert any(is_on_disk(t) for t in load_model(model_dir).graph.initializer)
 
     result = AutoCompression(model_dir, tiny_batches, save_dir=tmp_path / "out", eval_dataloader=tiny_batches,
                              config={**config, "Global": {"cache_dir": str(tmp_path / "cache")}}).compress()  # fmt: skip
@@ -75,6 +82,9 @@ def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, mo
     outputs = Predictor(str(result.model_path))(tiny_batches[0])[0]
     assert np.isfinite(outputs).all()
     assert np.abs(outputs - reference).max() < 0.5 * np.abs(reference).max()
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    locations = {e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data"}
     if "QuantPost" in config:
         assert sum(n.op_type == "QuantizeLinear" for n in header.graph.node) >= 3
     else:
@@ -121,12 +131,12 @@ def test_model_over_2gb_loads_calibrates_runs_trains_and_saves(tmp_path):
     del built
 
     model = load_model(model_dir)
-    assert exceeds_protobuf_limit(model)
+    assert exceeds_protobuf_limit(model) and all(is_on_disk(t) for t in model.graph.initializer)
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((2, width), dtype=np.float32)} for _ in range(3)]
 
     stats = collect_statistics(model, batches, ["relu0", "relu3"], cache_dir=str(tmp_path / "cache"))
-    w0 = numpy_helper.to_array(model.graph.initializer[0])  # the session left the caller's tensors in place
+    w0 = tensor_array(model.graph.initializer[0])  # the session left the caller's tensors in place
     expected = [float(np.maximum(b["x"] @ w0, 0).max()) for b in batches]
     np.testing.assert_allclose(stats.abs_max[stats.index("relu0")], expected, rtol=1e-4)
     del w0

@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from autocompress.graph.external import tensor_array
+
 
 class GraphIndex:
     def __init__(self, model: onnx.ModelProto):
@@ -43,7 +45,7 @@ class GraphIndex:
     def constant_value(self, name: str) -> np.ndarray | None:
         """The value of an initializer or Constant output, else None."""
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return tensor_array(self.initializers[name])
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
             for attr in node.attribute:

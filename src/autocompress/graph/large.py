@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
+from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.load import model_tensors
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -33,8 +34,11 @@ def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
 
     Decided on size_bound, not ByteSize(): python protobuf (upb) computes ByteSize() by encoding the message, which
     for a 2 GB model holds about 1.5x its size for seconds before failing.
+
+    A model with weights left on disk (graph.external) counts as over it too: serialized whole, it would point to
+    the user's files, so it takes the same stub-copy routes.
     """
-    return size_bound(model) >= PROTOBUF_LIMIT
+    return any(is_on_disk(t) for t in model.graph.initializer) or size_bound(model) >= PROTOBUF_LIMIT
 
 
 def _copy_fields(source: Message, target: Message, skip: str) -> None:
@@ -64,9 +68,13 @@ def serialized_parts(model: onnx.ModelProto) -> Iterator[onnx.ModelProto | onnx.
 
 
 def serialized_size(model: onnx.ModelProto) -> int:
-    """Bytes of the serialized model, summed over its parts beyond 2 GB (one tensor encoded at a time)."""
+    """Bytes of the serialized model, summed over its parts beyond 2 GB (one tensor encoded at a time; one left on
+    disk counted as if inline)."""
     if exceeds_protobuf_limit(model):
-        return sum(part.ByteSize() for part in serialized_parts(model))
+        return sum(
+            _tensor_size_bound(part) if isinstance(part, onnx.TensorProto) and is_on_disk(part) else part.ByteSize()
+            for part in serialized_parts(model)
+        )
     return model.ByteSize()
 
 
@@ -88,8 +96,10 @@ def _header(tensor: onnx.TensorProto) -> onnx.TensorProto:
 
 
 def _tensor_size_bound(tensor: onnx.TensorProto) -> int:
-    """At least the tensor's serialized size; for raw_data, from its type and dims, without reading the bytes."""
-    if not tensor.HasField("raw_data"):
+    """At least the tensor's serialized size (inline, for weights left on disk); for raw_data and those, from its
+    type and dims, without reading the bytes."""
+    on_disk = is_on_disk(tensor)
+    if not (on_disk or tensor.HasField("raw_data")):
         return tensor.ByteSize()
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize  # never below the stored size
@@ -98,7 +108,8 @@ def _tensor_size_bound(tensor: onnx.TensorProto) -> int:
     count = 1
     for dim in tensor.dims:
         count *= max(dim, 0)
-    return _header(tensor).ByteSize() + count * itemsize + 11  # raw_data's tag and length varint
+    header = onnx.TensorProto(name=tensor.name, dims=tensor.dims, data_type=tensor.data_type) if on_disk else _header(tensor)
+    return header.ByteSize() + count * itemsize + 11  # raw_data's tag and length varint
 
 
 def size_bound(model: onnx.ModelProto) -> int:
@@ -117,8 +128,17 @@ def _stub(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> 
 
 
 def is_stubbed(tensor: onnx.TensorProto) -> bool:
-    """Whether stub_copy replaces this top-level initializer by an external-data reference."""
-    return tensor.data_type != onnx.TensorProto.STRING and _tensor_size_bound(tensor) >= STUB_THRESHOLD
+    """Whether stub_copy replaces this top-level initializer by an external-data reference (always for one left on
+    disk, whose reference names the user's file)."""
+    return is_on_disk(tensor) or tensor.data_type != onnx.TensorProto.STRING and _tensor_size_bound(tensor) >= STUB_THRESHOLD
+
+
+def _layout(tensor: onnx.TensorProto) -> bytes | memoryview:
+    """The tensor's bytes in external-data layout: raw_data as it is, a mapped file's pages, typed fields
+    (float_data, ...) through numpy."""
+    if is_on_disk(tensor):
+        return memoryview(mapped(tensor)).cast("B")
+    return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
 
 
 def stub_copy(model: onnx.ModelProto, location: str, weights: BinaryIO | None = None) -> onnx.ModelProto:
@@ -136,10 +156,7 @@ def stub_copy(model: onnx.ModelProto, location: str, weights: BinaryIO | None = 
         if weights is not None:
             offset = -(-weights.tell() // _ALIGN) * _ALIGN
             weights.seek(offset)
-            # raw_data is already the external-data layout; typed fields (float_data, ...) go through numpy
-            data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
-            length = weights.write(data)
-            del data
+            length = weights.write(_layout(tensor))
         stubbed.graph.initializer.append(_stub(tensor, location, offset, length))
     return stubbed
 

@@ -17,10 +17,13 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ModelLoadError
+from autocompress.graph.external import anchor_external_data, mapped
 
 log = logging.getLogger(__name__)
 
 PADDLE_MODEL_SUFFIXES = (".pdmodel", ".json")
+#: External data at least this large (protobuf's 2 GB limit) stays on disk when loaded: see graph.external.
+LAZY_EXTERNAL_BYTES = 2**31 - 1
 
 
 def resolve_model_files(
@@ -127,12 +130,33 @@ def check_external_data_paths(model: onnx.ModelProto, base_dir: Path) -> None:
             )
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
+def _leaves_weights_on_disk(model: onnx.ModelProto, base_dir: Path, lazy_bytes: int) -> bool:
+    """Anchor the external data of `model` and check every tensor maps, when it is at least `lazy_bytes` and all of
+    it belongs to top-level initializers of plain numeric types (else onnx reads it all, as for smaller models)."""
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    elsewhere = sum(uses_external_data(t) for t in model_tensors(model)) - len(external)
+    if not external or elsewhere or any(t.data_type == onnx.TensorProto.STRING for t in external):
+        return False
+    files = {(base_dir / e.value).resolve() for t in external for e in t.external_data if e.key == "location"}
+    if sum(f.stat().st_size for f in files) < lazy_bytes:
+        return False
+    anchor_external_data(model, base_dir)
+    for tensor in external:
+        mapped(tensor)  # checks type, length and bounds now; maps nothing for long
+    return True
+
+
+def load_onnx(path: Path, lazy_bytes: int | None = None) -> onnx.ModelProto:
+    """The model at `path`; external data of at least `lazy_bytes` (LAZY_EXTERNAL_BYTES) stays in its files."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for corrupt files
         raise ModelLoadError(f"{str(path)!r} is not a readable ONNX model: {exc}") from None
     check_external_data_paths(model, path.parent)
+    if _leaves_weights_on_disk(model, path.parent, LAZY_EXTERNAL_BYTES if lazy_bytes is None else lazy_bytes):
+        if not model.graph.node:
+            raise ModelLoadError(f"{str(path)!r} holds no graph nodes; is it an ONNX model?")
+        return model
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:

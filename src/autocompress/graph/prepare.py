@@ -15,6 +15,7 @@ import onnxslim
 from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
+from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data, weightless
 from autocompress.graph.load import model_tensors
 
@@ -151,6 +152,9 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
     process on a tensor whose dims are negative or disagree with its data.
     """
     for tensor in model_tensors(model):
+        if is_on_disk(tensor):
+            mapped(tensor)  # checks its type, length and file bounds without reading it
+            continue
         if uses_external_data(tensor):
             # numpy_helper would read it relative to the working directory.
             raise ModelLoadError(

@@ -49,13 +49,13 @@ def _fold(index: GraphIndex, conv: onnx.NodeProto, consumer: onnx.NodeProto) -> 
     constant = index.constant_value(other[0])
     if constant is None or not _sole_use(index, weight_name) or (bias_name and not _sole_use(index, bias_name)):
         return False
-    weight = numpy_helper.to_array(index.initializers[weight_name])
+    weight = index.constant_value(weight_name)
     vector = _channel_vector(constant, weight.ndim, weight.shape[0])
     if vector is None or not np.issubdtype(weight.dtype, np.floating):
         return False
     if consumer.op_type == "Div" and not np.all(vector):
         return False
-    bias = np.zeros(len(vector)) if bias_name is None else numpy_helper.to_array(index.initializers[bias_name])
+    bias = np.zeros(len(vector)) if bias_name is None else index.constant_value(bias_name)
     bias = bias.astype(np.float64)
     if consumer.op_type in ("Mul", "Div"):
         factor = vector if consumer.op_type == "Mul" else 1.0 / vector
@@ -113,7 +113,7 @@ def _scale_into_conv(index: GraphIndex, node: onnx.NodeProto, conv: onnx.NodePro
     factor = _scale_factor(index, node)
     if factor is None or conv.input[0] != node.output[0] or len(conv.input) < 2 or not _sole_use(index, conv.input[1]):
         return False
-    weight = numpy_helper.to_array(index.initializers[conv.input[1]])
+    weight = index.constant_value(conv.input[1])
     group = attribute(conv, "group", 1)
     vector = _channel_vector(factor[1], weight.ndim, weight.shape[1] * group)
     if vector is None or not np.issubdtype(weight.dtype, np.floating) or weight.shape[0] % group:

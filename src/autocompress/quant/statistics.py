@@ -39,6 +39,7 @@ import numpy as np
 import onnx
 
 from autocompress.errors import ConfigError, DataError
+from autocompress.graph.external import is_on_disk, mapped
 from autocompress.runtime.ort import HardwareTarget, create_session, exceeds_protobuf_limit
 
 logger = logging.getLogger(__name__)
@@ -364,6 +365,8 @@ def _hash_model(digest, model: onnx.ModelProto) -> None:
     for part in (*model.opset_import, *graph.input, *graph.output, *graph.node, *graph.initializer,
                  *graph.sparse_initializer, *model.functions):  # fmt: skip
         digest.update(part.SerializeToString(deterministic=True))
+        if isinstance(part, onnx.TensorProto) and is_on_disk(part):  # the reference names the file, not its bytes
+            digest.update(memoryview(mapped(part)).cast("B"))
 
 
 class StatisticsAccumulator:

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from autocompress.errors import ConfigError
+from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import exceeds_protobuf_limit, is_stubbed, saved_with_external_data
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,14 @@ class SharedWeights:
         return tensor.data_type in _PLAIN_TYPES
 
     def array(self, tensor: onnx.TensorProto) -> np.ndarray:
-        """The tensor's values, read-only; the same array as a live one holding the same bytes."""
+        """The tensor's values, read-only; the same array as a live one holding the same bytes (or, for a weight
+        left on disk, mapping the same file range)."""
+        if is_on_disk(tensor):
+            key = (tensor.name, tensor.data_type, tuple(tensor.dims), *(e.value for e in tensor.external_data))
+            array = self._arrays.get(key)
+            if array is None:
+                array = self._arrays[key] = mapped(tensor)
+            return array
         data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
         dims = tuple(tensor.dims)
         key = (tensor.name, tensor.data_type, dims)

@@ -155,7 +155,7 @@ class TorchGraph(torch.nn.Module):
         nodes (an untrained BatchNorm's running mean is the Identity of a zero bias); each such
         output gets its own tensor here so that training one never changes the other.
         """
-        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        arrays = {t.name: index.constant_value(t.name) for t in graph.initializer}
         self._constant_nodes: set[int] = set()
         self._identity_constants: set[str] = set()
         for i, node in enumerate(self._nodes):
