@@ -111,6 +111,8 @@ class PruneCase:
     learning_rate: float
     #: ChannelPrune's pruned_ratio: the MACs of this uniform ratio, allocated by sensitivity
     channel_ratio: float = 0.3
+    #: ChannelPrune's fine-tune lr where it differs from learning_rate (the other fine-tunes')
+    channel_learning_rate: float | None = None
     sparse: bool = False
     note: str = ""
 
@@ -162,7 +164,8 @@ def build_variants(case: PruneCase, budget: Budget, workdir: Path, tp_python: st
     variants = {"fp32": scored(case, "fp32", case.fp32_path)}
     name = prune_name(case)
     log.info("%s: ChannelPrune %.0f%% + distillation", case.name, case.channel_ratio * 100)
-    variants[name] = compress(case, {"ChannelPrune": prune_section(case.channel_ratio), **train}, workdir / name)
+    prune_train = {**train, "TrainConfig": train_config(budget, case.channel_learning_rate or case.learning_rate)}
+    variants[name] = compress(case, {"ChannelPrune": prune_section(case.channel_ratio), **prune_train}, workdir / name)
     log.info("%s: QuantPost on the pruned model", case.name)
     variants[f"{name}_int8"] = compress(case, quant, workdir / f"{name}_int8", variants[name].path)
     variants[f"{name}_int8"].seconds += variants[name].seconds
@@ -270,7 +273,8 @@ def det_case(workdir: Path, budget: Budget) -> PruneCase:
         train_loader=data.train_loader, evaluate=data.eval_callback, metric_name="Total IoU",
         latency_feeds=feeds, count_shapes={"x": [1, 3, budget.det_latency_sizes[0], budget.det_latency_sizes[0]]},
         distillation={"loss": "l2", "node": ["teacher_sigmoid_0.tmp_0", "sigmoid_0.tmp_0"], "alpha": 1.0},
-        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})}, learning_rate=1e-4, channel_ratio=0.5, sparse=True,
+        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})}, learning_rate=3e-4, channel_ratio=0.5,
+        channel_learning_rate=1e-4, sparse=True,
         note=f"PP-OCRv4 det; train/eval on rendered {budget.det_size}x{budget.det_size} scenes "
              f"({budget.det_train} train, {budget.det_eval} eval), H/W dynamic",
     )
@@ -360,7 +364,9 @@ def render(
         header = ["model", "variant", "params", "MACs"]
         header += [f"ms {label} t={t}" for label in case.latency_feeds for t in THREADS]
         header += [case.metric_name, "drop", "build s"]
-        parts += [f"### {case.name}", "", case.note + f"; fine-tune lr {case.learning_rate:g}.", "",
+        lrs = f"fine-tune lr {case.learning_rate:g}" + (
+            f" (ChannelPrune {case.channel_learning_rate:g})" if case.channel_learning_rate else "")
+        parts += [f"### {case.name}", "", f"{case.note}; {lrs}.", "",
                   markdown_table(header, variant_rows(case, variants)), "", target_line(case, variants), ""]
         if "torch_pruning30_noft" in variants:
             tp = variants["torch_pruning30_noft"]
