@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from autocompress.graph import large, load
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 
@@ -70,3 +71,18 @@ def test_symbolic_inference_gives_the_rank_of_a_dynamic_batch_reshape(tmp_path, 
     shapes = static_shapes(shape_inferred(_dynamic_batch_flatten(), None))
     assert len(shapes["y"]) == 2 and shapes["y"][1] == 512
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weight_arithmetic_on_weights_left_on_disk_is_folded(tmp_path):
+    w = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["w_copy"]), helper.make_node("MatMul", ["x", "w_copy"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 64])], [numpy_helper.from_array(w, "w")],
+    )
+    path = tmp_path / "model.onnx"
+    large.save_external(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    inferred = shape_inferred(load.load_onnx(path, lazy_bytes=0), None)
+    assert "Identity" not in {n.op_type for n in inferred.graph.node}
+    folded = next(t for t in inferred.graph.initializer if t.name == "w_copy")
+    np.testing.assert_array_equal(numpy_helper.to_array(folded), w)

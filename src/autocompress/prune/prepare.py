@@ -16,6 +16,7 @@ from onnx.external_data_helper import uses_external_data
 from onnx.reference import ReferenceEvaluator
 from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
 
+from autocompress.graph.external import is_on_disk
 from autocompress.graph.index import GraphIndex
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,11 @@ def _fold_constants(model: onnx.ModelProto) -> None:
     (equal freshly initialised biases), Reshape of a bias to [1, C, 1, 1], Pad amounts computed by
     Cast/Concat. Folding them lets the analysis see per-layer constants it can slice."""
     index = GraphIndex(model)
-    # the stubs of a weightless copy have no values: they are not folded
-    known = {name: index.constant_value(name) for name, t in index.initializers.items() if not uses_external_data(t)}
+    # the stubs of a weightless copy have no values and are not folded; weights left on disk (mapped) are
+    known = {
+        name: index.constant_value(name) for name, t in index.initializers.items()
+        if not uses_external_data(t) or is_on_disk(t)
+    }
     folded, kept = [], []
     for node in model.graph.node:
         if node.op_type == "Constant":
