@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 
 from autocompress.errors import ConfigError
-from autocompress.graph.prepare import fix_input_shapes, lift_constants, name_nodes, prepare_model
+from autocompress.graph.prepare import fix_input_shapes, lift_constants, name_nodes, prepare_model, simplify
 from tests.conftest import RAPIDOCR_MODELS, constant_weight_model
 
 
@@ -51,3 +51,41 @@ def test_name_nodes_makes_names_unique():
     model.graph.node[2].name = "dup"
     names = [n.name for n in name_nodes(model).graph.node]
     assert len(set(names)) == len(names) and all(names)
+
+
+def _conv_bn_model(head: bool = False) -> onnx.ModelProto:
+    """x -> Conv(stem_w, no bias) -> BatchNormalization -> Relu [-> Conv(head_w)]: onnxslim folds the BN into the
+    first Conv."""
+    rng = np.random.default_rng(0)
+    h = onnx.helper
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "stem_w"),
+        onnx.numpy_helper.from_array(rng.random(8).astype(np.float32) + 0.5, "bn_scale"),
+        onnx.numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "bn_bias"),
+        onnx.numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "bn_mean"),
+        onnx.numpy_helper.from_array(rng.random(8).astype(np.float32) + 0.5, "bn_var"),
+    ]
+    nodes = [
+        h.make_node("Conv", ["x", "stem_w"], ["conv_out"], name="stem", pads=[1, 1, 1, 1]),
+        h.make_node("BatchNormalization", ["conv_out", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn_out"], name="bn"),
+        h.make_node("Relu", ["bn_out"], ["relu_out" if head else "y"], name="relu"),
+    ]
+    if head:
+        inits.append(onnx.numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "head_w"))
+        nodes.append(h.make_node("Conv", ["relu_out", "head_w"], ["y"], name="head"))
+    graph = h.make_graph(nodes, "conv_bn", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4 if head else 8, 8, 8])], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8)
+
+
+def test_batch_norm_folding_keeps_the_conv_weight_name():
+    model = _conv_bn_model()
+    folded = simplify(model, fold_batch_norm=True)
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu"]
+    conv = folded.graph.node[0]
+    assert conv.input[1] == "stem_w"  # the name the user sees in the original model
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(_run(folded, feed)[0], _run(model, feed)[0], rtol=1e-5, atol=1e-5)
+    # the folded weight is a new tensor: the caller's model is untouched
+    assert onnx.numpy_helper.to_array(model.graph.initializer[0]).shape == (8, 3, 3, 3)
+    assert [n.op_type for n in model.graph.node] == ["Conv", "BatchNormalization", "Relu"]

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from autocompress import AutoCompression
+from autocompress.errors import ConfigError
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
 from autocompress.quant.statistics import HISTOGRAM, ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import Latency
@@ -127,3 +128,29 @@ def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, 
     assert len({t["params"]["batch_num"] for t in trials}) > 1  # different settings ...
     assert len({t["metric"] for t in trials}) == 1
     assert len(evaluations) == 3  # ... one model: the baseline, one trial and the final check
+
+
+def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm_folding(tmp_path):
+    from tests.graph.test_prepare import _conv_bn_model  # noqa: PLC0415
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    onnx.save(_conv_bn_model(head=True), str(model_dir / "model.onnx"))
+    rng = np.random.default_rng(0)
+    loader = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+
+    def compress(skip, save_dir):
+        config = {"QuantPost": {"batch_nums": 2, **({"skip_tensor_list": skip} if skip else {})}}
+        return AutoCompression(str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / save_dir),
+                               config=config, eval_callback=lambda predictor: 1.0).compress()
+
+    def float_conv_weights(result):
+        quantized = onnx.load(str(result.model_path))
+        convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+        floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+        return [c.input[1] for c in convs if c.input[1] in floats]
+
+    assert float_conv_weights(compress(None, "all")) == []  # quantized: the weight goes through DequantizeLinear
+    assert float_conv_weights(compress(["stem_w"], "skip")) == ["stem_w"]
+    with pytest.raises(ConfigError, match=r"names \['stem_weight'\].*weights: \['head_w', 'stem_w'\]"):
+        compress(["stem_weight"], "typo")

@@ -108,8 +108,8 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
     """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
-    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name.
-    Models over 2 GB are left as they are: onnxslim serializes the model and would hold several copies of it.
+    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name
+    and the folded weight the Conv's (see _restore_weight_names). Models over 2 GB are left as they are: onnxslim serializes the model and would hold several copies of it.
     """
     if exceeds_protobuf_limit(model):
         log.warning("the model is over protobuf's 2 GB limit; onnxslim simplification (and BN folding) is skipped")
@@ -122,7 +122,30 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
         return model
     if slim is None:
         return model
-    return slim
+    return _restore_weight_names(model, slim) if fold_batch_norm else slim
+
+
+def _restore_weight_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim names a BN-folded Conv's weight and bias after the BN's output; give them the Conv's own names
+    back, the ones a user reads in the original model and writes in skip_tensor_list or prune_params_name."""
+    producer = {out: node for node in before.graph.node for out in node.output}
+    old_names = {t.name for t in after.graph.initializer}
+    uses = Counter(name for node in after.graph.node for name in node.input)
+    renames: dict[str, str] = {}
+    for node in after.graph.node:
+        bn = producer.get(node.output[0]) if node.op_type in ("Conv", "ConvTranspose") else None
+        conv = producer.get(bn.input[0]) if bn is not None and bn.op_type == "BatchNormalization" else None
+        if conv is None or conv.op_type != node.op_type:
+            continue
+        for i in range(1, min(len(conv.input), len(node.input))):
+            new, old = node.input[i], conv.input[i]
+            if old and new in old_names and old not in old_names and uses[new] == 1 and old not in renames.values():
+                renames[new] = old
+    for tensor in after.graph.initializer:
+        tensor.name = renames.get(tensor.name, tensor.name)
+    for node in after.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    return after
 
 
 def _infer_large(model: onnx.ModelProto) -> onnx.ModelProto:

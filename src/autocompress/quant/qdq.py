@@ -118,6 +118,20 @@ def _is_skipped(node: onnx.NodeProto, position: int, options: QDQOptions) -> boo
     return any(n in skip or any(p and p in n for p in options.not_quant_pattern) for n in names if n)
 
 
+def check_skip_names(model: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Every skip_tensor_list entry must name a node or a tensor of `model`: a typo, or a name the graph no
+    longer has, would otherwise leave the layer quantized without a word."""
+    nodes = model.graph.node
+    known = {name for i, node in enumerate(nodes) for name in (_node_label(node, i), *node.input, *node.output)}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        weights = sorted({node.input[1] for node in nodes if node.op_type in WEIGHT_OP_TYPES and len(node.input) > 1})
+        raise ConfigError(
+            f"QuantPost.skip_tensor_list names {unknown}, which are neither nodes nor tensors of the model; give node "
+            f"names or tensor names, e.g. weights: {weights[:8]}{' ...' if len(weights) > 8 else ''}"
+        )
+
+
 def _quantized_output(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     tensor = node.output[0]
     consumers = index.consumers.get(tensor, [])

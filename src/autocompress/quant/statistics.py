@@ -471,7 +471,9 @@ def collect_statistics(
     input_names = [i.name for i in session.get_inputs()]
     accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes, parts)
     for batch in islice(batches, batch_nums):
-        accumulator.add(session.run(tensor_names, _checked_feed(batch, input_names, accumulator.count)))
+        feed = _checked_feed(batch, input_names, accumulator.count)
+        # session.run with no names returns every graph output: nothing to calibrate (all skipped) asks for none
+        accumulator.add(session.run(tensor_names, feed) if tensor_names else [])
     del session  # its weights (a copy, or the shared arrays of a large model) go before the statistics are built
     if accumulator.count == 0:
         raise DataError("calibration data is empty: the dataloader yielded no batch")

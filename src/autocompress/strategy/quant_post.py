@@ -21,7 +21,7 @@ from autocompress.config.strategies import HyperParameterOptimization, QuantPost
 from autocompress.graph.prepare import simplify
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
-from autocompress.quant.qdq import QDQOptions, WeightCache
+from autocompress.quant.qdq import QDQOptions, WeightCache, check_skip_names
 from autocompress.quant.statistics import ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import search_ptq
@@ -128,6 +128,7 @@ class QuantPostStage(Stage):
         hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
         float_model = model
         model = simplify(model, fold_batch_norm=True)
+        check_skip_names(model, cfg.skip_tensor_list or ())
         batch_nums = max(hpo.batch_num) if hpo else cfg.batch_nums
         prefixes = range(min(hpo.batch_num), max(hpo.batch_num) + 1) if hpo else ()
         # only what the searched (or the one configured) range algorithms read: the rest costs most of the pass
