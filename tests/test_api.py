@@ -46,6 +46,14 @@ def test_save_dir_inside_model_dir_is_refused(tiny_cnn, tiny_batches):
             AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_dataloader=tiny_batches)
 
 
+def test_save_dir_containing_the_model_is_refused(tiny_cnn, tiny_batches):
+    """save_dir is replaced as a whole on success: a save_dir above the model's folder would delete the model."""
+    before = tiny_cnn.read_bytes()
+    with pytest.raises(ConfigError, match="contains the model's folder"):
+        AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=tiny_cnn.parent.parent, eval_dataloader=tiny_batches)
+    assert tiny_cnn.read_bytes() == before
+
+
 def test_wrong_input_name_lists_model_inputs(tiny_cnn, tmp_path):
     batches = [{"image": np.zeros((1, 3, 16, 16), np.float32)}]
     with pytest.raises(DataError, match=r"model's inputs are \['x'\]"):

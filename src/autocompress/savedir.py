@@ -19,13 +19,19 @@ from autocompress.errors import ConfigError, SaveDirError
 
 
 def check_save_dir(save_dir: str | os.PathLike, model_dir: Path) -> Path:
-    """save_dir may not be the model's folder or inside it (we never write into the user's model folder)."""
+    """save_dir may not be the model's folder, inside it (we never write into the user's model folder), or
+    above it: save_dir is replaced as a whole, which would delete the model with it."""
     target = Path(save_dir).resolve()
     model_root = model_dir.resolve()
     if target == model_root or model_root in target.parents:
         raise ConfigError(
             f"save_dir {str(save_dir)!r} is the model's folder or inside it ({str(model_dir)!r}); "
             "choose a folder outside the model's folder"
+        )
+    if target in model_root.parents:
+        raise ConfigError(
+            f"save_dir {str(save_dir)!r} contains the model's folder ({str(model_dir)!r}) and is replaced as a whole "
+            "when the result is saved; choose a folder that does not contain the model"
         )
     return target
 

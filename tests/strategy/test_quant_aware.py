@@ -122,7 +122,8 @@ def test_sparse_model_stays_sparse_through_qat(digits, tmp_path):
     train_config = {"train_iter": 10, "eval_iter": 10, "sparse_model": True, "learning_rate": 0.003,
                     "optimizer_builder": {"optimizer": {"type": "Adam"}}}  # steps larger than a weight step
     # the dense model teaches its pruned copy, so training clearly improves on the starting point
-    config = {"QuantAware": {}, "Distillation": {"teacher_model_dir": str(model_dir)}, "TrainConfig": train_config}
+    config = {"QuantAware": {"float_stem": False}, "Distillation": {"teacher_model_dir": str(model_dir)},
+              "TrainConfig": train_config}  # the 1-channel stem quantized too, so every conv weight is checked
     result = _compress((sparse_dir, train, images, labels), tmp_path / "o", config)
     saved = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(result.model_path)).graph.initializer]
     exported = {w.shape: w for w in saved if w.dtype == np.int8 and w.ndim == 4}
@@ -216,7 +217,8 @@ def test_qat_folds_constant_scales_into_convs_like_ptq(tmp_path):
                                  eval_callback=lambda predictor: -float(np.abs(predictor(train[0])[0]).mean())).compress()
         return sorted(n.op_type for n in onnx.load(str(result.model_path)).graph.node)
 
-    qat_config = {"QuantAware": {}, "Distillation": {}, "TrainConfig": {"train_iter": 2, "eval_iter": 2}}
-    qat, ptq = op_types(qat_config, "qat"), op_types({"QuantPost": {}}, "ptq")
+    # the model's only Conv reads 3 channels: quantize it anyway (float_stem would leave it float on CPU)
+    qat_config = {"QuantAware": {"float_stem": False}, "Distillation": {}, "TrainConfig": {"train_iter": 2, "eval_iter": 2}}
+    qat, ptq = op_types(qat_config, "qat"), op_types({"QuantPost": {"float_stem": False}}, "ptq")
     assert "Div" not in qat
     assert qat == ptq

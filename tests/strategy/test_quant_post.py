@@ -140,7 +140,7 @@ def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm
     loader = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
 
     def compress(skip, save_dir):
-        config = {"QuantPost": {"batch_nums": 2, **({"skip_tensor_list": skip} if skip else {})}}
+        config = {"QuantPost": {"batch_nums": 2, "float_stem": False, **({"skip_tensor_list": skip} if skip else {})}}
         return AutoCompression(str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / save_dir),
                                config=config, eval_callback=lambda predictor: 1.0).compress()
 
@@ -154,3 +154,27 @@ def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm
     assert float_conv_weights(compress(["stem_w"], "skip")) == ["stem_w"]
     with pytest.raises(ConfigError, match=r"names \['stem_weight'\].*weights: \['head_w', 'stem_w'\]"):
         compress(["stem_weight"], "typo")
+
+
+def test_the_image_stem_stays_float_on_cpu_unless_asked(tmp_path):
+    from tests.graph.test_prepare import _conv_bn_model  # noqa: PLC0415
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    onnx.save(_conv_bn_model(head=True), str(model_dir / "model.onnx"))
+    rng = np.random.default_rng(0)
+    loader = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+
+    def float_weights(section):
+        result = AutoCompression(
+            str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / ("-".join(section) or "default")),
+            config={"QuantPost": {"batch_nums": 2, **section}},
+            eval_callback=lambda predictor: 1.0,
+        ).compress()
+        quantized = onnx.load(str(result.model_path))
+        floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+        return [n.input[1] for n in quantized.graph.node if n.op_type == "Conv" and n.input[1] in floats]
+
+    assert float_weights({}) == ["stem_w"]  # 3 input channels: float; the 8-channel head is int8
+    assert float_weights({"float_stem": False}) == []
+    assert float_weights({"for_tensorrt": True}) == []  # TensorRT picks its own stem precision

@@ -49,8 +49,15 @@ class _QuantCommon(Section):
     #: Always exported as ONNX QuantizeLinear/DequantizeLinear; kept for config compatibility.
     onnx_format: bool = True
     for_tensorrt: bool = False
+    #: Leave an image stem (a Conv over <= 4 input channels) in float; None: on CPU targets, whose uint8 Conv is
+    #: slower than the float one there, and not for TensorRT/GPU.
+    float_stem: Optional[bool] = None
 
     _listify = field_validator("quantize_op_types", "not_quant_pattern", mode="before")(_as_list)
+
+    def keeps_stem_float(self, hardware: str) -> bool:
+        """float_stem, or by default on CPU targets only."""
+        return self.float_stem if self.float_stem is not None else hardware == "cpu" and not self.for_tensorrt
 
     @field_validator("quantize_op_types")
     @classmethod

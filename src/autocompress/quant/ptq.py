@@ -46,6 +46,7 @@ def quantize_post_training(
     activation_bits: int = 8,
     weight_bits: int = 8,
     symmetric_activations: bool = False,
+    float_stem: bool = False,
     batch_num: int | None = None,
     weight_cache: WeightCache | None = None,
 ) -> tuple[onnx.ModelProto, PTQInfo]:
@@ -65,6 +66,7 @@ def quantize_post_training(
         weight_quantize_type=weight_quantize_type,
         symmetric_activations=symmetric_activations,
         bias_correct=bias_correct,
+        float_stem=float_stem,
     )
     model, _ = fold_conv_affine(model, keep=options.skip_names)
     plan = checked_plan(model, options)

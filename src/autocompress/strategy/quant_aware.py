@@ -53,6 +53,7 @@ def qdq_options(section: QuantAware, ctx: CompressionContext) -> QDQOptions:
         weight_bits=section.weight_bits,
         weight_quantize_type=section.weight_quantize_type,
         symmetric_activations=section.for_tensorrt or ctx.hardware.name == "gpu",
+        float_stem=section.keeps_stem_float(ctx.hardware.name),
     )
 
 

@@ -94,6 +94,7 @@ class QuantPostStage(Stage):
             weight_bits=cfg.weight_bits,
             weight_quantize_type=cfg.weight_quantize_type,
             symmetric_activations=cfg.for_tensorrt or ctx.hardware.name == "gpu",
+            float_stem=cfg.keeps_stem_float(ctx.hardware.name),
         )
 
     def _quantize(self, model, stats, ctx, params: dict[str, Any], skip: list[str] = ()) -> tuple[onnx.ModelProto, Any]:
@@ -104,7 +105,7 @@ class QuantPostStage(Stage):
             weight_quantize_type=params["weight_quantize_type"], bias_correct=params["bias_correct"],
             quantize_op_types=o.quantize_op_types, is_full_quantize=o.is_full_quantize, skip_names=o.skip_names,
             not_quant_pattern=o.not_quant_pattern, activation_bits=o.activation_bits, weight_bits=o.weight_bits,
-            symmetric_activations=o.symmetric_activations, batch_num=params.get("batch_num"),
+            symmetric_activations=o.symmetric_activations, float_stem=o.float_stem, batch_num=params.get("batch_num"),
             weight_cache=self._weight_cache,
         )
 
