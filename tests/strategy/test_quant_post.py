@@ -130,7 +130,9 @@ def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, 
     assert len(evaluations) == 3  # ... one model: the baseline, one trial and the final check
 
 
-def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm_folding(tmp_path):
+@pytest.fixture
+def float_conv_weights(tmp_path):
+    """QuantPost section -> weights of the Convs left in float, on x -> Conv(stem_w)+BN -> Relu -> Conv(head_w)."""
     from tests.graph.test_prepare import _conv_bn_model  # noqa: PLC0415
 
     model_dir = tmp_path / "model"
@@ -138,43 +140,28 @@ def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm
     onnx.save(_conv_bn_model(head=True), str(model_dir / "model.onnx"))
     rng = np.random.default_rng(0)
     loader = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    runs = iter(range(100))
 
-    def compress(skip, save_dir):
-        config = {"QuantPost": {"batch_nums": 2, "float_stem": False, **({"skip_tensor_list": skip} if skip else {})}}
-        return AutoCompression(str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / save_dir),
-                               config=config, eval_callback=lambda predictor: 1.0).compress()
-
-    def float_conv_weights(result):
-        quantized = onnx.load(str(result.model_path))
-        convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
-        floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-        return [c.input[1] for c in convs if c.input[1] in floats]
-
-    assert float_conv_weights(compress(None, "all")) == []  # quantized: the weight goes through DequantizeLinear
-    assert float_conv_weights(compress(["stem_w"], "skip")) == ["stem_w"]
-    with pytest.raises(ConfigError, match=r"names \['stem_weight'\].*weights: \['head_w', 'stem_w'\]"):
-        compress(["stem_weight"], "typo")
-
-
-def test_the_image_stem_stays_float_on_cpu_unless_asked(tmp_path):
-    from tests.graph.test_prepare import _conv_bn_model  # noqa: PLC0415
-
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    onnx.save(_conv_bn_model(head=True), str(model_dir / "model.onnx"))
-    rng = np.random.default_rng(0)
-    loader = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
-
-    def float_weights(section):
+    def compress(section: dict) -> list[str]:
         result = AutoCompression(
-            str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / ("-".join(section) or "default")),
-            config={"QuantPost": {"batch_nums": 2, **section}},
-            eval_callback=lambda predictor: 1.0,
+            str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / f"out{next(runs)}"),
+            config={"QuantPost": {"batch_nums": 2, **section}}, eval_callback=lambda predictor: 1.0,
         ).compress()
         quantized = onnx.load(str(result.model_path))
         floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
         return [n.input[1] for n in quantized.graph.node if n.op_type == "Conv" and n.input[1] in floats]
 
-    assert float_weights({}) == ["stem_w"]  # 3 input channels: float; the 8-channel head is int8
-    assert float_weights({"float_stem": False}) == []
-    assert float_weights({"for_tensorrt": True}) == []  # TensorRT picks its own stem precision
+    return compress
+
+
+def test_skip_tensor_list_takes_the_original_conv_weight_name_through_batch_norm_folding(float_conv_weights):
+    assert float_conv_weights({"float_stem": False}) == []  # both quantized: weights go through DequantizeLinear
+    assert float_conv_weights({"float_stem": False, "skip_tensor_list": ["stem_w"]}) == ["stem_w"]
+    with pytest.raises(ConfigError, match=r"names \['stem_weight'\].*weights: \['head_w', 'stem_w'\]"):
+        float_conv_weights({"skip_tensor_list": ["stem_weight"]})
+
+
+def test_the_image_stem_stays_float_on_cpu_unless_asked(float_conv_weights):
+    assert float_conv_weights({}) == ["stem_w"]  # 3 input channels: float; the 8-channel head is int8
+    assert float_conv_weights({"float_stem": False}) == []
+    assert float_conv_weights({"for_tensorrt": True}) == []  # TensorRT picks its own stem precision
