@@ -80,6 +80,15 @@ def test_every_variant_is_built_measured_and_rendered(tiny_case, tmp_path):
     assert "| conv1x1_only" not in body and "### Sparse 1x1 convolutions in ONNX Runtime" in body
 
 
+def test_a_test_set_scores_the_rows_and_channel_prune_fine_tunes_its_own_length(tiny_case, tmp_path):
+    tiny_case.sparse, tiny_case.channel_train_iter = False, 3
+    scored = []
+    tiny_case.test = lambda predictor: scored.append(predictor) or 0.25
+    variants = build_variants(tiny_case, TINY_BUDGET, tmp_path / "work", tp_python=None)
+    assert {v.metric for v in variants.values()} == {0.25} and len(scored) == len(variants)
+    assert variants["prune30"].info["ChannelPrune"]["steps"] == 3  # on a cosine schedule, not the budget's 2
+
+
 def test_no_fine_tune_comparison_without_torch_pruning(tiny_case, tmp_path):
     tiny_case.sparse = False
     variants = build_variants(tiny_case, TINY_BUDGET, tmp_path / "work", tp_python=None)

@@ -206,7 +206,7 @@ class ChannelPrune(Section):
     criterion: Literal["l1_norm", "bn_scale", "geometry_median", "output_error"] = "l1_norm"
     #: Kept channel counts are rounded to a multiple of this (ORT's AVX-512 kernels like 16).
     round_to: int = Field(16, ge=1)
-    #: uniform: every group loses pruned_ratio of its channels. sensitivity: each group is pruned alone at 10-70 %
+    #: uniform: every group loses pruned_ratio of its channels. sensitivity: each group is pruned alone at 10-90 %
     #: on batch_nums batches and the same MACs as the uniform ratio are taken where the outputs change least.
     ratio_allocation: Literal["uniform", "sensitivity"] = "uniform"
     #: Add each removed channel's mean activation (over batch_nums batches) to the next layer's bias.

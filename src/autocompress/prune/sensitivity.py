@@ -27,8 +27,10 @@ from autocompress.prune.stats import node_macs
 
 logger = logging.getLogger(__name__)
 
-#: Ratios each group is measured at; the largest is also the most any group loses under the allocation.
-SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+#: Ratios each group is measured at; the largest is also the most any group loses under the allocation. Up to 90 %:
+#: on PP-OCRv4 det the wide neck and head groups change the outputs least, and capped at 70 % the allocation ran out
+#: of cheap options (a 70 % target saved barely more MACs than 60 %; with the cap at 90 %, 75 % kept IoU within 1 %).
+SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
