@@ -30,6 +30,7 @@ from autocompress.errors import ConfigError, DataError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.large import compacted, copy_model, exceeds_protobuf_limit, weightless
 from autocompress.quant.bias_correction import bias_corrected_weight
+from autocompress.quant.affine import AffineChain, affine_chains
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
 from autocompress.quant.weights import (
     check_weight_quantize_type,
@@ -100,6 +101,8 @@ class NodePlan:
 class QuantPlan:
     nodes: list[NodePlan] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
+    #: scalar Mul/Add nodes write_qdq_model absorbed into quantization parameters (quant/affine.py)
+    absorbed_nodes: list[str] = field(default_factory=list)
 
     @property
     def activation_tensors(self) -> list[str]:
@@ -268,9 +271,8 @@ class _GraphWriter:
         else:
             self.head.extend(nodes)
 
-    def activation(self, name: str, low: float, high: float) -> str:
-        if name in self.renamed:
-            return self.renamed[name]
+    def _params(self, low: float, high: float) -> tuple[np.float32, np.ndarray]:
+        """Scale and zero point of a tensor with range [low, high]."""
         if self.options.symmetric_activations:
             scale = max(abs(low), abs(high)) / 127.0
             zero_point = np.array(0, dtype=np.int8)
@@ -282,20 +284,53 @@ class _GraphWriter:
                 zero_point = np.array(np.clip(np.rint(-low / scale), 0, 255), dtype=np.uint8)
         if not np.isfinite(scale) or scale <= 0:
             scale = 1e-8 / 127.0  # constant-zero tensor: any positive scale represents it exactly
-        self.scales[name] = np.float32(scale)
-        scale_name, zp_name = f"{name}_scale", f"{name}_zero_point"
-        self.initializers += [
-            numpy_helper.from_array(np.array(scale, dtype=np.float32), scale_name),
-            numpy_helper.from_array(zero_point, zp_name),
-        ]
+        return np.float32(scale), zero_point
+
+    def _quantize_pair(self, source: str, name: str, write: tuple[str, str], read: tuple[str, str]) -> str:
+        """QuantizeLinear of `source` with the `write` (scale, zero point) names, DequantizeLinear with `read`'s,
+        to `name`_dequantized, which the consumers of `name` are pointed at."""
         quantized, dequantized = f"{name}_quantized", f"{name}_dequantized"
-        self._place(name, [
-            helper.make_node("QuantizeLinear", [name, scale_name, zp_name], [quantized], name=f"{name}_QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [quantized, scale_name, zp_name], [dequantized],
-                             name=f"{name}_DequantizeLinear"),
+        self._place(source, [
+            helper.make_node("QuantizeLinear", [source, *write], [quantized], name=f"{name}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [quantized, *read], [dequantized], name=f"{name}_DequantizeLinear"),
         ])
         self.renamed[name] = dequantized
         return dequantized
+
+    def _store_params(self, name: str, scale: np.float32, zero_point: np.ndarray) -> tuple[str, str]:
+        names = f"{name}_scale", f"{name}_zero_point"
+        self.initializers += [
+            numpy_helper.from_array(np.array(scale, dtype=np.float32), names[0]),
+            numpy_helper.from_array(zero_point, names[1]),
+        ]
+        return names
+
+    def activation(self, name: str, low: float, high: float) -> str:
+        if name in self.renamed:
+            return self.renamed[name]
+        scale, zero_point = self._params(low, high)
+        self.scales[name] = scale
+        params = self._store_params(name, scale, zero_point)
+        return self._quantize_pair(name, name, params, params)
+
+    def absorbed_params(self, chain: AffineChain, low: float, high: float) -> tuple[np.float32, np.ndarray] | None:
+        """(scale, zero point) t is written with so that the same integers read as y = c * t + b with y's own
+        (see quant/affine.py), or None when no uint8 zero point can express the offset."""
+        if self.options.symmetric_activations:
+            return None
+        scale, zero_point = self._params(low, high)
+        shifted = np.rint(float(zero_point) + chain.offset / float(scale))
+        if not (np.isfinite(shifted) and 0 <= shifted <= 255):
+            return None
+        return np.float32(scale / chain.scale), np.array(shifted, dtype=np.uint8)
+
+    def absorbed_affine(self, chain: AffineChain, low: float, high: float) -> None:
+        """t quantized once, read as y: the chain's Mul/Add are left to the caller to drop."""
+        scale, zero_point = self._params(low, high)
+        self.scales[chain.output] = scale
+        read = self._store_params(chain.output, scale, zero_point)
+        write = self._store_params(chain.source, *self.absorbed_params(chain, low, high))
+        self._quantize_pair(chain.source, chain.output, write, read)
 
     def weight(self, name: str, axis: int | None, scale: np.ndarray | None) -> tuple[str, np.ndarray]:
         """(dequantized name, scale) of the int8 weight."""
@@ -393,9 +428,17 @@ def write_qdq_model(
     index = GraphIndex(model)
     writer = _GraphWriter(index, options, weight_cache)
     weight_scales = weight_scales or {}
+    chains = {
+        chain.source: chain
+        for chain in affine_chains(index, {p.output: p.node for p in plan.nodes if p.output})
+        if writer.absorbed_params(chain, *_as_range(activation_ranges[chain.output])) is not None
+    }
+    absorbed = {id(node) for chain in chains.values() for node in chain.nodes}
 
     for node_plan in plan.nodes:
         node = node_plan.node
+        if id(node) in absorbed:
+            continue
         for name in node_plan.activation_inputs:
             writer.activation(name, *_as_range(activation_ranges[name]))
         for name in node_plan.constant_inputs:
@@ -405,9 +448,16 @@ def write_qdq_model(
             node.input[position], scale = writer.weight(name, axis, weight_scales.get(name))
             if _has_int32_bias(node, index, writer):
                 node.input[2] = writer.bias(node.input[2], node.input[0], name, scale) or node.input[2]
-        if node_plan.output:
+        if node_plan.output in chains:
+            chain = chains[node_plan.output]
+            writer.absorbed_affine(chain, *_as_range(activation_ranges[chain.output]))
+        elif node_plan.output:
             writer.activation(node_plan.output, *_as_range(activation_ranges[node_plan.output]))
 
+    plan.absorbed_nodes = [_node_label(n, i) for i, n in enumerate(model.graph.node) if id(n) in absorbed]
+    kept = [n for n in model.graph.node if id(n) not in absorbed]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
     _rewire_and_order(model, writer)
     _remove_unused(model)
     # the copy still holds the float weights it dropped: a model over 2 GB keeps only its int8 ones
