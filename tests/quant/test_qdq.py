@@ -191,3 +191,18 @@ def test_a_large_model_gets_the_same_qdq_model_without_the_float_weights_it_drop
     quantized, _ = write_qdq_model(cnn_model, ranges)
     assert len(compacted) == 1 and quantized is not compacted[0]
     assert quantized == expected
+
+
+@pytest.mark.parametrize(("in_channels", "kernel", "stays_float"), [(3, 3, True), (4, 3, True), (3, 7, False), (8, 3, False)])
+def test_float_stem_keeps_only_a_thin_small_kernel_conv_in_float(in_channels, kernel, stays_float):
+    """3x3 over RGB is float on CPU; a 7x7 RGB stem (ResNet) has work enough for the integer GEMM, so int8."""
+    weight = np.random.default_rng(0).standard_normal((8, in_channels, kernel, kernel)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["y"], name="stem")], "stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16 - kernel + 1, 16 - kernel + 1])],
+        [numpy_helper.from_array(weight, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    planned = [p.node.name for p in plan_quantization(model, QDQOptions(float_stem=True)).nodes]
+    assert planned == ([] if stays_float else ["stem"])

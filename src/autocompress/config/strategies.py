@@ -49,7 +49,7 @@ class _QuantCommon(Section):
     #: Always exported as ONNX QuantizeLinear/DequantizeLinear; kept for config compatibility.
     onnx_format: bool = True
     for_tensorrt: bool = False
-    #: Leave an image stem (a Conv over <= 4 input channels) in float; None: on CPU targets, whose uint8 Conv is
+    #: Leave an image stem (a Conv over <= 4 input channels, kernel up to 3x3) in float; None: on CPU targets, whose uint8 Conv is
     #: slower than the float one there, and not for TensorRT/GPU.
     float_stem: Optional[bool] = None
 

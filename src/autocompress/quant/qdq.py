@@ -64,7 +64,7 @@ class QDQOptions:
     weight_quantize_type: str = "channel_wise_abs_max"
     symmetric_activations: bool = False  # True: S8 zero point 0 (TensorRT); False: U8 asymmetric (ORT CPU)
     bias_correct: bool = False
-    #: Leave Convs that read at most STEM_CHANNELS input channels (an image stem) in float: see _is_float_stem.
+    #: Leave an image stem (a Conv over few channels, small kernel) in float: see _is_float_stem.
     float_stem: bool = False
 
     def __post_init__(self) -> None:
@@ -139,16 +139,22 @@ def check_skip_names(model: onnx.ModelProto, names: Sequence[str]) -> None:
 
 #: Input channels up to which a (non-grouped) Conv counts as an image stem.
 STEM_CHANNELS = 4
+#: Largest reduction depth (in channels x kernel taps) of a stem left in float: a 3x3 kernel over 4 channels.
+STEM_MAX_DEPTH = 36
 
 
 def _is_float_stem(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    """A Conv over <= STEM_CHANNELS channels. ONNX Runtime's uint8 Conv runs channels-last and spends its time
-    reordering and unpacking such thin inputs: measured at 1 thread, the float stem (then one QuantizeLinear)
-    made the whole int8 model 8 % faster on EfficientNet-Lite0 and 7 % on PP-OCRv4 det (BENCHMARKS.md)."""
+    """A Conv over <= STEM_CHANNELS channels with a small kernel. ONNX Runtime's uint8 Conv runs channels-last and
+    spends its time reordering and unpacking such thin inputs: measured at 1 thread, the float 3x3 stem (then one
+    QuantizeLinear) made the whole int8 model 8 % faster on EfficientNet-Lite0 and 7 % on PP-OCRv4 det. A wide
+    kernel is enough work for the integer GEMM: ResNet's 7x7 stem (depth 147) left in float made its int8 model
+    1.65x slower (BENCHMARKS.md)."""
     if node.op_type != "Conv" or attribute(node, "group", 1) != 1 or len(node.input) < 2:
         return False
     weight = index.constant_value(node.input[1])
-    return weight is not None and weight.ndim >= 3 and weight.shape[1] <= STEM_CHANNELS
+    if weight is None or weight.ndim < 3:
+        return False
+    return weight.shape[1] <= STEM_CHANNELS and int(np.prod(weight.shape[1:])) <= STEM_MAX_DEPTH
 
 
 def _quantized_output(node: onnx.NodeProto, index: GraphIndex) -> str | None:
