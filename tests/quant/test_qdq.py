@@ -193,7 +193,9 @@ def test_a_large_model_gets_the_same_qdq_model_without_the_float_weights_it_drop
     assert quantized == expected
 
 
-@pytest.mark.parametrize(("in_channels", "kernel", "stays_float"), [(3, 3, True), (4, 3, True), (3, 7, False), (8, 3, False)])
+@pytest.mark.parametrize(
+    ("in_channels", "kernel", "stays_float"), [(3, 3, True), (4, 3, True), (3, 7, False), (8, 3, False)]
+)
 def test_float_stem_keeps_only_a_thin_small_kernel_conv_in_float(in_channels, kernel, stays_float):
     """3x3 over RGB is float on CPU; a 7x7 RGB stem (ResNet) has work enough for the integer GEMM, so int8."""
     weight = np.random.default_rng(0).standard_normal((8, in_channels, kernel, kernel)).astype(np.float32)

@@ -49,8 +49,8 @@ class _QuantCommon(Section):
     #: Always exported as ONNX QuantizeLinear/DequantizeLinear; kept for config compatibility.
     onnx_format: bool = True
     for_tensorrt: bool = False
-    #: Leave an image stem (a Conv over <= 4 input channels, kernel up to 3x3) in float; None: on CPU targets, whose uint8 Conv is
-    #: slower than the float one there, and not for TensorRT/GPU.
+    #: Leave an image stem (a Conv over <= 4 input channels, kernel up to 3x3) in float; None: on CPU targets,
+    #: whose uint8 Conv is slower than the float one there, and not for TensorRT/GPU.
     float_stem: Optional[bool] = None
 
     _listify = field_validator("quantize_op_types", "not_quant_pattern", mode="before")(_as_list)

@@ -109,7 +109,8 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
     QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name
-    and the folded weight the Conv's (see _restore_weight_names). Models over 2 GB are left as they are: onnxslim serializes the model and would hold several copies of it.
+    and the folded weight the Conv's (see _restore_weight_names). Models over 2 GB are left as they are: onnxslim
+    serializes the model and would hold several copies of it.
     """
     if exceeds_protobuf_limit(model):
         log.warning("the model is over protobuf's 2 GB limit; onnxslim simplification (and BN folding) is skipped")

@@ -330,13 +330,14 @@ class _GraphWriter:
             return None
         return np.float32(scale / chain.scale), np.array(shifted, dtype=np.uint8)
 
-    def absorbed_affine(self, chain: AffineChain, low: float, high: float) -> None:
-        """t quantized once, read as y: the chain's Mul/Add are left to the caller to drop."""
+    def absorbed_affine(
+        self, chain: AffineChain, written: tuple[np.float32, np.ndarray], low: float, high: float
+    ) -> None:
+        """t quantized once with `written` (from absorbed_params), read as y: the caller drops the chain's Mul/Add."""
         scale, zero_point = self._params(low, high)
         self.scales[chain.output] = scale
         read = self._store_params(chain.output, scale, zero_point)
-        write = self._store_params(chain.source, *self.absorbed_params(chain, low, high))
-        self._quantize_pair(chain.source, chain.output, write, read)
+        self._quantize_pair(chain.source, chain.output, self._store_params(chain.source, *written), read)
 
     def weight(self, name: str, axis: int | None, scale: np.ndarray | None) -> tuple[str, np.ndarray]:
         """(dequantized name, scale) of the int8 weight."""
@@ -434,12 +435,12 @@ def write_qdq_model(
     index = GraphIndex(model)
     writer = _GraphWriter(index, options, weight_cache)
     weight_scales = weight_scales or {}
-    chains = {
-        chain.source: chain
-        for chain in affine_chains(index, {p.output: p.node for p in plan.nodes if p.output})
-        if writer.absorbed_params(chain, *_as_range(activation_ranges[chain.output])) is not None
-    }
-    absorbed = {id(node) for chain in chains.values() for node in chain.nodes}
+    chains: dict[str, tuple[AffineChain, tuple[np.float32, np.ndarray]]] = {}
+    for chain in affine_chains(index, {p.output: p.node for p in plan.nodes if p.output}):
+        written = writer.absorbed_params(chain, *_as_range(activation_ranges[chain.output]))
+        if written is not None:
+            chains[chain.source] = (chain, written)
+    absorbed = {id(node) for chain, _ in chains.values() for node in chain.nodes}
 
     for node_plan in plan.nodes:
         node = node_plan.node
@@ -455,8 +456,8 @@ def write_qdq_model(
             if _has_int32_bias(node, index, writer):
                 node.input[2] = writer.bias(node.input[2], node.input[0], name, scale) or node.input[2]
         if node_plan.output in chains:
-            chain = chains[node_plan.output]
-            writer.absorbed_affine(chain, *_as_range(activation_ranges[chain.output]))
+            chain, written = chains[node_plan.output]
+            writer.absorbed_affine(chain, written, *_as_range(activation_ranges[chain.output]))
         elif node_plan.output:
             writer.activation(node_plan.output, *_as_range(activation_ranges[node_plan.output]))
 
