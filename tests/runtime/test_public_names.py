@@ -1,0 +1,20 @@
+"""The documented public names of autocompress.runtime import."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_torch_graph_is_importable_from_the_runtime_package():
+    from autocompress.runtime import TorchGraph  # noqa: PLC0415
+    from autocompress.runtime.torch_graph import TorchGraph as Direct  # noqa: PLC0415
+
+    assert TorchGraph is Direct
+
+
+def test_unknown_runtime_name_is_an_attribute_error():
+    import autocompress.runtime as runtime  # noqa: PLC0415
+
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        runtime.NoSuchThing  # noqa: B018
+
