@@ -228,9 +228,9 @@ def test_unsupported_op_fails_at_construction_naming_op_and_node():
 def test_unnamed_nodes_get_stable_names_and_deepcopy_works():
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["y"], name="neg")]
     graph = TorchGraph(graph_of(nodes, [("x", [2])]))
-    assert graph.node_names == ["Relu_0", "neg"]
+    assert graph.node_names == ["Relu_a", "neg"]  # graph/naming.py: op type and first output
     clone = copy.deepcopy(graph)
-    clone.set_input_transform("Relu_0", 0, Scale(-1.0))
+    clone.set_input_transform("Relu_a", 0, Scale(-1.0))
     x = torch.tensor([1.0, -2.0])
     torch.testing.assert_close(graph({"x": x})["y"], torch.tensor([-1.0, -0.0]))
     torch.testing.assert_close(clone({"x": x})["y"], torch.tensor([-0.0, -2.0]))

@@ -13,6 +13,9 @@ ACT's configs name nodes; reading [a, b] as the pair (teacher a, student b) woul
 tensors. A group written as identical pairs [a, a, b, b] gives the same terms. To pair two different names that
 both graphs have, write the teacher name with the 'teacher_' prefix: [teacher_a, b].
 
+A node name (its stable name, the name it had in the user's model, or that of a node folded into it, see
+graph/naming.py) stands for the node's first output.
+
 Teacher names may carry PaddleSlim's 'teacher_' prefix ('teacher_relu_30.tmp_0' is 'relu_30.tmp_0' in the teacher
 graph): ACT renamed teacher variables that way when it merged both programs, and configs were written with it.
 
@@ -65,17 +68,21 @@ def unknown_name_error(name: str, available: Sequence[str], where: str) -> Confi
     return ConfigError(f"distillation node '{name}' does not exist in the {where}{hint}")
 
 
-def resolve_teacher_name(name: str, teacher_tensors: set[str], where: str = "teacher model") -> str:
+#: A graph's referable names: tensor names, and node names for their first output (GraphIndex.referable_tensors).
+Names = dict[str, str]
+
+
+def resolve_teacher_name(name: str, teacher_tensors: Names, where: str = "teacher model") -> str:
     if name in teacher_tensors:
-        return name
+        return teacher_tensors[name]
     if name.startswith(TEACHER_PREFIX) and name[len(TEACHER_PREFIX):] in teacher_tensors:
-        return name[len(TEACHER_PREFIX):]
+        return teacher_tensors[name[len(TEACHER_PREFIX):]]
     raise unknown_name_error(name, sorted(teacher_tensors), where)
 
 
-def resolve_student_name(name: str, student_tensors: set[str]) -> str:
+def resolve_student_name(name: str, student_tensors: Names) -> str:
     if name in student_tensors:
-        return name
+        return student_tensors[name]
     raise unknown_name_error(name, sorted(student_tensors), "student model")
 
 
@@ -142,7 +149,9 @@ def _single(value: Union[str, float, list], key: str, group: str) -> Union[str, 
     return value[0]
 
 
-def _self_paired_terms(names: list[str], loss: str, alpha: float, teacher_index: int) -> list[DistillTerm]:
+def _self_paired_terms(
+    names: list[str], loss: str, alpha: float, teacher_tensors: Names, student_tensors: Names, teacher_index: int
+) -> list[DistillTerm]:
     """ACT's short form: every name (every two names for fsp) compared with the same tensor(s) in the teacher."""
     arity = LOSS_ARITY[loss]
     if len(names) % arity:
@@ -150,12 +159,13 @@ def _self_paired_terms(names: list[str], loss: str, alpha: float, teacher_index:
             f"Distillation.node {names} for loss fsp names tensors that exist in both models, so they pair with "
             f"themselves two at a time ([a, b] -> fsp(teacher a+b, student a+b)); got {len(names)} names"
         )
-    chunks = [tuple(names[start:start + arity]) for start in range(0, len(names), arity)]
-    unique = dict.fromkeys(chunks)  # [a, a, b, b] (identical pairs written out) gives each term once
-    return [DistillTerm(loss, chunk, chunk, float(alpha), teacher_index) for chunk in unique]
+    chunks = [names[start:start + arity] for start in range(0, len(names), arity)]
+    pairs = [(tuple(teacher_tensors[n] for n in chunk), tuple(student_tensors[n] for n in chunk)) for chunk in chunks]
+    unique = dict.fromkeys(pairs)  # [a, a, b, b] (identical pairs written out) gives each term once
+    return [DistillTerm(loss, teacher, student, float(alpha), teacher_index) for teacher, student in unique]
 
 
-def _missing_names(names: list[str], teacher_tensors: set[str], student_tensors: set[str]) -> str:
+def _missing_names(names: list[str], teacher_tensors: Names, student_tensors: Names) -> str:
     unprefixed = [n[len(TEACHER_PREFIX):] if n.startswith(TEACHER_PREFIX) else n for n in names]
     missing = [f"'{n}' (not in the teacher model)" for n, u in zip(names, unprefixed)
                if n not in teacher_tensors and u not in teacher_tensors]  # fmt: skip
@@ -167,12 +177,12 @@ def _terms_of_group(
     names: list[str],
     loss: str,
     alpha: float,
-    teacher_tensors: set[str],
-    student_tensors: set[str],
+    teacher_tensors: Names,
+    student_tensors: Names,
     teacher_index: int,
 ) -> list[DistillTerm]:
     if all(n in teacher_tensors and n in student_tensors for n in names):
-        return _self_paired_terms(names, loss, alpha, teacher_index)
+        return _self_paired_terms(names, loss, alpha, teacher_tensors, student_tensors, teacher_index)
     arity = LOSS_ARITY[loss]
     width = 2 * arity
     if len(names) % width:
@@ -203,8 +213,8 @@ def parse_terms(
     teacher_index: int = 0,
 ) -> list[DistillTerm]:
     """Resolve a Distillation node list against both graphs (see the module docstring for the forms)."""
-    teacher_tensors = GraphIndex(teacher).tensor_names()
-    student_tensors = GraphIndex(student).tensor_names()
+    teacher_tensors = GraphIndex(teacher).referable_tensors()
+    student_tensors = GraphIndex(student).referable_tensors()
     if not node:
         kind = _single(loss, "loss", "(automatic)")
         if kind == "fsp":

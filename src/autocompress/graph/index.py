@@ -7,12 +7,14 @@ answers in O(1). It is a snapshot: rebuild it after a pass changes the graph.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cached_property
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from autocompress.graph.external import tensor_array
+from autocompress.graph.naming import name_table, stable_names
 
 
 class GraphIndex:
@@ -22,10 +24,9 @@ class GraphIndex:
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        self.nodes_by_name: dict[str, onnx.NodeProto] = {}
+        #: stable node name (graph/naming.py) -> node
+        self.nodes_by_name: dict[str, onnx.NodeProto] = dict(zip(stable_names(graph.node), graph.node))
         for node in graph.node:
-            if node.name:
-                self.nodes_by_name[node.name] = node
             for out in node.output:
                 if out:
                     self.producer[out] = node
@@ -65,6 +66,20 @@ class GraphIndex:
         """Every tensor name a user may reference: inputs, initializers, node outputs."""
         names = set(self.graph_inputs) | set(self.initializers) | set(self.producer)
         return names
+
+    @cached_property
+    def _name_table(self) -> dict[str, list[str]]:
+        return name_table(self.model)
+
+    def referable_tensors(self) -> dict[str, str]:
+        """Every name a user may give for a tensor -> the tensor: tensor names, and node names (stable, original
+        or folded in) for the node's first output."""
+        found = {name: name for name in self.tensor_names()}
+        for alias, names in self._name_table.items():
+            node = self.nodes_by_name[names[0]]
+            if alias not in found and len(names) == 1 and node.output and node.output[0]:
+                found[alias] = node.output[0]
+        return found
 
 
 def attribute(node: onnx.NodeProto, name: str, default=None):

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from autocompress.graph.index import GraphIndex, attribute
+from autocompress.graph.naming import name_nodes
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 logger = logging.getLogger(__name__)
@@ -130,14 +131,15 @@ class ChannelAnalysis:
 
 
 def node_label(node: onnx.NodeProto) -> str:
-    return node.name or f"{node.op_type}({node.output[0]})"
+    """The name members and reasons give a node of ChannelAnalysis.model, whose nodes all have their stable name."""
+    return node.name
 
 
 class _Tracker:
     """Walks the graph and builds groups with a union-find over group ids."""
 
     def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None):
-        self.model = shape_inferred(model, input_shapes)
+        self.model = name_nodes(shape_inferred(model, input_shapes))
         self.index = GraphIndex(self.model)
         self.shapes = static_shapes(self.model)
         self.layouts: dict[str, ChannelLayout] = {}

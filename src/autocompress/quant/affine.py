@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from autocompress.graph.index import GraphIndex
+from autocompress.graph.naming import record_fold
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,10 @@ def affine_chains(index: GraphIndex, quantized_outputs: dict[str, onnx.NodeProto
         if nodes and scale > 0 and tensor not in index.graph_outputs:
             chains.append(AffineChain(source, tensor, scale, offset, tuple(nodes)))
     return chains
+
+
+def record_absorbed(index: GraphIndex, chain: AffineChain) -> None:
+    """The chain's Mul/Add vanish into the quantization of t: their names now name t's producer."""
+    producer = index.producer.get(chain.source)
+    for node in chain.nodes if producer is not None else ():
+        record_fold(producer, node)

@@ -7,7 +7,8 @@ kernel with its own rounding) reading and writing a whole feature map. Folded, t
   Conv -> Mul/Add/Sub/Div by a per-output-channel constant: into the Conv's weight and bias;
   Mul/Div by a constant -> Mul/Div by a constant: one Mul (t/6*a -> t*(a/6));
   Mul/Div by a per-input-channel constant -> Conv: into the Conv's weight (zero padding stays zero).
-Exact up to float rounding. The last op's output name is kept; the tensors in between disappear.
+Exact up to float rounding. The last op's output name is kept; the tensors in between disappear. The node that
+remains keeps its name, and the names of the nodes folded into it stay its aliases (graph/naming.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from onnx import numpy_helper
 
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.large import copy_model
+from autocompress.graph.naming import record_fold
 
 _FOLDABLE = ("Mul", "Add", "Sub", "Div")
 
@@ -73,6 +75,7 @@ def _fold(index: GraphIndex, conv: onnx.NodeProto, consumer: onnx.NodeProto) -> 
     else:
         index.initializers[bias_name].CopyFrom(numpy_helper.from_array(bias.astype(weight.dtype), bias_name))
     conv.output[0] = consumer.output[0]
+    record_fold(conv, consumer)
     return True
 
 
@@ -105,6 +108,7 @@ def _merge_scales(index: GraphIndex, first: onnx.NodeProto, second: onnx.NodePro
     del first.input[:]
     first.input.extend([head[0], name])
     first.output[0] = second.output[0]
+    record_fold(first, second)
     return True
 
 
@@ -123,6 +127,7 @@ def _scale_into_conv(index: GraphIndex, node: onnx.NodeProto, conv: onnx.NodePro
     scaled = grouped.reshape(weight.shape).astype(weight.dtype)
     index.initializers[conv.input[1]].CopyFrom(numpy_helper.from_array(scaled, conv.input[1]))
     conv.input[0] = factor[0]
+    record_fold(conv, node)
     return True
 
 

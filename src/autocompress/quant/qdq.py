@@ -30,7 +30,8 @@ from autocompress.errors import ConfigError, DataError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.large import compacted, copy_model, exceeds_protobuf_limit, weightless
 from autocompress.quant.bias_correction import bias_corrected_weight
-from autocompress.quant.affine import AffineChain, affine_chains
+from autocompress.graph.naming import aliases, carry_names, name_nodes, name_table, stable_names
+from autocompress.quant.affine import AffineChain, affine_chains, record_absorbed
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
 from autocompress.quant.weights import (
     check_weight_quantize_type,
@@ -113,12 +114,9 @@ class QuantPlan:
         return list(dict.fromkeys(names))
 
 
-def _node_label(node: onnx.NodeProto, position: int) -> str:
-    return node.name or f"{node.op_type}_{position}"
-
-
-def _is_skipped(node: onnx.NodeProto, position: int, options: QDQOptions) -> bool:
-    names = [_node_label(node, position), *node.input, *node.output]
+def _is_skipped(node: onnx.NodeProto, name: str, options: QDQOptions) -> bool:
+    """Whether the user left node in float, by its stable name, a name it had or was folded from, or a tensor."""
+    names = [name, *aliases(node), *node.input, *node.output]
     skip = set(options.skip_names)
     return any(n in skip or any(p and p in n for p in options.not_quant_pattern) for n in names if n)
 
@@ -127,7 +125,7 @@ def check_skip_names(model: onnx.ModelProto, names: Sequence[str]) -> None:
     """Every skip_tensor_list entry must name a node or a tensor of `model`: a typo, or a name the graph no
     longer has, would otherwise leave the layer quantized without a word."""
     nodes = model.graph.node
-    known = {name for i, node in enumerate(nodes) for name in (_node_label(node, i), *node.input, *node.output)}
+    known = set(name_table(model)) | {name for node in nodes for name in (*node.input, *node.output)}
     unknown = [name for name in names if name not in known]
     if unknown:
         weights = sorted({node.input[1] for node in nodes if node.op_type in WEIGHT_OP_TYPES and len(node.input) > 1})
@@ -198,11 +196,11 @@ def plan_quantization(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
     index = GraphIndex(model)
     types = _tensor_types(model)
     plan = QuantPlan()
-    for position, node in enumerate(model.graph.node):
+    for node, label in zip(model.graph.node, stable_names(model.graph.node)):
         if node.op_type not in op_types:
             continue
-        if _is_skipped(node, position, options) or (options.float_stem and _is_float_stem(node, index)):
-            plan.skipped_nodes.append(_node_label(node, position))
+        if _is_skipped(node, label, options) or (options.float_stem and _is_float_stem(node, index)):
+            plan.skipped_nodes.append(label)
             continue
         weight_index = _weight_input(node, index)
         if node.op_type in WEIGHT_OP_TYPES:
@@ -246,7 +244,7 @@ def _ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if version is None or version >= MIN_QDQ_OPSET:
         return model
     try:
-        return onnx.version_converter.convert_version(model, MIN_QDQ_OPSET)
+        return carry_names(model, onnx.version_converter.convert_version(model, MIN_QDQ_OPSET))
     except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
         raise UnsupportedOpError(
             f"the model uses opset {version}; QDQ quantization needs opset >= {MIN_QDQ_OPSET} and the "
@@ -427,7 +425,7 @@ def write_qdq_model(
     options.validate()
     large = exceeds_protobuf_limit(model)
     model = copy_model(model)
-    model = _ensure_opset(model)
+    model = name_nodes(_ensure_opset(model))  # the plan's nodes carry the names the report shows
     plan = plan_quantization(model, options)
     missing = [t for t in plan.activation_tensors if t not in activation_ranges]
     if missing:
@@ -446,6 +444,7 @@ def write_qdq_model(
         node = node_plan.node
         if id(node) in absorbed:
             continue
+            record_absorbed(index, chain)
         for name in node_plan.activation_inputs:
             writer.activation(name, *_as_range(activation_ranges[name]))
         for name in node_plan.constant_inputs:
@@ -461,7 +460,7 @@ def write_qdq_model(
         elif node_plan.output:
             writer.activation(node_plan.output, *_as_range(activation_ranges[node_plan.output]))
 
-    plan.absorbed_nodes = [_node_label(n, i) for i, n in enumerate(model.graph.node) if id(n) in absorbed]
+    plan.absorbed_nodes = [n.name for n in model.graph.node if id(n) in absorbed]
     kept = [n for n in model.graph.node if id(n) not in absorbed]
     del model.graph.node[:]
     model.graph.node.extend(kept)

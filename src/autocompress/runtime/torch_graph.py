@@ -15,8 +15,9 @@ Constant roles (decided once, from how each initializer or Constant-node output 
 Nodes whose inputs are all static are evaluated once at construction ("folded"): e.g. the pad
 arithmetic that torch exports around every 'same'-padded convolution never runs per step.
 
-Node names: a node's ``name`` if it is non-empty and unique, else ``f"{op_type}_{index}"`` with
-``index`` its position in ``model.graph.node``. ``node_names`` lists them in graph order.
+Node names: the stable names of graph/naming.py (a node's ``name`` if it is non-empty and unique, else
+``f"{op_type}_{first output}"``), which ``node_names`` lists in graph order; a node's original or folded-in
+names find it as well.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from onnx import numpy_helper
 
 from autocompress.errors import ConfigError, DataError, ModelLoadError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex
+from autocompress.graph.naming import name_table, stable_names
 
 from .ops import NodeContext, op_spec
 
@@ -73,15 +75,6 @@ def _sanitize(name: str, prefix: str, taken: set[str]) -> str:
     return attr
 
 
-def _stable_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
-    counts = defaultdict(int)
-    for node in nodes:
-        counts[node.name] += 1
-    return [
-        node.name if node.name and counts[node.name] == 1 else f"{node.op_type}_{i}" for i, node in enumerate(nodes)
-    ]
-
-
 def _topological_order(graph: onnx.GraphProto, known: set[str]) -> list[int]:
     """Node indices in an executable order (ONNX requires it, but not every producer obeys)."""
     available = set(known)
@@ -118,8 +111,11 @@ class TorchGraph(torch.nn.Module):
         graph = model.graph
         self._opset = _default_opset(model)
         self._nodes = list(graph.node)
-        self.node_names: list[str] = _stable_node_names(self._nodes)
+        self.node_names: list[str] = stable_names(self._nodes)
         self._node_by_name = {name: i for i, name in enumerate(self.node_names)}
+        for alias, names in name_table(model).items():  # a name the user knew a node by finds it too
+            if len(names) == 1:
+                self._node_by_name.setdefault(alias, self._node_by_name[names[0]])
         self._check_supported()
 
         index = GraphIndex(model)
@@ -361,6 +357,7 @@ class TorchGraph(torch.nn.Module):
         (fake-quant of weights/activations, pruning masks). None removes it. Transforms are submodules."""
         if node_name not in self._node_by_name:
             raise ConfigError(f"no node named {node_name!r} (see TorchGraph.node_names)")
+        node_name = self.node_names[self._node_by_name[node_name]]
         node = self._nodes[self._node_by_name[node_name]]
         if self._node_by_name[node_name] in self._constant_nodes:
             raise ConfigError(f"node {node_name!r} only copies a constant; transform the input of its readers instead")

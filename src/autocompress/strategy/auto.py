@@ -27,6 +27,7 @@ from autocompress.config.loader import CompressConfig
 from autocompress.config.strategies import ChannelPrune, Distillation, HyperParameterOptimization, QuantPost, TransformerPrune
 from autocompress.errors import AutoCompressError, StrategyNotImplementedError
 from autocompress.graph.index import attribute
+from autocompress.graph.naming import stable_names
 from autocompress.prune.channel import prune_channels
 from autocompress.runtime.ort import measure_latency
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, stage_class
@@ -98,7 +99,10 @@ class AutoStage(Stage):
 
     def _cnn(self, model, ctx) -> StageResult:
         base_latency = self._latency(model, ctx)
-        depthwise = [n.name for n in model.graph.node if n.op_type == "Conv" and attribute(n, "group", 1) > 1]
+        # stable names: QuantPost's BN folding keeps them on the folded convs (graph/naming.py)
+        nodes = model.graph.node
+        depthwise = [name for node, name in zip(nodes, stable_names(nodes))
+                     if node.op_type == "Conv" and attribute(node, "group", 1) > 1]
         variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
         if depthwise:
             variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise)
