@@ -29,6 +29,11 @@ class StrategyNotImplementedError(AutoCompressError, NotImplementedError):
     """A configured strategy that this version does not implement yet."""
 
 
+class UsageError(AutoCompressError, ValueError):
+    """A command-line argument, or a file it names (report.json), that does not fit the command; the message names
+    the argument or file and what is allowed."""
+
+
 class SaveDirError(AutoCompressError):
     """save_dir, its work folder or a checkpoint cannot be written (disk full, no permission); the message names
     the path, and the previous result and checkpoint are kept."""

@@ -4,6 +4,7 @@ import onnx
 import pytest
 
 from autocompress.errors import ModelLoadError
+from autocompress.graph.large import stores_external_data
 from autocompress.graph.load import load_model, resolve_model_files
 from tests.conftest import RAPIDOCR_MODELS
 
@@ -25,6 +26,19 @@ def test_ambiguous_missing_and_corrupt(tmp_path, tiny_cnn):
     bad.write_bytes(b"\x00\x01 not a protobuf at all")
     with pytest.raises(ModelLoadError):
         load_model(bad)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_unreadable_model_is_a_model_load_error_wherever_it_is_parsed(tmp_path, tiny_cnn, damage):
+    """The API asks stores_external_data before load_model: both must refuse a damaged file the same way."""
+    import numpy as np
+
+    data = tiny_cnn.read_bytes()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else np.random.default_rng(0).bytes(4096))
+    for parse in (stores_external_data, load_model):
+        with pytest.raises(ModelLoadError, match="is not a readable ONNX model.*a complete .onnx file"):
+            parse(bad)
 
 
 def test_paddle_model_without_extra_says_how_to_install(tmp_path):

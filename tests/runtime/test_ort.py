@@ -2,8 +2,8 @@ import numpy as np
 import onnx
 import pytest
 
-from autocompress.errors import ConfigError
-from autocompress.runtime.ort import Predictor, measure_latency, resolve_hardware
+from autocompress.errors import ConfigError, ModelLoadError
+from autocompress.runtime.ort import Predictor, create_session, measure_latency, resolve_hardware
 
 
 def test_hardware_targets():
@@ -31,3 +31,36 @@ def test_predictor_and_latency(tiny_cnn):
     assert Predictor(model)([x])[0].shape == (2, 10)
     lat = measure_latency(model, {"x": x[:1]}, "cpu", threads=1, warmup=1, runs=5)
     assert lat.runs == 5 and 0 < lat.median_ms <= lat.p90_ms
+
+
+def _one_op_model(op: str, dtype: int, domain: str = "", opset: int = 14) -> onnx.ModelProto:
+    h = onnx.helper
+    graph = h.make_graph([h.make_node(op, ["x"], ["y"], domain=domain)], "g",
+                         [h.make_tensor_value_info("x", dtype, [1, 3])], [h.make_tensor_value_info("y", dtype, [1, 3])])
+    imports = [h.make_opsetid("", opset)] + ([h.make_opsetid(domain, 1)] if domain else [])
+    return h.make_model(graph, opset_imports=imports, ir_version=8)
+
+
+def test_custom_domain_op_is_a_model_load_error_naming_op_domain_and_type(tmp_path):
+    model = _one_op_model("Foo", onnx.TensorProto.FLOAT, domain="my.ops")
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    for source in (model, path):
+        with pytest.raises(ModelLoadError, match=r"node writing 'y' \(op Foo, domain my.ops, input type tensor\(float\)\)"):
+            create_session(source)
+    with pytest.raises(ModelLoadError, match="op Foo"):
+        Predictor(model)
+
+
+def test_op_without_a_kernel_for_its_type_is_a_model_load_error():
+    model = _one_op_model("Relu", onnx.TensorProto.INT16)  # opset 14 allows int16; ONNX Runtime has no such kernel
+    model.graph.node[0].name = "act"
+    with pytest.raises(ModelLoadError, match=r"node 'act' \(op Relu, domain ai.onnx, input type tensor\(int16\)\) has "
+                                             "no ONNX Runtime kernel"):
+        measure_latency(model, {"x": np.zeros((1, 3), np.int16)}, runs=1, warmup=0)
+
+
+def test_type_the_op_does_not_accept_is_a_model_load_error():
+    model = _one_op_model("Relu", onnx.TensorProto.UINT16)
+    with pytest.raises(ModelLoadError, match=r"\(op Relu, domain ai.onnx, input type tensor\(uint16\)\) does not accept"):
+        create_session(model)

@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from autocompress.graph.external import is_on_disk, mapped
-from autocompress.graph.load import model_tensors
+from autocompress.graph.load import model_tensors, read_onnx_header
 
 PROTOBUF_LIMIT = 2**31 - 1
 #: Initializers at least this large (serialized bytes) become stubs; small ones (shapes, axes) stay inline, so
@@ -163,8 +163,7 @@ def stub_copy(model: onnx.ModelProto, location: str, weights: BinaryIO | None = 
 
 def stores_external_data(path: Path) -> bool:
     """Whether the ONNX file at `path` keeps tensor data in external files (which are not read)."""
-    header = onnx.load(str(path), load_external_data=False)
-    return any(uses_external_data(tensor) for tensor in model_tensors(header))
+    return any(uses_external_data(tensor) for tensor in model_tensors(read_onnx_header(path)))
 
 
 def save_external(

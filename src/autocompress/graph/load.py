@@ -146,12 +146,21 @@ def _leaves_weights_on_disk(model: onnx.ModelProto, base_dir: Path, lazy_bytes: 
     return True
 
 
+def read_onnx_header(path: Path) -> onnx.ModelProto:
+    """The model at `path` without its external data: the one place an ONNX file is parsed, so that a truncated or
+    foreign file is a ModelLoadError wherever it is read."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError and others for corrupt or unreadable files
+        raise ModelLoadError(
+            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}); a complete .onnx file "
+            "(an ONNX ModelProto) is expected"
+        ) from None
+
+
 def load_onnx(path: Path, lazy_bytes: int | None = None) -> onnx.ModelProto:
     """The model at `path`; external data of at least `lazy_bytes` (LAZY_EXTERNAL_BYTES) stays in its files."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others for corrupt files
-        raise ModelLoadError(f"{str(path)!r} is not a readable ONNX model: {exc}") from None
+    model = read_onnx_header(path)
     check_external_data_paths(model, path.parent)
     if _leaves_weights_on_disk(model, path.parent, LAZY_EXTERNAL_BYTES if lazy_bytes is None else lazy_bytes):
         if not model.graph.node:

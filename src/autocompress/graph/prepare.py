@@ -1,6 +1,7 @@
 """Preparation passes run on every loaded model before any strategy: graph in, graph out.
 
-name nodes -> fix input shapes -> lift Constant weights to initializers -> simplify -> infer shapes.
+upgrade an old opset and IR version -> name nodes -> fix input shapes -> lift Constant weights to initializers -> simplify
+-> infer shapes.
 """
 
 from __future__ import annotations
@@ -18,13 +19,30 @@ from autocompress.errors import ConfigError, ModelLoadError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data, weightless
 from autocompress.graph.load import model_tensors
-from autocompress.graph.naming import carry_names, name_nodes
 
 log = logging.getLogger(__name__)
 
 #: Kept out of simplification: BatchNormalization stays a separate node so training updates its statistics
 #: and ChannelPrune's bn_scale criterion can read it; ONNX Runtime fuses it at inference anyway.
 _SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvTransposeBN"]
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every node a unique name (configs and reports refer to nodes by name)."""
+    seen: Counter[str] = Counter(n.name for n in model.graph.node if n.name)
+    used = set(seen)
+    for i, node in enumerate(model.graph.node):
+        if node.name and seen[node.name] == 1:
+            continue
+        base = node.name or (f"{node.op_type}_{node.output[0]}" if node.output else f"{node.op_type}_{i}")
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        if node.name:
+            seen[node.name] -= 1
+        node.name = name
+        used.add(name)
+    return model
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -91,9 +109,8 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
     """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
-    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name,
-    the folded Conv and its weight the Conv's (see _restore_weight_names), and the BN's node name stays an alias of
-    the Conv (graph/naming.py). Models over 2 GB are left as they are: onnxslim
+    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name
+    and the folded weight the Conv's (see _restore_weight_names). Models over 2 GB are left as they are: onnxslim
     serializes the model and would hold several copies of it.
     """
     if exceeds_protobuf_limit(model):
@@ -107,7 +124,6 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
         return model
     if slim is None:
         return model
-    slim = carry_names(model, slim)  # onnxslim renames the nodes it fuses and drops node metadata
     return _restore_weight_names(model, slim) if fold_batch_norm else slim
 
 
@@ -224,17 +240,79 @@ def check_model(model: onnx.ModelProto) -> None:
     check_window_attributes(model)
 
 
+#: The oldest opset the passes take: the QDQ writer's per-channel DequantizeLinear needs 13, and every pass then sees
+#: one form of the ops whose attributes became inputs (Squeeze, Unsqueeze, Split, ReduceSum).
+MIN_OPSET = 13
+#: From IR version 4 on, initializers need not be graph inputs; the passes add and remove initializers freely.
+_INITIALIZERS_APART_IR = 4
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _ops_without_schema(model: onnx.ModelProto, opset: int) -> list[str]:
+    """Default-domain op types of the model that `opset` does not define (experimental ops such as ImageScaler)."""
+    missing = set()
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, opset):
+            missing.add(node.op_type)
+    return sorted(missing)
+
+
+def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model converted to MIN_OPSET by onnx's version converter when it is older; a model the converter cannot
+    upgrade is refused here, before any pass has changed it. Models over 2 GB are left as they are (the converter
+    takes a serialized model)."""
+    version = default_opset(model)
+    if version is None or version >= MIN_OPSET:
+        return model
+    if exceeds_protobuf_limit(model):
+        log.warning("the model uses opset %d and is over 2 GB; it is not converted to opset %d", version, MIN_OPSET)
+        return model
+    try:
+        upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
+        removed = _ops_without_schema(model, MIN_OPSET)
+        reason = f"ops {removed} no longer exist in opset {MIN_OPSET}" if removed else str(exc)
+        raise ModelLoadError(
+            f"the model uses opset {version}; autocompress needs opset >= {MIN_OPSET} and onnx's version converter "
+            f"cannot upgrade it ({reason}). Export the model with opset {MIN_OPSET} or newer"
+        ) from None
+    log.info("converted the model from opset %d to opset %d", version, MIN_OPSET)
+    return upgraded
+
+
+def upgrade_ir(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Raise the IR version to one that allows initializers apart from the graph inputs and fits the opsets.
+
+    Before IR 4 every initializer had to be listed as a graph input, and ONNX Runtime still treats those inputs as
+    constants; they are dropped from the inputs, so the model computes the same and later passes may add or remove
+    initializers without breaking the rule.
+    """
+    if model.ir_version >= _INITIALIZERS_APART_IR:
+        return model
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = max(_INITIALIZERS_APART_IR, needed)
+    return model
+
+
 def prepare_model(
     model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None
 ) -> onnx.ModelProto:
     """All preparation passes on a copy of `model`."""
     model = copy.deepcopy(model)
     check_model(model)
+    model = upgrade_ir(upgrade_opset(model))
     model = fix_input_shapes(model, input_shapes)
     model = lift_constants(model)
     model = simplify(model)
     model = infer_shapes(model)
+    model = name_nodes(model)
     check_model(model)
     return model
 
-    model = name_nodes(model)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 from autocompress.errors import DataError
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.prune.constants import set_constant
 from autocompress.prune.groups import ChannelAnalysis, GroupMember, node_label, removed_indices
+from autocompress.runtime.ort import create_session
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def channel_moments(
     probe = with_user_inputs(analysis.model, inputs)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = create_session(probe)
     names = {i.name for i in session.get_inputs()}
     sums: dict[str, np.ndarray] = {}
     squares: dict[str, np.ndarray] = {}

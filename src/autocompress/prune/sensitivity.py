@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from autocompress.errors import DataError
 from autocompress.prune.channel import select_channels
@@ -24,6 +23,7 @@ from autocompress.prune.compensate import Feed, Moments, apply_compensation, con
 from autocompress.prune.groups import ChannelAnalysis, find_channel_groups, node_label, removed_indices
 from autocompress.prune.masks import apply_masks, channel_masks
 from autocompress.prune.stats import node_macs
+from autocompress.runtime.ort import create_session
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class GroupSensitivity:
 
 
 def _outputs(model: onnx.ModelProto, feeds: list[Feed]) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = create_session(model)
     names = {i.name for i in session.get_inputs()}
     runs = [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in feeds]
     return np.concatenate([np.asarray(out, dtype=np.float64).ravel() for outs in runs for out in outs])

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from autocompress.errors import ConfigError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import exceeds_protobuf_limit, is_stubbed, saved_with_external_data
+from autocompress.runtime.ort_errors import REFUSALS, refusal_error
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def create_session(
     outputs: Sequence[str] = (),
     prepack: bool = False,
 ) -> ort.InferenceSession:
-    """An ORT session of `model`, with `outputs` added to its graph outputs.
+    """An ORT session of `model`, with `outputs` added to its graph outputs; every session is created here, so
+    that a model ORT refuses (unknown op, no kernel for a type) is a ModelLoadError naming the node.
 
     A model over 2 GB runs on SHARED_WEIGHTS without pre-packing, unless `prepack` (latency, which should be the
     deployed speed): ORT then maps the weights from the temporary file and keeps only their packed copy. Smaller
@@ -189,12 +191,16 @@ def create_session(
         options.inter_op_num_threads = 1
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
+    weights = None
     if isinstance(model, onnx.ModelProto) and not (prepack or optimized_model_path) and exceeds_protobuf_limit(model):
         weights = _share_weights(model, options)
-        with model_source(model, outputs) as source:
-            return SharedWeightsSession(source, options, target.providers, weights)
     with model_source(model, outputs) as source:
-        return ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
+        try:
+            if weights is not None:
+                return SharedWeightsSession(source, options, target.providers, weights)
+            return ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
+        except REFUSALS as exc:
+            raise refusal_error(exc, model, target.providers) from exc
 
 
 class Predictor:
