@@ -19,30 +19,13 @@ from autocompress.errors import ConfigError, ModelLoadError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data, weightless
 from autocompress.graph.load import model_tensors
+from autocompress.graph.naming import carry_names, name_nodes
 
 log = logging.getLogger(__name__)
 
 #: Kept out of simplification: BatchNormalization stays a separate node so training updates its statistics
 #: and ChannelPrune's bn_scale criterion can read it; ONNX Runtime fuses it at inference anyway.
 _SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvTransposeBN"]
-
-
-def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every node a unique name (configs and reports refer to nodes by name)."""
-    seen: Counter[str] = Counter(n.name for n in model.graph.node if n.name)
-    used = set(seen)
-    for i, node in enumerate(model.graph.node):
-        if node.name and seen[node.name] == 1:
-            continue
-        base = node.name or (f"{node.op_type}_{node.output[0]}" if node.output else f"{node.op_type}_{i}")
-        name, k = base, 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
-        if node.name:
-            seen[node.name] -= 1
-        node.name = name
-        used.add(name)
-    return model
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -109,8 +92,9 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
     """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
-    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name
-    and the folded weight the Conv's (see _restore_weight_names). Models over 2 GB are left as they are: onnxslim
+    QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name,
+    the folded Conv and its weight the Conv's (see _restore_weight_names), and the BN's node name stays an alias of
+    the Conv (graph/naming.py). Models over 2 GB are left as they are: onnxslim
     serializes the model and would hold several copies of it.
     """
     if exceeds_protobuf_limit(model):
@@ -124,6 +108,7 @@ def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.Mode
         return model
     if slim is None:
         return model
+    slim = carry_names(model, slim)  # onnxslim renames the nodes it fuses and drops node metadata
     return _restore_weight_names(model, slim) if fold_batch_norm else slim
 
 
@@ -308,11 +293,11 @@ def prepare_model(
     model = copy.deepcopy(model)
     check_model(model)
     model = upgrade_ir(upgrade_opset(model))
+    model = name_nodes(model)
     model = fix_input_shapes(model, input_shapes)
     model = lift_constants(model)
     model = simplify(model)
     model = infer_shapes(model)
-    model = name_nodes(model)
     check_model(model)
     return model
 
