@@ -1,11 +1,13 @@
 """EMD evaluation: sessions opened per evaluation."""
 
+import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 from autocompress import evaluation
 from autocompress.data.batches import BatchAdapter, input_specs
+from autocompress.errors import DataError
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.search.emd import emd_distance
 
@@ -38,3 +40,32 @@ def test_the_baseline_evaluation_opens_one_session_of_the_original(tiny_cnn, tin
                             [Predictor(candidate)(b) for b in tiny_batches])  # fmt: skip
     assert evaluator(candidate) == pytest.approx(expected, rel=1e-12) and expected > 0
     assert opened == [reference, candidate]  # every reference output was cached: no second reference session
+
+
+def accuracy(predictor) -> float:
+    return 0.5
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), np.float32(np.inf)])
+def test_a_non_finite_callback_metric_is_refused_naming_the_callback_and_value(tiny_cnn, value):
+    model = onnx.load(str(tiny_cnn))
+    evaluator = evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=lambda predictor: value)
+    evaluator.name = "accuracy"
+    with pytest.raises(DataError, match=rf"eval_callback 'accuracy' gave {float(value)} .*must be a finite number"):
+        evaluator(model)
+    assert evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=accuracy)(model) == 0.5
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy subtracts inf from inf
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_non_finite_emd_is_refused(tiny_cnn, tiny_batches, bad):
+    reference = onnx.load(str(tiny_cnn))
+    candidate = onnx.load(str(tiny_cnn))
+    bias = next(t for t in candidate.graph.initializer if t.name.endswith("head.bias"))
+    values = numpy_helper.to_array(bias).copy()
+    values[0] = bad  # one class's logit
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    batches = BatchAdapter(tiny_batches, input_specs(reference), "eval")
+    evaluator = evaluation.Evaluator(reference, resolve_hardware("cpu"), eval_batches=batches)
+    with pytest.raises(DataError, match=r"the EMD metric gave (nan|inf) .*must be a finite number.*NaN/Inf"):
+        evaluator(candidate)

@@ -143,7 +143,7 @@ class AutoCompression:
             train = BatchAdapter(self.train_dataloader, specs, "train_dataloader", prefetch=g.prefetch_batches)
         if self.eval_dataloader is not None:
             eval_batches = BatchAdapter(self.eval_dataloader, specs, "eval_dataloader", prefetch=g.prefetch_batches)
-        first_source = train or eval_batches
+        first_source = train if train is not None else eval_batches
         if first_source is None:
             raise ConfigError("train_dataloader is None; compression needs data (calibration or training batches)")
         sample_feed = _batch_one(first_source.first()[0])

@@ -94,6 +94,17 @@ class ReferenceOutputs:
         return compared
 
 
+def finite_metric(value: float, source: str, hint: str) -> float:
+    """`value`, or a DataError for NaN and ±inf: they compare false or unbeatable against every other score, so no
+    candidate could be chosen by them, and they cannot be written to report.json as strict JSON."""
+    if not math.isfinite(value):
+        raise DataError(
+            f"{source} gave {value} for the model being scored; a metric must be a finite number (NaN, inf and "
+            f"-inf are refused): {hint}"
+        )
+    return value
+
+
 class Evaluator:
     """Scores ONNX models. `better(a, b)` and `drop(baseline, value)` respect the metric's direction.
 
@@ -135,16 +146,16 @@ class Evaluator:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"eval_callback must return a number, it returned {value!r}") from None
-            if math.isnan(value):
-                raise DataError("eval_callback returned NaN; check the eval function and data")
-            return value
+            return finite_metric(value, f"eval_callback {self.name!r}", "check the eval function and data")
         # scoring the original itself (the baseline) reuses its session rather than opening a second one
         reference = self._reference
         predictor = reference.predictor() if model is reference.model else Predictor(model, self.hardware, self.threads)
         distances = []
         for feed, outputs in reference:
             distances.extend(output_distances(outputs, predictor(feed)))
-        return float(np.mean(distances)) if distances else 0.0
+        value = float(np.mean(distances)) if distances else 0.0
+        return finite_metric(value, "the EMD metric", "an output of the original or the scored model on "
+                             "eval_dataloader holds NaN/Inf")  # fmt: skip
 
     def tolerance(self, baseline: float, relative: float) -> float:
         """The metric drop that counts as `relative` (e.g. 0.01 = 1%).

@@ -43,7 +43,7 @@ def test_bad_batches_are_named(specs, batch, words):
 
 
 def test_empty_and_one_shot_loaders(specs):
-    with pytest.raises(DataError, match="yielded no usable batch"):
+    with pytest.raises(DataError, match="train_dataloader yielded no batches"):
         list(BatchAdapter([], specs))
     with pytest.raises(DataError, match="one-shot iterator"):
         BatchAdapter((b for b in [{"x": np.zeros((1, 3, 16, 16), np.float32)}]), specs)

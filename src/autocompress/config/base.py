@@ -59,6 +59,14 @@ class Section(BaseModel):
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, section or cls.__name__, cls)) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignments are validated too (API arguments override config keys this way): a bad value is a
+        ConfigError naming the key, as when the config is loaded."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, type(self).__name__, type(self))) from None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data with every default filled in, as written to save_dir/config.yaml."""
         return self.model_dump(mode="json")

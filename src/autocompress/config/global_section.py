@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from autocompress.config.base import Section
 from autocompress.data.batches import DEFAULT_PREFETCH_BATCHES
@@ -26,6 +26,10 @@ class DataSection(Section):
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     bgr: bool = False
     limit: Optional[int] = Field(None, ge=1)
+
+
+#: Where training can run: torch on the CPU, or on CUDA ('gpu' is PaddleSlim's name for it).
+TRAINING_DEVICES = ("cpu", "gpu", "cuda")
 
 
 class GlobalConfig(Section):
@@ -53,6 +57,17 @@ class GlobalConfig(Section):
     #: Batches of train_dataloader / eval_dataloader read ahead in a background thread while ONNX Runtime or torch
     #: compute (PaddleSlim's num_workers, as threads); 0 reads them in the calling thread. Memory: prefetch + 2 batches.
     prefetch_batches: int = Field(DEFAULT_PREFETCH_BATCHES, ge=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name not in TRAINING_DEVICES:
+            raise ValueError(
+                f"unknown training device; allowed values are {list(TRAINING_DEVICES)} (pick a GPU with "
+                "CUDA_VISIBLE_DEVICES)"
+            )
+        return name
 
     def resolved_cache_dir(self) -> str:
         import os  # noqa: PLC0415

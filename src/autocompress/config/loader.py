@@ -14,6 +14,7 @@ from autocompress.config.combinations import check_combination, ordered_stage_ke
 from autocompress.config.global_section import GlobalConfig
 from autocompress.config.strategies import LEGACY_SECTION_NAMES, STRATEGY_SECTIONS
 from autocompress.config.train import TrainConfig
+from autocompress.config.yaml_reader import parse_yaml
 from autocompress.errors import ConfigError
 
 TOP_LEVEL_KEYS = ("Global", "TrainConfig", *STRATEGY_SECTIONS)
@@ -75,7 +76,7 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
         # Bytes, so that PyYAML detects UTF-8/UTF-16 from the BOM and reports undecodable bytes as a YAMLError.
-        data = yaml.safe_load(p.read_bytes())
+        data = parse_yaml(p.read_bytes())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     except RecursionError:

@@ -39,6 +39,18 @@ def _normalise_loss_name(value):
     return value
 
 
+def _non_negative_alphas(value):
+    """A negative alpha would train the student away from its teacher; 0 switches a term off."""
+    if not isinstance(value, list):
+        if value < 0:
+            raise ValueError("alpha must be >= 0 (0 switches the loss term off)")
+        return value
+    for index, alpha in enumerate(value):
+        if alpha < 0:
+            raise ValueError(f"alpha[{index}] = {alpha} is negative; every alpha must be >= 0")
+    return value
+
+
 class _QuantCommon(Section):
     quantize_op_types: list[str] = Field(default_factory=lambda: list(_DEFAULT_QUANT_OPS))
     weight_bits: int = Field(8, ge=2, le=16)
@@ -129,6 +141,7 @@ class Distillation(Section):
     label_loss_weight: float = Field(0.0, ge=0.0)
 
     _loss_names = field_validator("loss", mode="before")(_normalise_loss_name)
+    _alpha_range = field_validator("alpha")(_non_negative_alphas)
 
     @model_validator(mode="after")
     def _lengths_agree(self):
@@ -152,6 +165,7 @@ class MultiTeacherDistillation(Section):
     temperature: float = Field(1.0, gt=0.0)
 
     _loss_names = field_validator("loss", mode="before")(_normalise_loss_name)
+    _alpha_range = field_validator("alpha")(_non_negative_alphas)
 
     @model_validator(mode="after")
     def _per_teacher_lists_agree(self):

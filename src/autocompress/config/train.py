@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from autocompress.config.base import Section
+
+#: Keys of a learning_rate schedule that are the rate it trains with: a rate <= 0 leaves the weights as they are or
+#: climbs the loss.
+_POSITIVE_RATES = ("learning_rate", "max_learning_rate")
+#: Keys that are bounds a schedule may start from or decay to, where 0 is meaningful.
+_NON_NEGATIVE_RATES = ("base_learning_rate", "end_learning_rate", "eta_min", "start_lr", "end_lr", "min_lr")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_rate(key: str, value: Any, positive: bool) -> None:
+    """ValueError naming `key` (empty for the scalar learning_rate, which the error's prefix names) when a number is
+    out of range; other types are left to the schedule builder."""
+    if not _is_number(value):
+        return
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        allowed = "a finite number > 0" if positive else "a finite number >= 0"
+        where = f"{key} = {value!r}: " if key else ""
+        raise ValueError(f"{where}a learning rate must be {allowed}")
+
+
+def check_learning_rate(value: Any, key: str = "") -> None:
+    """Every rate in a float or a schedule dict (a nested LinearWarmup schedule and PiecewiseDecay's values too)."""
+    if not isinstance(value, dict):
+        _check_rate(key, value, positive=True)
+        return
+    key = key or "learning_rate"
+    for name in _POSITIVE_RATES + _NON_NEGATIVE_RATES:
+        if isinstance(value.get(name), dict):
+            check_learning_rate(value[name], f"{key}.{name}")
+        elif name in value:
+            _check_rate(f"{key}.{name}", value[name], positive=name in _POSITIVE_RATES)
+    values = value.get("values")
+    for index, rate in enumerate(values if isinstance(values, list) else []):
+        _check_rate(f"{key}.values[{index}]", rate, positive=False)
 
 
 class TrainConfig(Section):
@@ -50,6 +88,12 @@ class TrainConfig(Section):
         builder["optimizer"].update(args)
         data["optimizer_builder"] = builder
         return data
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _rates_in_range(cls, value: Union[float, dict[str, Any]]) -> Union[float, dict[str, Any]]:
+        check_learning_rate(value)
+        return value
 
     @model_validator(mode="after")
     def _one_length(self):

@@ -132,9 +132,13 @@ class BatchAdapter:
                     continue
                 yield converted
                 count += 1
+        if count == 0 and skipped:
+            raise DataError(
+                f"{self.what} yielded no usable batch ({skipped} batch(es) skipped for NaN/Inf); it must yield at "
+                "least one finite batch"
+            )
         if count == 0:
-            reason = f" ({skipped} batch(es) skipped for NaN/Inf)" if skipped else ""
-            raise DataError(f"{self.what} yielded no usable batch{reason}; it must yield at least one")
+            raise DataError(f"{self.what} yielded no batches; it must yield at least one")
         if skipped / (count + skipped) > self.max_nonfinite_fraction:
             raise DataError(
                 f"{self.what}: {skipped} of {count + skipped} batches hold NaN/Inf, more than the allowed "
@@ -146,14 +150,23 @@ class BatchAdapter:
         return FeedView(self)
 
     def first(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """The first batch, validated: used to fail fast before any long work."""
-        for item in self:
-            return item
-        raise DataError(f"{self.what} yielded no batch")  # pragma: no cover - __iter__ raises first
+        """The first usable batch, validated: emptiness is known by reading one batch, never by a full pass, so an
+        endless loader works and a fault shows before any long work."""
+        return next(iter(self))  # an empty loader raises DataError inside __iter__, never StopIteration
 
     def __len__(self) -> int:
-        total = sum(1 for _ in self._raw())
+        """The loader's own len() (within `limit`), when it has one. Counting by reading would cost a pass over the
+        data and never end for an endless loader, so without one this is a TypeError and callers that need the
+        number count as far as they need."""
+        source = self._source
+        if not hasattr(source, "__len__"):
+            raise TypeError(f"{self.what} ({type(source).__name__}) has no len(); its length is known only by reading")
+        total = len(source)
         return total if self.limit is None else min(self.limit, total)
+
+    def __bool__(self) -> bool:
+        """An adapter always stands for a given loader; whether it yields anything is known only by reading."""
+        return True
 
     def convert(self, batch: Any, index: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         names = self.input_names

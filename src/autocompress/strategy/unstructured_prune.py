@@ -16,7 +16,7 @@ from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
-from autocompress.train.loop import count_batches, total_steps
+from autocompress.train.loop import training_steps
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _check_training_reaches_target(schedule: GMPSchedule, ctx: CompressionContex
     if ctx.train_batches is None:
         return  # fine_tune names the missing dataloader
     train_config = ctx.config.train or TrainConfig()
-    steps = total_steps(train_config, count_batches(ctx.train_batches))
+    steps = training_steps(train_config, ctx.train_batches)
     if steps < schedule.target_iteration:
         raise ConfigError(
             f"UnstructurePrune.gmp_config reaches prune_ratio={schedule.target_ratio} only at iteration "

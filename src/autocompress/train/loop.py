@@ -21,6 +21,7 @@ checkpoint are broadcast so that every rank takes the same decisions.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 3
 DEFAULT_MIN_STEPS = 300
 DEFAULT_MAX_STEPS = 5000
+#: Batches read, at most, to learn the length of one pass of data without len() when TrainConfig.epochs needs it.
+MAX_COUNTED_BATCHES = 1_000_000
 
 Array = Union[np.ndarray, torch.Tensor]
 Batch = tuple[dict[str, Array], Optional[Array]]
@@ -96,16 +99,34 @@ def check_origin_metric(measured: float, origin_metric: Optional[float], toleran
         )
 
 
-def count_batches(batches: Iterable) -> int:
-    if isinstance(batches, Iterator):
-        raise DataError("the training data must be re-iterable (a list, a Dataset or a DataLoader), not an iterator")
+def count_batches(batches: Iterable, cap: Optional[int] = None) -> int:
+    """Batches in one pass: the data's len() when it has one, else counted by reading at most `cap` of them."""
     try:
         n = len(batches)  # type: ignore[arg-type]
     except TypeError:
-        n = sum(1 for _ in batches)
+        n = sum(1 for _ in itertools.islice(batches, cap))
     if n == 0:
         raise DataError("the training data yields no batch")
     return n
+
+
+def training_steps(config: TrainConfig, batches: Iterable) -> int:
+    """total_steps, reading the data only as far as the number depends on it: not at all with train_iter (an
+    endless loader works), up to the batches that reach DEFAULT_MAX_STEPS without epochs."""
+    if isinstance(batches, Iterator):
+        raise DataError("the training data must be re-iterable (a list, a Dataset or a DataLoader), not an iterator")
+    if config.train_iter is not None:
+        return config.train_iter
+    if config.epochs is None:
+        return total_steps(config, count_batches(batches, math.ceil(DEFAULT_MAX_STEPS / DEFAULT_EPOCHS)))
+    n = count_batches(batches, MAX_COUNTED_BATCHES + 1)
+    if n > MAX_COUNTED_BATCHES:
+        raise ConfigError(
+            f"TrainConfig.epochs = {config.epochs} needs the length of one pass, but the training data has no len() "
+            f"and yields more than {MAX_COUNTED_BATCHES} batches (an endless loader?); set TrainConfig.train_iter "
+            "to the number of steps instead"
+        )
+    return total_steps(config, n)
 
 
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
@@ -186,7 +207,7 @@ class _Trainer:
         self.forward = self._parallel_loss() if dist is not None else loss_fn
         self.evaluate, self.higher_is_better, self.on_step, self.device = evaluate, higher_is_better, on_step, device
         self.checkpoint_path = Path(work_dir) / CHECKPOINT_NAME
-        self.total = total_steps(config, count_batches(batches))
+        self.total = training_steps(config, batches)
         self.params = [p for p in student.parameters() if p.requires_grad]
         self.optimizer, self.gradients = build_optimizer(self.params, config.optimizer_builder)
         self.scheduler: Scheduler = build_scheduler(self.optimizer, config.learning_rate)
