@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from autocompress.config import CompressConfig, GlobalConfig, TrainConfig, load_config
-from autocompress.config.strategies import LEGACY_SECTION_NAMES, STRATEGY_SECTIONS
+from autocompress.config.registry import strategy_specs
+
+STRATEGY_SECTIONS = {spec.key: spec.section for spec in strategy_specs()}
+LEGACY_SECTION_NAMES = {alias: spec.key for spec in strategy_specs() for alias in spec.aliases}
 
 SECTION_CLASSES: dict[str, type[BaseModel]] = {"Global": GlobalConfig, "TrainConfig": TrainConfig, **STRATEGY_SECTIONS}
 SECTION_NAMES = [*SECTION_CLASSES, *LEGACY_SECTION_NAMES]

@@ -12,12 +12,10 @@ import yaml
 from autocompress.config.base import Section
 from autocompress.config.combinations import check_combination, ordered_stage_keys
 from autocompress.config.global_section import GlobalConfig
-from autocompress.config.strategies import LEGACY_SECTION_NAMES, STRATEGY_SECTIONS
+from autocompress.config.registry import RESERVED_KEYS, strategy_spec, strategy_specs
 from autocompress.config.train import TrainConfig
 from autocompress.config.yaml_reader import parse_yaml
 from autocompress.errors import ConfigError
-
-TOP_LEVEL_KEYS = ("Global", "TrainConfig", *STRATEGY_SECTIONS)
 
 
 @dataclass
@@ -140,9 +138,11 @@ def load_config(
 
     sections: dict[str, Any] = {}
     for key, value in raw.items():
-        name = LEGACY_SECTION_NAMES.get(key, key)
-        if name not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"unknown config section {key!r}; allowed sections are {list(TOP_LEVEL_KEYS)}")
+        spec = strategy_spec(key)
+        name = spec.key if spec else key
+        if spec is None and name not in RESERVED_KEYS:
+            allowed = [*RESERVED_KEYS, *(s.key for s in strategy_specs())]
+            raise ConfigError(f"unknown config section {key!r}; allowed sections are {allowed}")
         if name in sections:
             raise ConfigError(f"section {name!r} is given twice (as {key!r} and under its other name)")
         sections[name] = value
@@ -152,7 +152,7 @@ def load_config(
     if "TrainConfig" in sections:
         result.train = TrainConfig.parse(sections.pop("TrainConfig"), "TrainConfig")
     for key, value in sections.items():
-        result.strategies[key] = STRATEGY_SECTIONS[key].parse(value, key)
+        result.strategies[key] = strategy_spec(key).section.parse(value, key)
     check_combination(set(result.strategies))
     _check_writable(result)
     return result

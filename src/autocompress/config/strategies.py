@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from autocompress.config.base import Section
+from autocompress.config.registry import StrategySpec, register_strategy
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES
+from autocompress.quant.scales import unsupported_bits
 
 WeightQuantizeType = Literal["channel_wise_abs_max", "abs_max"]
 PtqAlgo = Literal["abs_max", "avg", "hist", "KL", "mse", "emd"]
@@ -53,8 +55,9 @@ def _non_negative_alphas(value):
 
 class _QuantCommon(Section):
     quantize_op_types: list[str] = Field(default_factory=lambda: list(_DEFAULT_QUANT_OPS))
-    weight_bits: int = Field(8, ge=2, le=16)
-    activation_bits: int = Field(8, ge=2, le=16)
+    #: Bounds are the QDQ writer's (quant.scales): a config that loads is one that exports.
+    weight_bits: int = 8
+    activation_bits: int = 8
     not_quant_pattern: list[str] = Field(default_factory=lambda: ["skip_quant"])
     weight_quantize_type: WeightQuantizeType = "channel_wise_abs_max"
     is_full_quantize: bool = False
@@ -70,6 +73,14 @@ class _QuantCommon(Section):
     def keeps_stem_float(self, hardware: str) -> bool:
         """float_stem, or by default on CPU targets only."""
         return self.float_stem if self.float_stem is not None else hardware == "cpu" and not self.for_tensorrt
+
+    @field_validator("weight_bits", "activation_bits")
+    @classmethod
+    def _storable_bits(cls, value: int, info: ValidationInfo) -> int:
+        problem = unsupported_bits(info.field_name, value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("quantize_op_types")
     @classmethod
@@ -288,17 +299,25 @@ class UnstructurePrune(Section):
         return self
 
 
-STRATEGY_SECTIONS: dict[str, type[Section]] = {
-    "QuantAware": QuantAware,
-    "QuantPost": QuantPost,
-    "Distillation": Distillation,
-    "MultiTeacherDistillation": MultiTeacherDistillation,
-    "HyperParameterOptimization": HyperParameterOptimization,
-    "ChannelPrune": ChannelPrune,
-    "ASPPrune": ASPPrune,
-    "TransformerPrune": TransformerPrune,
-    "UnstructurePrune": UnstructurePrune,
-}
-
-#: Older PaddleSlim top-level key names.
-LEGACY_SECTION_NAMES = {"Quantization": "QuantAware", "Prune": "ChannelPrune"}
+_STAGES = "autocompress.strategy"
+# Structure changes first, then distillation on its own, quantization last; one strategy per family.
+register_strategy(StrategySpec("ChannelPrune", ChannelPrune, f"{_STAGES}.channel_prune:ChannelPruneStage", order=10,
+                               family="prune/sparse", trains=True, aliases=("Prune",)))
+register_strategy(StrategySpec("ASPPrune", ASPPrune, f"{_STAGES}.asp_prune:ASPPruneStage", order=11,
+                               family="prune/sparse", trains=True))
+register_strategy(StrategySpec("TransformerPrune", TransformerPrune,
+                               f"{_STAGES}.transformer_prune:TransformerPruneStage", order=12, family="prune/sparse",
+                               trains=True))
+register_strategy(StrategySpec("UnstructurePrune", UnstructurePrune,
+                               f"{_STAGES}.unstructured_prune:UnstructurePruneStage", order=13,
+                               family="prune/sparse", trains=True))
+register_strategy(StrategySpec("Distillation", Distillation, f"{_STAGES}.distillation:DistillationStage", order=20,
+                               family="distillation", distils=True))
+register_strategy(StrategySpec("MultiTeacherDistillation", MultiTeacherDistillation,
+                               f"{_STAGES}.distillation:MultiTeacherDistillationStage", order=21,
+                               family="distillation", distils=True, runs_alone=True))
+register_strategy(StrategySpec("QuantAware", QuantAware, f"{_STAGES}.quant_aware:QuantAwareStage", order=30,
+                               family="quantization", trains=True, aliases=("Quantization",)))
+register_strategy(StrategySpec("QuantPost", QuantPost, f"{_STAGES}.quant_post:QuantPostStage", order=31,
+                               family="quantization"))
+register_strategy(StrategySpec("HyperParameterOptimization", HyperParameterOptimization, part_of="QuantPost"))

@@ -1,7 +1,7 @@
 """Fake-quant modules for quantization-aware training, with straight-through gradients.
 
 Each module quantizes and dequantizes in float so the network trains against the rounding it will see
-after export. The arithmetic is the QDQ writer's (quant.qdq), so a trained range exports unchanged:
+after export. The arithmetic is the QDQ writer's (quant.scales), so a trained range exports unchanged:
 
 * weights: symmetric signed, scale = abs max / (2**(bits-1) - 1) per output channel or per tensor,
   recomputed from the current weight every step (Paddle's channel_wise_abs_max / abs_max);
@@ -16,19 +16,16 @@ Gradients: d out / d x = 1 where x lies inside the representable range and 0 whe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from autocompress.errors import ConfigError
+from autocompress.quant.scales import activation_qparams
 from autocompress.quant.weights import broadcast_scale, quantization_levels
 
 ACTIVATION_QUANTIZE_TYPES = ("moving_average_abs_max", "range_abs_max", "abs_max")
-# The QDQ writer's scale for a tensor that is constantly zero (any positive scale represents it).
-_ZERO_RANGE_SCALE = 1e-8 / 127.0
 # Paddle's initial PACT clipping value when no calibration range is known.
 PACT_DEFAULT_CLIP = 20.0
 
@@ -45,24 +42,6 @@ class ForwardCounter:
 
     def bump(self, *_: object) -> None:
         self.count += 1
-
-
-def activation_qparams(low: float, high: float, symmetric: bool, bits: int = 8) -> tuple[float, int, int, int]:
-    """(scale, zero point, qmin, qmax) of the QDQ writer for an activation range, in its exact arithmetic.
-
-    Computed in double precision and rounded to float32 once, as the writer stores the scale.
-    """
-    if symmetric:
-        qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        scale, zero_point = max(abs(low), abs(high)) / qmax, 0
-    else:
-        qmin, qmax = 0, 2**bits - 1
-        low, high = min(low, 0.0), max(high, 0.0)
-        scale = (high - low) / qmax
-        zero_point = int(min(max(round(-low / scale), qmin), qmax)) if scale > 0 else 0
-    if not math.isfinite(scale) or scale <= 0:
-        scale = _ZERO_RANGE_SCALE
-    return float(np.float32(scale)), zero_point, qmin, qmax
 
 
 class _RoundToGrid(torch.autograd.Function):

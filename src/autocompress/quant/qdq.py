@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -33,6 +34,7 @@ from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.graph.naming import aliases, carry_names, name_nodes, name_table, stable_names
 from autocompress.quant.affine import AffineChain, affine_chains, record_absorbed
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
+from autocompress.quant.scales import activation_qparams, unsupported_bits
 from autocompress.quant.weights import (
     check_weight_quantize_type,
     quantize_weight,
@@ -40,8 +42,10 @@ from autocompress.quant.weights import (
     weight_scales,
 )
 
-SUPPORTED_ACTIVATION_BITS = (8,)
-SUPPORTED_WEIGHT_BITS = tuple(range(2, 9))
+if TYPE_CHECKING:
+    from autocompress.config.strategies import QuantAware, QuantPost
+    from autocompress.runtime.ort import HardwareTarget
+
 # Activations a quantized node's output may pass through before its Q: ORT removes them when the range allows.
 _FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 # Inputs quantized as activations per extra op type (the others are shapes, scales, axes).
@@ -73,17 +77,28 @@ class QDQOptions:
             value = getattr(self, key)
             object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(value))
 
+    @classmethod
+    def from_section(cls, section: QuantPost | QuantAware, hardware: HardwareTarget) -> QDQOptions:
+        """The writer's options of a QuantPost or QuantAware section for `hardware`: the one place those settings
+        are mapped. TensorRT (for_tensorrt or a gpu target) wants symmetric S8 activations, ORT CPU asymmetric U8."""
+        return cls(
+            quantize_op_types=tuple(section.quantize_op_types),
+            is_full_quantize=section.is_full_quantize,
+            skip_names=tuple(getattr(section, "skip_tensor_list", None) or ()),
+            not_quant_pattern=tuple(section.not_quant_pattern),
+            activation_bits=section.activation_bits,
+            weight_bits=section.weight_bits,
+            weight_quantize_type=section.weight_quantize_type,
+            symmetric_activations=section.for_tensorrt or hardware.name == "gpu",
+            bias_correct=getattr(section, "bias_correct", False),
+            float_stem=section.keeps_stem_float(hardware.name),
+        )
+
     def validate(self) -> None:
-        if self.activation_bits not in SUPPORTED_ACTIVATION_BITS:
-            raise ConfigError(
-                f"activation_bits={self.activation_bits} is not supported: ONNX Runtime's integer kernels take "
-                f"8-bit activations only; allowed: {list(SUPPORTED_ACTIVATION_BITS)}"
-            )
-        if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
-            raise ConfigError(
-                f"weight_bits={self.weight_bits} is not supported: weights are stored as int8, so 2..8 bits "
-                f"(a narrower grid inside int8) are allowed"
-            )
+        for key in ("activation_bits", "weight_bits"):
+            problem = unsupported_bits(key, getattr(self, key))
+            if problem:
+                raise ConfigError(problem)
         check_weight_quantize_type(self.weight_quantize_type)
 
 
@@ -277,18 +292,9 @@ class _GraphWriter:
 
     def _params(self, low: float, high: float) -> tuple[np.float32, np.ndarray]:
         """Scale and zero point of a tensor with range [low, high]."""
-        if self.options.symmetric_activations:
-            scale = max(abs(low), abs(high)) / 127.0
-            zero_point = np.array(0, dtype=np.int8)
-        else:
-            low, high = min(low, 0.0), max(high, 0.0)
-            scale = (high - low) / 255.0
-            zero_point = np.array(0, dtype=np.uint8)
-            if scale > 0:
-                zero_point = np.array(np.clip(np.rint(-low / scale), 0, 255), dtype=np.uint8)
-        if not np.isfinite(scale) or scale <= 0:
-            scale = 1e-8 / 127.0  # constant-zero tensor: any positive scale represents it exactly
-        return np.float32(scale), zero_point
+        symmetric = self.options.symmetric_activations
+        scale, zero_point, _, _ = activation_qparams(low, high, symmetric)
+        return np.float32(scale), np.array(zero_point, dtype=np.int8 if symmetric else np.uint8)
 
     def _quantize_pair(self, source: str, name: str, write: tuple[str, str], read: tuple[str, str]) -> str:
         """QuantizeLinear of `source` with the `write` (scale, zero point) names, DequantizeLinear with `read`'s,

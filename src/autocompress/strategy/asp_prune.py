@@ -11,12 +11,11 @@ import onnx
 from autocompress.config.strategies import ASPPrune
 from autocompress.prune.asp import asp_masks
 from autocompress.runtime.torch_graph import TorchGraph
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 
 
-@register
 class ASPPruneStage(Stage):
     key = "ASPPrune"
 

@@ -1,11 +1,13 @@
-"""The Stage contract and the registry that maps config keys to stage classes.
+"""The Stage contract, and the lookup of the stage class that the strategy record of a config key names.
 
-A strategy registers itself with @register("Key"); planning looks keys up here, so adding a strategy touches no
-central if/else. A key without a registered class is a clear "not implemented" error, never a silent no-op.
+Strategies are registered in config.registry (key, section, stage, order, combination rules); planning resolves
+the stage here, so adding a strategy touches no central if/else. A key whose stage cannot be found is a clear
+"not implemented" error, never a silent no-op.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -16,8 +18,9 @@ import numpy as np
 import onnx
 
 from autocompress.config.loader import CompressConfig
+from autocompress.config.registry import strategy_spec, strategy_specs
 from autocompress.data.batches import BatchAdapter
-from autocompress.errors import StrategyNotImplementedError
+from autocompress.errors import ConfigError, StrategyNotImplementedError
 from autocompress.evaluation import Evaluator
 from autocompress.runtime.ort import HardwareTarget
 
@@ -65,24 +68,30 @@ class Stage(ABC):
         """Compress `model` (a copy may be modified) and return the result."""
 
 
-REGISTRY: dict[str, type[Stage]] = {}
-
-
-def register(cls: type[Stage]) -> type[Stage]:
-    REGISTRY[cls.key] = cls
-    return cls
-
-
 def stage_class(key: str) -> type[Stage]:
-    _load_builtin_strategies()
-    try:
-        return REGISTRY[key]
-    except KeyError:
+    """The Stage class of a registered strategy key, imported on first use (the stage modules pull in torch)."""
+    spec = strategy_spec(key)
+    if spec is None or spec.stage is None:
+        available = [s.key for s in strategy_specs() if s.stage is not None]
         raise StrategyNotImplementedError(
-            f"strategy {key!r} is not implemented in this version of autocompress; available: {sorted(REGISTRY)}"
-        ) from None
+            f"strategy {key!r} is not implemented in this version of autocompress; available: {available}"
+        )
+    stage = spec.stage if isinstance(spec.stage, type) else _import_stage(key, spec.stage)
+    if not (isinstance(stage, type) and issubclass(stage, Stage)) or stage.key != spec.key:
+        raise ConfigError(
+            f"strategy {key!r} is registered with stage {stage!r}, which is not a Stage subclass whose key is {key!r}"
+        )
+    return stage
 
 
-def _load_builtin_strategies() -> None:
-    """Import the modules whose @register calls fill REGISTRY (kept lazy: they pull in torch)."""
-    import autocompress.strategy.builtin  # noqa: F401,PLC0415
+def _import_stage(key: str, path: str) -> object:
+    """The object `path` ("package.module:Class") names; a missing module or name is a strategy this installation
+    lacks."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise StrategyNotImplementedError(
+            f"strategy {key!r} is not implemented in this installation of autocompress: its stage {path!r} cannot "
+            f"be imported ({exc})"
+        ) from exc

@@ -11,11 +11,10 @@ from autocompress.errors import ConfigError
 from autocompress.prune.channel import prune_channels
 from autocompress.prune.criteria import DATA_CRITERIA
 from autocompress.prune.sensitivity import sensitivity_ratios
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.training import fine_tune
 
 
-@register
 class ChannelPruneStage(Stage):
     key = "ChannelPrune"
 

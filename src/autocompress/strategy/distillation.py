@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import onnx
 
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.training import fine_tune
 
 
-@register
 class DistillationStage(Stage):
     key = "Distillation"
 
@@ -17,6 +16,5 @@ class DistillationStage(Stage):
         return StageResult(outcome.model, outcome.info)
 
 
-@register
 class MultiTeacherDistillationStage(DistillationStage):
     key = "MultiTeacherDistillation"

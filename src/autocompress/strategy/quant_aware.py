@@ -28,7 +28,7 @@ from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_qat, insert_fake_quant
 from autocompress.quant.qdq import QDQOptions, write_qdq_model
 from autocompress.runtime.torch_graph import TorchGraph
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,6 @@ CALIBRATION_BATCHES = 8
 INITIAL_RANGES = (("hist", 0.999), ("avg", 0.999), ("mse", 0.999))
 
 
-def qdq_options(section: QuantAware, ctx: CompressionContext) -> QDQOptions:
-    """TensorRT (for_tensorrt or a gpu deploy target) wants symmetric S8 activations; ORT CPU asymmetric U8."""
-    return QDQOptions(
-        quantize_op_types=tuple(section.quantize_op_types),
-        is_full_quantize=section.is_full_quantize,
-        not_quant_pattern=tuple(section.not_quant_pattern),
-        activation_bits=section.activation_bits,
-        weight_bits=section.weight_bits,
-        weight_quantize_type=section.weight_quantize_type,
-        symmetric_activations=section.for_tensorrt or ctx.hardware.name == "gpu",
-        float_stem=section.keeps_stem_float(ctx.hardware.name),
-    )
-
-
-@register
 class QuantAwareStage(Stage):
     key = "QuantAware"
     consumes = ("Distillation",)
@@ -66,7 +51,7 @@ class QuantAwareStage(Stage):
         cfg: QuantAware = self.section
         if ctx.train_batches is None:
             raise ConfigError("QuantAware trains the quantized model: pass train_dataloader (batches of model inputs)")
-        options = qdq_options(cfg, ctx)
+        options = QDQOptions.from_section(cfg, ctx.hardware)
         keep_zeros = (ctx.config.train or TrainConfig()).sparse_model or bool(SPARSE_KEYS & set(self.config.strategies))
         settings = FakeQuantSettings(
             activation_quantize_type=cfg.activation_quantize_type, moving_rate=cfg.moving_rate,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any
 
@@ -20,12 +20,12 @@ import onnx
 from autocompress.config.strategies import HyperParameterOptimization, QuantPost
 from autocompress.graph.prepare import simplify
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
-from autocompress.quant.ptq import calibration_tensors, quantize_post_training
+from autocompress.quant.ptq import PTQInfo, calibration_tensors, quantize_post_training
 from autocompress.quant.qdq import QDQOptions, WeightCache, check_skip_names
 from autocompress.quant.statistics import ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import search_ptq
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ class LatencyProbe:
         return self.measured[key]
 
 
-@register
 class QuantPostStage(Stage):
     key = "QuantPost"
     consumes = ("HyperParameterOptimization",)
@@ -83,30 +82,16 @@ class QuantPostStage(Stage):
     def name(self) -> str:
         return "QuantPost+HPO" if self.config.strategies.get("HyperParameterOptimization") else "QuantPost"
 
-    def _options(self, ctx: CompressionContext, skip: list[str] = ()) -> QDQOptions:
-        cfg: QuantPost = self.section
-        return QDQOptions(
-            quantize_op_types=tuple(cfg.quantize_op_types),
-            is_full_quantize=cfg.is_full_quantize,
-            skip_names=tuple(cfg.skip_tensor_list or ()) + tuple(skip),
-            not_quant_pattern=tuple(cfg.not_quant_pattern),
-            activation_bits=cfg.activation_bits,
-            weight_bits=cfg.weight_bits,
-            weight_quantize_type=cfg.weight_quantize_type,
-            symmetric_activations=cfg.for_tensorrt or ctx.hardware.name == "gpu",
-            float_stem=cfg.keeps_stem_float(ctx.hardware.name),
-        )
-
-    def _quantize(self, model, stats, ctx, params: dict[str, Any], skip: list[str] = ()) -> tuple[onnx.ModelProto, Any]:
-        o = self._options(ctx, list(skip))
+    def _quantize(
+        self, model: onnx.ModelProto, stats: ActivationStatistics, params: dict[str, Any], skip: Sequence[str] = ()
+    ) -> tuple[onnx.ModelProto, PTQInfo]:
+        """The section's options with the searched settings of `params`, and `skip` also left in float."""
         return quantize_post_training(
-            model, stats,
+            model, stats, self._options,
             algo=params["algo"], hist_percent=params.get("hist_percent", self.section.hist_percent),
+            batch_num=params.get("batch_num"), weight_cache=self._weight_cache,
             weight_quantize_type=params["weight_quantize_type"], bias_correct=params["bias_correct"],
-            quantize_op_types=o.quantize_op_types, is_full_quantize=o.is_full_quantize, skip_names=o.skip_names,
-            not_quant_pattern=o.not_quant_pattern, activation_bits=o.activation_bits, weight_bits=o.weight_bits,
-            symmetric_activations=o.symmetric_activations, float_stem=o.float_stem, batch_num=params.get("batch_num"),
-            weight_cache=self._weight_cache,
+            skip_names=(*self._options.skip_names, *skip),
         )
 
     def _calibrate(
@@ -116,16 +101,17 @@ class QuantPostStage(Stage):
             from autocompress.errors import ConfigError  # noqa: PLC0415
 
             raise ConfigError("QuantPost needs calibration data: pass train_dataloader")
-        tensors = calibration_tensors(model, self._options(ctx))
+        tensors = calibration_tensors(model, self._options)
         return collect_statistics(
             model, ctx.train_batches.feeds(), tensors, batch_nums=batch_nums,
-            activation_bits=self.section.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
+            activation_bits=self._options.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
             prefixes=prefixes, algorithms=algorithms,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         cfg: QuantPost = self.section
         self._weight_cache: WeightCache = {}  # trials, the final model and the fallback share the int weights
+        self._options = QDQOptions.from_section(cfg, ctx.hardware)
         hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
         float_model = model
         model = simplify(model, fold_batch_norm=True)
@@ -147,7 +133,7 @@ class QuantPostStage(Stage):
                    "weight_quantize_type": cfg.weight_quantize_type, "batch_num": cfg.batch_nums}
         if hpo is None:
             best_params = default
-            best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
+            best_model, ptq_info = self._quantize(model, stats, best_params)
             best_score, best_metric = score_of(best_model)
         else:
             # The QDQ model is a function of the activation ranges and the weight settings alone; other settings
@@ -156,7 +142,7 @@ class QuantPostStage(Stage):
             scores: dict[tuple, tuple[float, float]] = {}
 
             def evaluate(params: dict[str, Any]):
-                candidate, trial_info = self._quantize(model, stats, ctx, params)
+                candidate, trial_info = self._quantize(model, stats, params)
                 ranges = tuple(sorted(trial_info.ranges.items()))
                 same_model = (params["weight_quantize_type"], params["bias_correct"], ranges)
                 if same_model not in scores:
@@ -172,7 +158,7 @@ class QuantPostStage(Stage):
             best = min(trials, key=lambda t: t.score)
             best_params, best_score, best_metric = best.params, best.score, best.metric
             # quantizing again from the cached statistics is cheap and deterministic; no model is kept per trial
-            best_model, ptq_info = self._quantize(model, stats, ctx, best_params)
+            best_model, ptq_info = self._quantize(model, stats, best_params)
             info["trials"] = [
                 {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
             ]
@@ -199,11 +185,11 @@ class QuantPostStage(Stage):
 
     def _fallback(self, model, stats, ctx, params, nodes: list[str], max_drop: float):
         feeds = list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES))
-        sensitivity = node_sensitivity(model, nodes, lambda skip: self._quantize(model, stats, ctx, params, skip)[0], feeds)
+        sensitivity = node_sensitivity(model, nodes, lambda skip: self._quantize(model, stats, params, skip)[0], feeds)
         results: dict[int, tuple[onnx.ModelProto, float, float]] = {}
 
         def drop_of(float_nodes: list[str]) -> float:
-            candidate = self._quantize(model, stats, ctx, params, float_nodes)[0]
+            candidate = self._quantize(model, stats, params, float_nodes)[0]
             metric = ctx.evaluator(candidate)
             drop = ctx.evaluator.drop(ctx.baseline_metric, metric)
             results[len(float_nodes)] = (candidate, drop, metric)

@@ -20,7 +20,7 @@ from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
 from autocompress.prune.transformer import AttentionBlock, find_attention_blocks, prune_transformer
 from autocompress.runtime.torch_graph import TorchGraph
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,6 @@ def head_ablation_importance(
     return scores
 
 
-@register
 class TransformerPruneStage(Stage):
     key = "TransformerPrune"
 

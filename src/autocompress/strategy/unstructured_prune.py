@@ -13,7 +13,7 @@ from autocompress.errors import ConfigError
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
-from autocompress.strategy.base import CompressionContext, Stage, StageResult, register
+from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 from autocompress.train.loop import training_steps
@@ -21,7 +21,6 @@ from autocompress.train.loop import training_steps
 log = logging.getLogger(__name__)
 
 
-@register
 class UnstructurePruneStage(Stage):
     key = "UnstructurePrune"
 
