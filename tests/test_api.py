@@ -21,7 +21,9 @@ def _accuracy_like(predictor):
 def test_baseline_run_writes_a_complete_save_dir(tiny_cnn, tiny_batches, tmp_path):
     save = tmp_path / "out"
     result = AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_callback=_accuracy_like).compress()
-    assert sorted(p.name for p in save.iterdir()) == ["config.yaml", "model.onnx", "report.html", "report.json"]
+    assert sorted(p.name for p in save.iterdir()) == [
+        ".autocompress", "config.yaml", "model.onnx", "report.html", "report.json"
+    ]
     report = json.loads((save / "report.json").read_text())
     assert REPORT_KEYS <= set(report["baseline"]) and REPORT_KEYS <= set(report["compressed"])
     assert report["baseline"]["metric"] == 1.0 and report["baseline"]["params"] > 1000
@@ -41,16 +43,15 @@ def test_input_model_is_never_modified(tiny_cnn, tiny_batches, tmp_path):
     assert tiny_cnn.read_bytes() == before
 
 
-def test_save_dir_inside_model_dir_is_refused(tiny_cnn, tiny_batches):
-    for save in (tiny_cnn.parent, tiny_cnn.parent / "out"):
-        with pytest.raises(ConfigError, match="outside the model's folder"):
-            AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=save, eval_dataloader=tiny_batches)
+def test_save_dir_that_is_the_model_folder_is_refused(tiny_cnn, tiny_batches):
+    with pytest.raises(ConfigError, match="is the folder holding the model's file"):
+        AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=tiny_cnn.parent, eval_dataloader=tiny_batches)
 
 
 def test_save_dir_containing_the_model_is_refused(tiny_cnn, tiny_batches):
     """save_dir is replaced as a whole on success: a save_dir above the model's folder would delete the model."""
     before = tiny_cnn.read_bytes()
-    with pytest.raises(ConfigError, match="contains the model's folder"):
+    with pytest.raises(ConfigError, match="contains the model's file"):
         AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=tiny_cnn.parent.parent, eval_dataloader=tiny_batches)
     assert tiny_cnn.read_bytes() == before
 
@@ -100,10 +101,28 @@ def test_previous_result_survives_a_failed_rerun(tiny_cnn, tiny_batches, tmp_pat
 
 
 def test_unimplemented_strategy_is_a_clear_error(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
-    from autocompress.config import registry
+    import autocompress.strategy.base as base
 
-    missing = dataclasses.replace(registry.strategy_spec("ASPPrune"), stage="autocompress.strategy.missing:Stage")
-    monkeypatch.setitem(registry._SPECS, "ASPPrune", missing)
+    monkeypatch.setattr(base, "REGISTRY", {})
+    monkeypatch.setattr(base, "_load_builtin_strategies", lambda: None)
     with pytest.raises(StrategyNotImplementedError, match="not implemented"):
         AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"ASPPrune": {}},
                         eval_dataloader=tiny_batches).compress()
+
+
+def test_report_json_is_strict_json_when_a_number_is_not_finite(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
+    """NaN and inf never reach report.json (strict parsers reject them): they become null, with the reason."""
+    import autocompress.api as api
+
+    summarize = api.summarize
+    monkeypatch.setattr(api, "summarize", lambda *a, **k: dataclasses.replace(summarize(*a, **k),
+                                                                              latency_p90_ms=float("inf")))  # fmt: skip
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", eval_dataloader=tiny_batches).compress()
+    report = json.loads(result.report_path.read_text(), parse_constant=refuse)
+    assert report["baseline"]["latency_p90_ms"] is None and report["compressed"]["latency_p90_ms"] is None
+    assert report["non_finite"] == {"baseline.latency_p90_ms": "inf", "compressed.latency_p90_ms": "inf"}
+    assert result.report == report

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +26,17 @@ from autocompress.graph.prepare import check_structure, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.summary import ModelSummary, summarize
 from autocompress.runtime.ort import Predictor, resolve_hardware
-from autocompress.savedir import atomic_dir, check_save_dir, work_dir_for
+from autocompress.identity import input_files, run_identity
+from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult
 from autocompress.strategy.plan import plan_stages
 from autocompress.train import distributed
 from autocompress.train.loop import check_origin_metric
 
 log = logging.getLogger(__name__)
+
+#: save_dir when neither the save_dir argument nor Global.save_dir names one
+DEFAULT_SAVE_DIR = "./output"
 
 
 @dataclass
@@ -76,6 +80,8 @@ class AutoCompression:
     objects). `eval_callback(predictor) -> float` scores a candidate (higher is better unless
     `higher_is_better=False`); without it, the EMD to the original model on `eval_dataloader` is the metric.
     `devices` is where training runs ('cpu' or 'gpu'); `deploy_hardware` is where the model will run.
+    `save_dir` (default: Global.save_dir, else './output') must be new, an empty folder or an earlier result of
+    autocompress; it may sit beside the model's files but not hold them.
     """
 
     def __init__(
@@ -84,7 +90,7 @@ class AutoCompression:
         train_dataloader: Iterable | Callable[[], Iterable] | None,
         model_filename: str | None = None,
         params_filename: str | None = None,
-        save_dir: str | os.PathLike | None = "./output",
+        save_dir: str | os.PathLike | None = None,
         config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
         input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None,
         target_speedup: float | str | None = None,
@@ -112,14 +118,14 @@ class AutoCompression:
         for key, value in overrides.items():
             if value is not None:
                 setattr(g, key, value)
-        if save_dir is not None and (g.save_dir is None or save_dir != "./output"):
-            g.save_dir = str(save_dir)
-        if g.save_dir is None:
-            g.save_dir = "./output"
+        if save_dir is not None:  # the argument wins over Global.save_dir
+            g.save_dir = _save_dir_argument(save_dir)
+        elif g.save_dir is None:
+            g.save_dir = DEFAULT_SAVE_DIR
         if g.model_dir is None:
             raise ConfigError("model_dir is not set: pass it or set Global.model_dir in the config")
         self.kind, self.model_path, self.params_path = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
-        self.save_dir = check_save_dir(g.save_dir, self.model_path.parent)
+        self.save_dir = check_save_dir(g.save_dir, [p for p in (self.model_path, self.params_path) if p is not None])
         self.hardware = resolve_hardware(g.deploy_hardware)
         self.train_dataloader = train_dataloader
         self.eval_callback = eval_callback
@@ -135,6 +141,8 @@ class AutoCompression:
         g = self.config.global_
         log.info("loading %s", self.model_path)
         external = self.kind == "onnx" and stores_external_data(self.model_path)
+        files = input_files(self.model_path, self.params_path, external)
+        refuse_model_files(g.save_dir, self.save_dir, files)  # external data files are known only now
         # the loaded model is not kept: a model over 2 GB would otherwise be held twice the whole run
         model = prepare_model(load_model(g.model_dir, g.model_filename, g.params_filename), g.input_shapes)
         specs = input_specs(model)
@@ -159,7 +167,7 @@ class AutoCompression:
 
         # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
         suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
-        work_dir = work_dir_for(self.save_dir, suffix)
+        work_dir = work_dir_for(self.save_dir, suffix, run_identity(files, self.config, specs))
         ctx = CompressionContext(
             config=self.config,
             original=model,
@@ -171,10 +179,24 @@ class AutoCompression:
             sample_feed=sample_feed,
             threads=g.latency_threads,
         )
+        try:
+            result = self._finish(ctx, baseline, external, started, [train, eval_batches])
+        except BaseException:  # a checkpoint stays for the rerun to resume; an unused work folder goes
+            discard_work_dir(work_dir, self.save_dir, keep_progress=True)
+            raise
+        discard_work_dir(work_dir, self.save_dir)
+        distributed.barrier()  # the other ranks return once save_dir is complete
+        return result
+
+    def _finish(
+        self, ctx: CompressionContext, baseline: ModelSummary, external: bool, started: float,
+        data: list[BatchAdapter | None],
+    ) -> CompressResult:  # fmt: skip
+        """Run the stages, check and measure the result, and (rank 0) commit it to save_dir."""
         stages = plan_stages(self.config)
         timeline = []
         candidates: list[dict[str, Any]] = []
-        current = model
+        current = ctx.original
         for stage in stages:
             t0 = time.perf_counter()
             log.info("stage %s", stage.name)
@@ -183,14 +205,15 @@ class AutoCompression:
             timeline.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), "info": result.info})
             candidates.extend({"stage": stage.name, **c} for c in result.candidates)
 
-        validate_exported(current, sample_feed, self.hardware)
-        metric = evaluator(current) if stages else baseline_metric
-        compressed = summarize(current, metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
-        report = {
+        validate_exported(current, ctx.sample_feed, self.hardware)
+        metric = ctx.evaluator(current) if stages else ctx.baseline_metric
+        g = self.config.global_
+        compressed = summarize(current, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads)
+        report = strict_report({
             "baseline": baseline.to_dict(),
             "compressed": compressed.to_dict(),
             "speedup": round(baseline.latency_ms / max(compressed.latency_ms, 1e-9), 4),
-            "metric_higher_is_better": evaluator.higher_is_better,
+            "metric_higher_is_better": ctx.evaluator.higher_is_better,
             "strategy": [s.name for s in stages],
             "plan": [{"plan": t["info"]["plan"], "reasons": t["info"].get("reasons", [])} for t in timeline
                      if "plan" in t["info"]],
@@ -198,21 +221,12 @@ class AutoCompression:
             "candidates": candidates,
             "elapsed_s": round(time.perf_counter() - started, 3),
             "hardware": self._hardware_info(),
-            "data": {
-                "train_batches_skipped_nonfinite": sorted(train.skipped) if train is not None else [],
-                "eval_batches_skipped_nonfinite": sorted(eval_batches.skipped) if eval_batches is not None else [],
-            },
+            "data": {f"{source}_batches_skipped_nonfinite": sorted(batches.skipped) if batches is not None else []
+                     for source, batches in zip(("train", "eval"), data)},
             "model": {"source": str(self.model_path), "format": self.kind},
-        }
+        })  # fmt: skip
         if distributed.is_primary():
-            with atomic_dir(self.save_dir) as tmp:
-                save_model(current, tmp / "model.onnx", external)
-                save_config(self.config, tmp / "config.yaml")
-                (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
-                write_html(json.loads((tmp / "report.json").read_text(encoding="utf-8")), tmp)
-            log.info("saved %s", self.save_dir)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        distributed.barrier()  # the other ranks return once save_dir is complete
+            self._save(current, report, external)
         return CompressResult(
             save_dir=self.save_dir,
             model_path=self.save_dir / "model.onnx",
@@ -223,6 +237,15 @@ class AutoCompression:
             compressed=compressed,
             strategy=report["strategy"],
         )
+
+    def _save(self, model: onnx.ModelProto, report: dict[str, Any], external: bool) -> None:
+        """Write the result into a temp folder that replaces save_dir in one rename."""
+        with atomic_dir(self.save_dir) as tmp:
+            save_model(model, tmp / "model.onnx", external)
+            save_config(self.config, tmp / "config.yaml")
+            (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
+            write_html(report, tmp)
+        log.info("saved %s", self.save_dir)
 
     def _hardware_info(self) -> dict[str, Any]:
         return {
@@ -248,11 +271,35 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool = False) -> No
         onnx.save_model(model, str(path))
 
 
-def _json_default(value: Any):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+def _save_dir_argument(save_dir: Any) -> str:
+    if not isinstance(save_dir, (str, os.PathLike)):
+        raise ConfigError(f"save_dir must be a folder path (str or os.PathLike), got {type(save_dir).__name__}")
+    return os.fspath(save_dir)
+
+
+def strict_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report as strict JSON data (report.json must load in any JSON parser): a NaN or inf becomes null, and
+    "non_finite" names where each was and what it was."""
+    nulled: dict[str, str] = {}
+    plain = _plain(report, "", nulled)
+    if nulled:
+        plain["non_finite"] = nulled
+    return plain
+
+
+def _plain(value: Any, where: str, nulled: dict[str, str]) -> Any:
+    """`value` as JSON data: numpy scalars and arrays as numbers and lists, paths as strings, NaN/inf as None."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        nulled[where] = str(value)
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}" if where else str(k), nulled) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]", nulled) for i, v in enumerate(value)]
+    return value

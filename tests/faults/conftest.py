@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from autocompress.savedir import write_marker
+
 _RECORDS = pytest.StashKey[list]()
 
 
 @pytest.fixture
 def previous(tmp_path) -> tuple[Path, dict[str, bytes]]:
-    """A save_dir holding an earlier result, and its bytes."""
+    """A save_dir holding an earlier result (marked as autocompress's), and its bytes."""
     save_dir = tmp_path / "out"
     save_dir.mkdir()
+    write_marker(save_dir)
     for name in ("model.onnx", "config.yaml", "report.json"):
         (save_dir / name).write_bytes(f"earlier {name}".encode())
     return save_dir, {p.name: p.read_bytes() for p in save_dir.iterdir()}

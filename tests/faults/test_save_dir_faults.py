@@ -17,7 +17,7 @@ import autocompress.api as api
 import autocompress.train.checkpoint as checkpoint
 from autocompress import AutoCompression
 from autocompress.errors import SaveDirError
-from autocompress.savedir import atomic_dir, work_dir_for
+from autocompress.savedir import atomic_dir, work_dir_for, write_marker
 
 
 class _FillingFile:
@@ -90,7 +90,7 @@ def test_a_full_disk_while_save_dir_is_written_keeps_the_previous_result(
         _compress(tiny_cnn, tiny_batches, save_dir)
     assert str(save_dir) in str(info.value) and "No space left on device" in str(info.value)
     assert _snapshot(save_dir) == before
-    assert sorted(p.name for p in save_dir.parent.iterdir()) == ["model", "out", "out.work"]
+    assert sorted(p.name for p in save_dir.parent.iterdir()) == ["model", "out", "out.work"]  # the search journal
 
 
 def test_a_save_dir_that_cannot_be_replaced_is_restored(tiny_cnn, tiny_batches, previous, monkeypatch):
@@ -152,6 +152,7 @@ def test_what_a_kill_during_the_final_write_left_is_repaired(tmp_path):
     save_dir = tmp_path / "out"
     previous = tmp_path / "out.previous"  # killed between moving the old result aside and moving the new one in
     previous.mkdir()
+    write_marker(previous)
     (previous / "report.json").write_text("old")
     stale = tmp_path / f".out.tmp-{_dead_pid()}-abc"  # killed while the new result was written
     stale.mkdir()
@@ -161,6 +162,7 @@ def test_what_a_kill_during_the_final_write_left_is_repaired(tmp_path):
     assert (save_dir / "report.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "out", "out.work"]
     previous.mkdir()  # killed after the swap, before the clean-up
+    write_marker(previous)
     with atomic_dir(save_dir) as tmp:
         (tmp / "report.json").write_text("new")
     assert (save_dir / "report.json").read_text() == "new"

@@ -167,12 +167,13 @@ def test_zero_conv_stride_is_refused_before_shape_inference():
 def test_save_dir_may_not_reach_the_model_folder_by_any_path(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
+    model = model_dir / "m.onnx"
+    model.write_bytes(b"")
     os.symlink(model_dir, tmp_path / "alias")
-    for save_dir in (model_dir, model_dir / "out", tmp_path / "alias", tmp_path / "alias" / "out",
-                     tmp_path / "elsewhere" / ".." / "model" / "out"):
-        with pytest.raises(ConfigError, match="outside the model's folder"):
-            check_save_dir(save_dir, model_dir)
-    assert check_save_dir(tmp_path / "model_out", model_dir) == (tmp_path / "model_out").resolve()
+    for save_dir in (model_dir, tmp_path / "alias" / ".." / "model", tmp_path / "elsewhere" / ".." / "model"):
+        with pytest.raises(ConfigError, match="is the folder holding the model's file"):
+            check_save_dir(save_dir, [model])
+    assert check_save_dir(tmp_path / "model_out", [model]) == (tmp_path / "model_out").resolve()
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -13,11 +13,11 @@ from autocompress.config.train import TrainConfig  # noqa: E402
 from autocompress.train.loop import train_loop  # noqa: E402
 
 
-def train_tiny(work_dir: Path, kill_at: int = 0) -> dict:
+def train_tiny(work_dir: Path, kill_at: int = 0, pair=make_pair) -> dict:
     """The final student state, step count and history of a fixed small run (single-threaded for bitwise results)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    student, distiller = make_pair(dropout=0.2)
+    student, distiller = pair(dropout=0.2)
     config = TrainConfig(
         epochs=3, eval_iter=4, logging_iter=2, seed=7,
         learning_rate={"type": "StepDecay", "learning_rate": 0.05, "step_size": 5, "gamma": 0.5},

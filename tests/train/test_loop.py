@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from autocompress.config.train import TrainConfig
+from autocompress.distill.distiller import Distiller
+from autocompress.distill.nodes import DistillTerm
 from autocompress.errors import ConfigError, DataError
 from autocompress.train.checkpoint import CHECKPOINT_NAME
 from autocompress.train.loop import (
@@ -20,7 +23,7 @@ from autocompress.train.loop import (
 )
 
 from .resume_worker import train_tiny
-from .tiny import LabelledBatches, make_pair
+from .tiny import FeedsMLP, LabelledBatches, make_pair
 
 HERE = Path(__file__).parent
 
@@ -183,3 +186,22 @@ def test_run_killed_mid_way_resumes_to_the_same_final_weights(tmp_path):
     for k in straight["state"]:
         torch.testing.assert_close(straight["state"][k], again["state"][k], rtol=0, atol=1e-6)
     assert straight["history"] == again["history"]
+
+
+def _wider_pair(dropout: float = 0.0):
+    """The tiny pair with a student of other shapes (a hidden layer of 6, not 8)."""
+    student, teacher = FeedsMLP(1, dropout), FeedsMLP(2)
+    student.fc1, student.bn, student.fc2 = nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)
+    return student, Distiller(student, [teacher], [DistillTerm("l2", ("logits",), ("logits",), 1.0)])
+
+
+def test_a_checkpoint_of_a_student_with_other_shapes_is_not_resumed(tmp_path, caplog):
+    killed = _run_worker(tmp_path / "work", tmp_path / "killed.pt", kill_at=10)
+    assert killed.returncode == 3 and (tmp_path / "work" / CHECKPOINT_NAME).exists(), killed.stderr
+    with caplog.at_level(logging.WARNING, logger="autocompress.train.loop"):
+        rerun = train_tiny(tmp_path / "work", pair=_wider_pair)
+    assert "not resuming from checkpoint" in caplog.text and "'fc1.weight' has shape (8, 4)" in caplog.text
+    fresh = train_tiny(tmp_path / "fresh", pair=_wider_pair)
+    assert rerun["steps"] == fresh["steps"] == 18
+    for k in fresh["state"]:
+        torch.testing.assert_close(rerun["state"][k], fresh["state"][k], rtol=0, atol=0)

@@ -248,13 +248,25 @@ class _Trainer:
         if not (self.config.resume and self.checkpoint_path.exists()):
             return None
         state = load_checkpoint(self.checkpoint_path)
-        if state.get("total_steps") != self.total or state.get("seed") != self.config.seed:
-            log.warning(
-                "checkpoint %s was made for %s steps with seed %s, this run has %s steps and seed %s; starting over",
-                self.checkpoint_path, state.get("total_steps"), state.get("seed"), self.total, self.config.seed,
-            )  # fmt: skip
+        reason = self._mismatch(state)
+        if reason is not None:
+            log.warning("not resuming from checkpoint %s: %s; training starts over", self.checkpoint_path, reason)
             return None
         return state
+
+    def _mismatch(self, state: dict[str, Any]) -> Optional[str]:
+        """Why a checkpoint cannot continue this training (None when it can): another length or seed, or a student
+        with other tensors (another model), which loading would fail on."""
+        if state.get("total_steps") != self.total or state.get("seed") != self.config.seed:
+            return (f"it was made for {state.get('total_steps')} steps with seed {state.get('seed')}, this run has "
+                    f"{self.total} steps and seed {self.config.seed}")  # fmt: skip
+        saved, current = state.get("student") or {}, self.student.state_dict()
+        if saved.keys() != current.keys():
+            return "its student has other tensors than this run's model"
+        for name, tensor in current.items():
+            if tuple(saved[name].shape) != tuple(tensor.shape):
+                return f"its tensor {name!r} has shape {tuple(saved[name].shape)}, this run's model {tuple(tensor.shape)}"
+        return None
 
     def restore(self) -> None:
         """Resume from rank 0's checkpoint (every rank receives the same state)."""
