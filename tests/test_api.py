@@ -101,10 +101,10 @@ def test_previous_result_survives_a_failed_rerun(tiny_cnn, tiny_batches, tmp_pat
 
 
 def test_unimplemented_strategy_is_a_clear_error(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
-    import autocompress.strategy.base as base
+    from autocompress.config import registry
 
-    monkeypatch.setattr(base, "REGISTRY", {})
-    monkeypatch.setattr(base, "_load_builtin_strategies", lambda: None)
+    missing = dataclasses.replace(registry.strategy_spec("ASPPrune"), stage="autocompress.strategy.missing:Stage")
+    monkeypatch.setitem(registry._SPECS, "ASPPrune", missing)
     with pytest.raises(StrategyNotImplementedError, match="not implemented"):
         AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"ASPPrune": {}},
                         eval_dataloader=tiny_batches).compress()
