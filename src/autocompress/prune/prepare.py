@@ -14,10 +14,10 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 from onnx.reference import ReferenceEvaluator
-from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
 
 from autocompress.graph.external import is_on_disk
 from autocompress.graph.index import GraphIndex
+from autocompress.graph.symbolic_shapes import inferred_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -33,37 +33,7 @@ def shape_inferred(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | 
                 dim.Clear()
                 dim.dim_value = int(value)
     _fold_constants(model_copy)
-    # ORT's symbolic inference follows Shape->Gather->Concat->Reshape chains of dynamic-batch exports,
-    # which onnx's inference leaves rank-less; both are best effort and unknown shapes are handled.
-    try:
-        inferred = _symbolic_shapes(model_copy)
-        if inferred is not None:
-            return inferred
-    except Exception as exc:
-        logger.debug("symbolic shape inference failed (%s); using onnx shape inference", exc)
-    try:
-        return onnx.shape_inference.infer_shapes(model_copy, data_prop=True)
-    except Exception as exc:
-        logger.warning("shape inference failed (%s); channel analysis continues without shapes", exc)
-        return model_copy
-
-
-def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """The steps of ORT's `SymbolicShapeInference.infer_shapes`, without its side effect.
-
-    When some shape stays unknown, `infer_shapes` saves `sym_shape_infer_temp.onnx` (and its external data)
-    into the working directory before raising. Nothing may be written outside save_dir, and changing the
-    working directory around the call would be process-wide (unsafe with threads), so the steps run here and
-    an incomplete result is None, as a failure was before (onnx's inference is used instead)."""
-    if (get_opset(model) or 0) < 7:  # infer_shapes refuses these too
-        return None
-    inference = SymbolicShapeInference(2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
-    inference._preprocess(model)
-    complete = False
-    while inference.run_:
-        complete = inference._infer_impl()
-    inference._update_output_from_vi()
-    return inference.out_mp_ if complete else None
+    return inferred_shapes(model_copy)
 
 
 _NO_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan"}
