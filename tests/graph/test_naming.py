@@ -24,7 +24,8 @@ from tests.graph.test_prepare import _conv_bn_model
 def _chain(names: list[str]) -> onnx.ModelProto:
     """x -> Relu -> Neg -> Relu -> y, with the given node names ("" for none)."""
     ops, tensors = ["Relu", "Neg", "Relu"], ["x", "a", "b", "y"]
-    nodes = [helper.make_node(op, [tensors[i]], [tensors[i + 1]], name=name) for i, (op, name) in enumerate(zip(ops, names))]
+    nodes = [helper.make_node(op, [tensors[i]], [tensors[i + 1]], name=name)
+             for i, (op, name) in enumerate(zip(ops, names))]
     value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [2])  # noqa: E731
     graph = helper.make_graph(nodes, "chain", [value("x")], [value("y")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -90,16 +91,20 @@ def test_conv_affine_folding_records_the_folded_nodes():
     assert terms[0].teacher_nodes == terms[0].student_nodes == ("y",)
 
 
+def _block(cin: int, cout: int, groups: int) -> list[nn.Module]:
+    """A 3x3 depthwise (groups > 1) or 1x1 pointwise Conv, BatchNorm, ReLU."""
+    kernel = 3 if groups > 1 else 1
+    return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
 class MobileNet(nn.Module):
     """Conv+BN+ReLU blocks with depthwise convs, as in a mobile CNN."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        block = lambda cin, cout, groups: [nn.Conv2d(cin, cout, 3 if groups > 1 else 1, padding=int(groups > 1),  # noqa: E731
-                                                     groups=groups), nn.BatchNorm2d(cout), nn.ReLU()]
         self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  *block(8, 8, 8), *block(8, 16, 1), *block(16, 16, 16), nn.Conv2d(16, 4, 1))
+                                  *_block(8, 8, 8), *_block(8, 16, 1), *_block(16, 16, 16), nn.Conv2d(16, 4, 1))
 
     def forward(self, x):
         return self.body(x)
@@ -141,7 +146,8 @@ def test_quant_post_leaves_the_named_depthwise_convs_of_the_unfolded_model_float
     rng = np.random.default_rng(0)
     data = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
     result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_callback=lambda predictor: 1.0,
-                             config={"QuantPost": {"batch_nums": 2, "float_stem": False, "skip_tensor_list": depthwise}}).compress()
+                             config={"QuantPost": {"batch_nums": 2, "float_stem": False,
+                                                   "skip_tensor_list": depthwise}}).compress()
     quantized = onnx.load(str(result.model_path))
     floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     float_convs = sorted(n.name for n in quantized.graph.node if n.op_type == "Conv" and n.input[1] in floats)

@@ -36,10 +36,10 @@ import onnx
 
 from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
+from autocompress.graph.op_facts import LAYER_OP_TYPES
 
 TEACHER_PREFIX = "teacher_"
 LOSS_ARITY = {"l2": 1, "soft_label": 1, "fsp": 2}  # tensors per side in one loss term
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 _EPILOGUE_OPS = {"Add", "Mul", "BatchNormalization"}
 _SOFTMAX_OPS = {"Softmax", "LogSoftmax"}
 
@@ -119,7 +119,7 @@ def _epilogue_output(index: GraphIndex, name: str) -> str:
 def auto_node(model: onnx.ModelProto) -> str:
     """The output of the last weighted op (with its affine epilogue), the default distillation node."""
     index = GraphIndex(model)
-    weighted = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and _has_constant_weight(index, n)]
+    weighted = [n for n in model.graph.node if n.op_type in LAYER_OP_TYPES and _has_constant_weight(index, n)]
     if not weighted:
         raise ConfigError(
             "Distillation.node is empty and the model has no Conv/ConvTranspose/Gemm/MatMul with a constant weight "

@@ -7,6 +7,7 @@ import onnx
 from onnx import numpy_helper
 
 from autocompress.graph.index import GraphIndex
+from autocompress.graph.op_facts import LAYER_OP_TYPES
 
 
 def set_constant(index: GraphIndex, name: str, value: np.ndarray) -> None:
@@ -22,15 +23,12 @@ def set_constant(index: GraphIndex, name: str, value: np.ndarray) -> None:
     node.attribute.append(onnx.helper.make_attribute("value", tensor))
 
 
-_WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
 def layer_weights(index: GraphIndex) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
     """Float constant weights (rank >= 2) of Conv, ConvTranspose, Gemm and MatMul, with their reading
     node; normalisation parameters and 1-D biases are not listed."""
     found: dict[str, tuple[onnx.NodeProto, np.ndarray]] = {}
     for node in index.model.graph.node:
-        if node.op_type not in _WEIGHTED_OPS:
+        if node.op_type not in LAYER_OP_TYPES:
             continue
         for name in node.input[:2]:
             if name and name not in found and index.is_constant(name):

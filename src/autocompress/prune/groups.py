@@ -18,6 +18,7 @@ import onnx
 
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.naming import name_nodes
+from autocompress.graph.op_facts import LAYER_OP_TYPES, weight_axes
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu",
 _REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2"}
 # Ops that read a channel tensor only for its shape; their outputs carry no channels.
 _SHAPE_ONLY = {"Shape", "Size"}
-# Ops with weights: they end the groups of their data input and start a group of their own.
-_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ class _Tracker:
             if node.domain not in ("", "ai.onnx"):
                 self.unsupported(node, inputs, f"custom-domain op {node.domain}.{node.op_type}")
                 continue
-            if node.op_type in _LAYERS and any(lay is not None for lay in inputs[1:]):
+            if node.op_type in LAYER_OP_TYPES and any(lay is not None for lay in inputs[1:]):
                 self.unsupported(node, inputs, f"{node.op_type} takes channel tensors as weights")
                 continue
             handler = getattr(self, f"visit_{node.op_type}", None)
@@ -238,7 +237,7 @@ class _Tracker:
 
     def visit_source(self, node: onnx.NodeProto) -> None:
         """A node none of whose inputs carry tracked channels: weighted layers start new groups."""
-        if node.op_type in _LAYERS and node.domain in ("", "ai.onnx"):
+        if node.op_type in LAYER_OP_TYPES and node.domain in ("", "ai.onnx"):
             getattr(self, f"visit_{node.op_type}")(node, [None] * len(node.input))
 
     def weight(self, node: onnx.NodeProto, idx: int) -> np.ndarray | None:
@@ -271,7 +270,8 @@ class _Tracker:
             self.unsupported(node, inputs, "convolution input channels are not on axis 1")
             return
         group = attribute(node, "group", 1)
-        in_axis, out_axis = (0, 1) if transposed else (1, 0)
+        axes = weight_axes(node, w.ndim)
+        in_axis, out_axis = axes.input, axes.output
         in_channels = w.shape[0] if transposed else w.shape[1] * group
         out_channels = w.shape[1] * group if transposed else w.shape[0]
         if group == 1:
@@ -300,8 +300,8 @@ class _Tracker:
         if w is None or attribute(node, "transA", 0):
             self.unsupported(node, inputs, "Gemm with a non-constant B or transA=1")
             return
-        trans_b = attribute(node, "transB", 0)
-        in_axis, out_axis = (1, 0) if trans_b else (0, 1)
+        axes = weight_axes(node, w.ndim)
+        in_axis, out_axis = axes.input, axes.output
         if inputs[0] is not None:
             if inputs[0].axis != 1:
                 self.unsupported(node, inputs, "Gemm input channels are not on axis 1")
@@ -321,20 +321,21 @@ class _Tracker:
             self.unsupported(node, inputs, "MatMul whose second operand is not a constant matrix")
             return
         rank = self.rank(node.output[0])
+        axes = weight_axes(node, w.ndim)
         if rank is None:
             self.unsupported(node, inputs, "MatMul output rank is unknown")
-            layout = self.fresh_layout(self.new_group(w.shape[1]), 0, 1)
-            self.member(node.input[1], 1, "producer", node, layout)
+            layout = self.fresh_layout(self.new_group(w.shape[axes.output]), 0, 1)
+            self.member(node.input[1], axes.output, "producer", node, layout)
             self.block(layout, "MatMul output rank is unknown")
             return
         if a_layout is not None:
             if a_layout.axis != a_layout.rank - 1:
                 self.unsupported(node, inputs, "MatMul reads channels that are not on the last axis")
                 return
-            self.member(node.input[1], 0, "consumer", node, a_layout)
-        gid = self.new_group(w.shape[1])
+            self.member(node.input[1], axes.input, "consumer", node, a_layout)
+        gid = self.new_group(w.shape[axes.output])
         layout = self.fresh_layout(gid, rank - 1, rank)
-        self.member(node.input[1], 1, "producer", node, layout)
+        self.member(node.input[1], axes.output, "producer", node, layout)
         self.activation(node.output[0], layout, node)
 
     def _norm_params(self, node, layout, roles: dict[int, str]) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from autocompress.errors import ConfigError
+from autocompress.graph.op_facts import INTEGER_KERNEL_OP_TYPES, LAYER_OP_TYPES
 
 # Ops with a weight input (int8 weight initializer; the others quantize all their inputs as activations).
-WEIGHT_QUANTIZE_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+WEIGHT_QUANTIZE_OP_TYPES: tuple[str, ...] = tuple(op for op in INTEGER_KERNEL_OP_TYPES if op in LAYER_OP_TYPES)
 
 # Cheap ops between weight ops, quantized by default (beyond PaddleSlim's conv2d/depthwise_conv2d/mul): ORT
 # runs them as QLinearAdd/QLinearMul/QLinearConcat/QLinearGlobalAveragePool or uint8 pooling instead of
@@ -28,9 +29,12 @@ CHEAP_QUANTIZE_OP_TYPES: tuple[str, ...] = (
 
 DEFAULT_QUANTIZE_OP_TYPES: tuple[str, ...] = WEIGHT_QUANTIZE_OP_TYPES + CHEAP_QUANTIZE_OP_TYPES
 
-# Added by is_full_quantize only, as in PaddleSlim: ORT runs them in uint8 too, but they usually sit at a
-# head or an upsampling path (a probability Sigmoid, a Resize into a Concat) where rounding shows most.
-FULL_QUANTIZE_EXTRA_OP_TYPES: tuple[str, ...] = ("Resize", "Sigmoid", "LeakyRelu")
+# Every other op with an integer kernel (graph/op_facts.py: Resize, Sigmoid, LeakyRelu) is added by
+# is_full_quantize only, as in PaddleSlim: ORT runs them in uint8 too, but they usually sit at a head or an
+# upsampling path (a probability Sigmoid, a Resize into a Concat) where rounding shows most.
+FULL_QUANTIZE_EXTRA_OP_TYPES: tuple[str, ...] = tuple(
+    op for op in INTEGER_KERNEL_OP_TYPES if op not in DEFAULT_QUANTIZE_OP_TYPES
+)
 
 QUANTIZABLE_OP_TYPES: tuple[str, ...] = DEFAULT_QUANTIZE_OP_TYPES + FULL_QUANTIZE_EXTRA_OP_TYPES
 

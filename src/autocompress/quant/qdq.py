@@ -30,8 +30,9 @@ from onnx import helper, numpy_helper
 from autocompress.errors import ConfigError, DataError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.large import compacted, copy_model, exceeds_protobuf_limit, weightless
-from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.graph.naming import aliases, carry_names, name_nodes, name_table, stable_names
+from autocompress.graph.op_facts import op_facts
+from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.quant.affine import AffineChain, affine_chains, record_absorbed
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
 from autocompress.quant.scales import activation_qparams, unsupported_bits
@@ -48,11 +49,7 @@ if TYPE_CHECKING:
 
 # Activations a quantized node's output may pass through before its Q: ORT removes them when the range allows.
 _FUSABLE_ACTIVATIONS = ("Relu", "Clip")
-# Inputs quantized as activations per extra op type (the others are shapes, scales, axes).
-_DATA_INPUTS = {"Resize": (0,), "MaxPool": (0,), "AveragePool": (0,), "GlobalAveragePool": (0,),
-                "Sigmoid": (0,), "LeakyRelu": (0,)}
 MIN_QDQ_OPSET = 13  # DequantizeLinear's axis (per-channel) needs opset 13
-_BIAS_OP_TYPES = ("Conv", "ConvTranspose", "Gemm")  # input 2 is a per-output-channel bias
 _INT32_MAX = 2**31 - 1
 
 
@@ -184,9 +181,10 @@ def _is_float_constant(index: GraphIndex, name: str) -> bool:
 
 
 def _weight_input(node: onnx.NodeProto, index: GraphIndex) -> int | None:
-    """1 when input 1 is a float constant of a weight op (Conv W, Gemm B, MatMul's constant B)."""
-    if node.op_type in WEIGHT_OP_TYPES and len(node.input) > 1 and _is_float_constant(index, node.input[1]):
-        return 1
+    """The weight's input index when it is a float constant of a weight op (Conv W, Gemm B, MatMul's constant B)."""
+    position = op_facts(node.op_type).weight_input
+    if position is not None and len(node.input) > position and _is_float_constant(index, node.input[position]):
+        return position
     return None
 
 
@@ -218,10 +216,8 @@ def plan_quantization(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
             plan.skipped_nodes.append(label)
             continue
         weight_index = _weight_input(node, index)
-        if node.op_type in WEIGHT_OP_TYPES:
-            data_inputs = (0,) if node.op_type != "MatMul" else (0, 1)
-        else:
-            data_inputs = _DATA_INPUTS.get(node.op_type, tuple(range(len(node.input))))
+        activation_inputs = op_facts(node.op_type).activation_inputs  # the others are shapes, scales, axes
+        data_inputs = range(len(node.input)) if activation_inputs is None else activation_inputs
         data = [node.input[i] for i in data_inputs if i < len(node.input) and node.input[i] and i != weight_index]
         activations = [name for name in data if not index.is_constant(name)]
         constants = [name for name in data if index.is_constant(name) and _is_float_constant(index, name)]
@@ -444,13 +440,13 @@ def write_qdq_model(
         written = writer.absorbed_params(chain, *_as_range(activation_ranges[chain.output]))
         if written is not None:
             chains[chain.source] = (chain, written)
+            record_absorbed(index, chain)
     absorbed = {id(node) for chain, _ in chains.values() for node in chain.nodes}
 
     for node_plan in plan.nodes:
         node = node_plan.node
         if id(node) in absorbed:
             continue
-            record_absorbed(index, chain)
         for name in node_plan.activation_inputs:
             writer.activation(name, *_as_range(activation_ranges[name]))
         for name in node_plan.constant_inputs:
@@ -458,8 +454,9 @@ def write_qdq_model(
         if node_plan.weight is not None:
             position, name, axis = node_plan.weight
             node.input[position], scale = writer.weight(name, axis, weight_scales.get(name))
-            if _has_int32_bias(node, index, writer):
-                node.input[2] = writer.bias(node.input[2], node.input[0], name, scale) or node.input[2]
+            bias = _int32_bias_input(node, index, writer)
+            if bias is not None:
+                node.input[bias] = writer.bias(node.input[bias], node.input[0], name, scale) or node.input[bias]
         if node_plan.output in chains:
             chain, written = chains[node_plan.output]
             writer.absorbed_affine(chain, written, *_as_range(activation_ranges[chain.output]))
@@ -476,16 +473,19 @@ def write_qdq_model(
     return (compacted(model) if large else model), plan
 
 
-def _has_int32_bias(node: onnx.NodeProto, index: GraphIndex, writer: _GraphWriter) -> bool:
-    """Whether node's bias gets int32 storage: a float constant after a quantized input (QGemm also needs beta 1)."""
-    return (
-        node.op_type in _BIAS_OP_TYPES
+def _int32_bias_input(node: onnx.NodeProto, index: GraphIndex, writer: _GraphWriter) -> int | None:
+    """The input index of node's bias when it gets int32 storage: a float constant after a quantized input (QGemm
+    also needs beta 1)."""
+    bias = op_facts(node.op_type).bias_input
+    takes_int32 = (
+        bias is not None
         and not writer.options.symmetric_activations
-        and len(node.input) > 2
-        and _is_float_constant(index, node.input[2])
+        and len(node.input) > bias
+        and _is_float_constant(index, node.input[bias])
         and node.input[0] in writer.scales
         and (node.op_type != "Gemm" or attribute(node, "beta", 1.0) == 1.0)
     )
+    return bias if takes_int32 else None
 
 
 def _as_range(value: tuple[float, float] | float) -> tuple[float, float]:

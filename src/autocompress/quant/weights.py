@@ -6,28 +6,16 @@ import numpy as np
 import onnx
 
 from autocompress.errors import ConfigError
-from autocompress.graph.index import attribute
+from autocompress.graph.op_facts import weight_axes
 
 WEIGHT_QUANTIZE_TYPES = ("channel_wise_abs_max", "abs_max")
 
 
 def weight_channel_axis(node: onnx.NodeProto, weight_rank: int) -> int | None:
-    """The output-channel axis of the weight (input 1) of node, or None when only per-tensor is valid.
-
-    Conv W is [M, C/g, k...] -> 0. ConvTranspose W is [C, M/g, k...] -> 1, but only for group == 1
-    (with groups, axis 1 does not index output channels). Gemm B is [N, K] with transB=1 -> 0,
-    [K, N] otherwise -> 1. MatMul with a constant 2-D [K, N] -> 1.
-    """
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1 if attribute(node, "group", 1) == 1 else None
-    if op == "Gemm":
-        return 0 if attribute(node, "transB", 0) else 1
-    if op == "MatMul":
-        return 1 if weight_rank == 2 else None
-    return None
+    """The output-channel axis of the weight (input 1) of node, or None when only per-tensor is valid: a grouped
+    ConvTranspose or a batched MatMul weight has no axis of whole output channels (graph/op_facts.py)."""
+    axes = weight_axes(node, weight_rank)
+    return axes.output if axes is not None and axes.per_channel else None
 
 
 def quantization_levels(bits: int) -> int:

@@ -35,25 +35,10 @@ from onnx import numpy_helper
 from autocompress.errors import ConfigError, DataError, ModelLoadError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex
 from autocompress.graph.naming import name_table, stable_names
+from autocompress.graph.op_facts import TRAINABLE_OP_TYPES, op_facts
 
 from .ops import NodeContext, op_spec
 
-# Ops whose float inputs are weights even when they hold a single element (a 1-channel conv bias).
-_WEIGHT_OPS = frozenset(
-    {
-        "Conv",
-        "ConvTranspose",
-        "Gemm",
-        "MatMul",
-        "Einsum",
-        "BatchNormalization",
-        "InstanceNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "PRelu",
-    }
-)
-_RUNNING_STAT_INPUTS = (3, 4)
 _ONNX_DOMAINS = ("", "ai.onnx")
 
 
@@ -179,14 +164,14 @@ class TorchGraph(torch.nn.Module):
             for position, name in enumerate(node.input):
                 if name in constants:
                     uses[name].append((node.op_type, position not in spec.static_inputs))
-                    if node.op_type == "BatchNormalization" and position in _RUNNING_STAT_INPUTS:
+                    if position in op_facts(node.op_type).running_stat_inputs:
                         running.add(name)
         trainable = set()
         for name, array in constants.items():
             data_ops = {op for op, is_data in uses[name] if is_data}
             if name in running or not data_ops or not np.issubdtype(array.dtype, np.floating):
                 continue
-            if array.size > 1 or data_ops & _WEIGHT_OPS:
+            if array.size > 1 or data_ops & TRAINABLE_OP_TYPES:  # a 1-channel conv bias is a weight too
                 trainable.add(name)
         return trainable, running
 
