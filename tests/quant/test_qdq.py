@@ -5,11 +5,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from autocompress.config import QuantAware, QuantPost, load_config
 from autocompress.errors import ConfigError, DataError
 from autocompress.graph import large
 from autocompress.quant.qdq import QDQOptions, plan_quantization, write_qdq_model
 from autocompress.quant.statistics import collect_statistics
 from autocompress.quant.ranges import activation_thresholds
+from autocompress.runtime.ort import HardwareTarget
 
 from .conftest import ResidualCNN, cosine, export, make_batches, run
 
@@ -98,6 +100,34 @@ def test_symmetric_activations_use_int8_zero_points(cnn_model):
 def test_unsupported_settings_are_config_errors(cnn_model, field, value):
     with pytest.raises(ConfigError, match="allowed"):
         write_qdq_model(cnn_model, {}, QDQOptions(**{field: value}))
+
+
+@pytest.mark.parametrize("field", ["activation_bits", "weight_bits"])
+def test_config_accepts_exactly_the_bits_the_writer_stores(field):
+    for bits in range(0, 18):
+        try:
+            load_config({"QuantPost": {field: bits}})
+        except ConfigError as exc:
+            assert f"QuantPost.{field}" in str(exc) and "allowed" in str(exc)
+            with pytest.raises(ConfigError):
+                QDQOptions(**{field: bits}).validate()
+        else:
+            QDQOptions(**{field: bits}).validate()
+
+
+@pytest.mark.parametrize("hardware, for_tensorrt, symmetric, float_stem", [
+    ("cpu", False, False, True), ("cpu", True, True, False), ("gpu", False, True, False),
+])
+def test_from_section_maps_a_section_for_its_hardware(hardware, for_tensorrt, symmetric, float_stem):
+    target = HardwareTarget(hardware, ("CPUExecutionProvider",), True)
+    section = QuantPost(quantize_op_types="conv2d", skip_tensor_list=["w"], weight_bits=4, bias_correct=True,
+                        for_tensorrt=for_tensorrt, weight_quantize_type="abs_max")
+    assert QDQOptions.from_section(section, target) == QDQOptions(
+        quantize_op_types=("conv2d",), skip_names=("w",), weight_bits=4, weight_quantize_type="abs_max",
+        symmetric_activations=symmetric, bias_correct=True, float_stem=float_stem,
+    )
+    aware = QDQOptions.from_section(QuantAware(for_tensorrt=for_tensorrt), target)
+    assert (aware.skip_names, aware.bias_correct, aware.symmetric_activations) == ((), False, symmetric)
 
 
 def test_low_bit_weights_stay_on_a_narrow_grid(cnn_model):
