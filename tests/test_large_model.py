@@ -14,10 +14,11 @@ from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import ModelLoadError
 from autocompress.graph import large, load
 from autocompress.graph.external import is_on_disk, tensor_array
+from autocompress.graph.large import exceeds_protobuf_limit
 from autocompress.graph.load import load_model
 from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime import ort as ort_runtime
-from autocompress.runtime.ort import Predictor, exceeds_protobuf_limit, resolve_hardware
+from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.search.emd import emd_distance
 

@@ -21,7 +21,7 @@ from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
 from autocompress.graph.load import load_model, resolve_model_files
-from autocompress.graph.large import exceeds_protobuf_limit, save_external, stores_external_data
+from autocompress.graph.large import WeightsLayout, save_external, stores_external_data, weights_layout
 from autocompress.graph.prepare import check_structure, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.summary import ModelSummary, summarize
@@ -265,7 +265,7 @@ class AutoCompression:
 def save_model(model: onnx.ModelProto, path: Path, external: bool = False) -> None:
     """One file, or `path` with its weights in `path`.data beside it: when `external` (the user's model kept its
     weights apart) or the model is over protobuf's 2 GB limit."""
-    if external or exceeds_protobuf_limit(model):
+    if external or weights_layout(model) is WeightsLayout.EXTERNAL:
         save_external(model, path)
     else:
         onnx.save_model(model, str(path))

@@ -51,7 +51,8 @@ def test_a_large_model_keeps_its_weights_on_disk_and_runs_as_the_inline_one(save
         np.testing.assert_array_equal(value, numpy_helper.to_array(tensor))
         if tensor.name in on_disk:
             assert _maps_a_file(value) and not value.flags.writeable
-    assert large.exceeds_protobuf_limit(lazy)  # so it is never serialized whole with references to the user's files
+    # so it is never serialized whole with references to the user's files
+    assert large.weights_layout(lazy) is large.WeightsLayout.EXTERNAL
     assert abs(large.serialized_size(lazy) - model.ByteSize()) < 64  # the weights count as if inline
 
     x = {"x": np.random.default_rng(1).standard_normal((3, 32), dtype=np.float32)}
@@ -76,7 +77,7 @@ def test_small_external_data_is_read_inline_as_before(saved):
     model, path = saved
     loaded = load.load_onnx(path)
     assert not any(is_on_disk(t) or t.external_data for t in loaded.graph.initializer)
-    assert not large.exceeds_protobuf_limit(loaded)
+    assert large.weights_layout(loaded) is large.WeightsLayout.INLINE
     for original, tensor in zip(model.graph.initializer, loaded.graph.initializer):
         np.testing.assert_array_equal(tensor_array(tensor), numpy_helper.to_array(original))
 

@@ -56,6 +56,30 @@ def test_preparation_of_a_large_model_checks_infers_and_skips_simplification(mon
         prepare.check_model(broken)
 
 
+def _constant_expanded_by_onnxslim() -> onnx.ModelProto:
+    """x + Expand(1.5, [64, 64]): 149 bytes as given; onnxslim folds the Expand into a 16 KB initializer."""
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([1.5], np.float32), "one"),
+             numpy_helper.from_array(np.array([64, 64], np.int64), "shape")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_preparation_decides_the_layout_once_and_again_after_a_pass_that_grows_the_model(monkeypatch):
+    model = _constant_expanded_by_onnxslim()
+    monkeypatch.setattr(large, "PROTOBUF_LIMIT", 8000)  # inline as loaded, over the limit once simplified
+    bounds, by_path = [], []
+    real_bound, real_saved = large.size_bound, prepare.saved_with_external_data
+    monkeypatch.setattr(large, "size_bound", lambda m: bounds.append(1) or real_bound(m))
+    monkeypatch.setattr(prepare, "saved_with_external_data", lambda *a, **k: by_path.append(1) or real_saved(*a, **k))
+    prepared = prepare.prepare_model(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Add"]  # onnxslim folded the Expand
+    assert len(bounds) == 2  # at load, and after onnxslim
+    assert by_path == [1]  # the final check took the route of a large model
+    assert large.weights_layout(prepared) is large.WeightsLayout.EXTERNAL
+
+
 def test_size_bound_is_at_least_the_serialized_size_and_close_to_it():
     model = _two_weight_model()  # a raw_data weight, a float_data weight, an int64 shape
     extra = numpy_helper.from_array(np.arange(300, dtype=np.float16).reshape(3, 100), "half")
@@ -63,10 +87,10 @@ def test_size_bound_is_at_least_the_serialized_size_and_close_to_it():
     model.graph.initializer.extend([extra, helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"bc"])])
     slack = large.size_bound(model) - model.ByteSize()
     assert 0 <= slack <= 11 * len(model.graph.initializer)
-    assert not large.exceeds_protobuf_limit(model)
+    assert large.weights_layout(model) is large.WeightsLayout.INLINE
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(large, "PROTOBUF_LIMIT", model.ByteSize())
-        assert large.exceeds_protobuf_limit(model)
+        assert large.weights_layout(model) is large.WeightsLayout.EXTERNAL
 
 
 def test_a_compacted_model_equals_the_model_it_was_made_from():

@@ -3,7 +3,9 @@ import onnx
 import pytest
 
 from autocompress.errors import ConfigError, ModelLoadError
-from autocompress.runtime.ort import Predictor, create_session, measure_latency, resolve_hardware
+from autocompress.graph import large
+from autocompress.graph.large import WeightsLayout
+from autocompress.runtime.ort import Predictor, SharedWeightsSession, create_session, measure_latency, resolve_hardware
 
 
 def test_hardware_targets():
@@ -31,6 +33,41 @@ def test_predictor_and_latency(tiny_cnn):
     assert Predictor(model)([x])[0].shape == (2, 10)
     lat = measure_latency(model, {"x": x[:1]}, "cpu", threads=1, warmup=1, runs=5)
     assert lat.runs == 5 and 0 < lat.median_ms <= lat.p90_ms
+
+
+@pytest.fixture()
+def size_bounds(monkeypatch) -> list[int]:
+    """One entry per size_bound call: the walk over every initializer that decides a model's weights layout."""
+    calls: list[int] = []
+    real = large.size_bound
+
+    def counting(model: onnx.ModelProto) -> int:
+        calls.append(1)
+        return real(model)
+
+    monkeypatch.setattr(large, "size_bound", counting)
+    return calls
+
+
+def test_a_session_decides_the_weights_layout_once_or_takes_it_as_given(tiny_cnn, size_bounds):
+    model = onnx.load(str(tiny_cnn))
+    feed = {"x": np.zeros((1, 3, 16, 16), np.float32)}
+    measure_latency(model, feed, threads=1, warmup=1, runs=5)
+    assert len(size_bounds) == 1
+    Predictor(model)(feed)
+    assert len(size_bounds) == 2
+    measure_latency(model, feed, threads=1, warmup=1, runs=5, layout=WeightsLayout.INLINE)
+    Predictor(model, layout=WeightsLayout.INLINE)(feed)
+    create_session(model, outputs=[model.graph.node[0].output[0]], layout=WeightsLayout.INLINE)
+    assert len(size_bounds) == 2  # a layout given is taken as it is
+
+
+def test_a_given_external_layout_runs_the_model_from_a_stub_copy(tiny_cnn, size_bounds):
+    model = onnx.load(str(tiny_cnn))
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16), dtype=np.float32)}
+    external = Predictor(model, layout=WeightsLayout.EXTERNAL)
+    assert isinstance(external.session, SharedWeightsSession) and size_bounds == []
+    np.testing.assert_allclose(external(feed)[0], Predictor(model)(feed)[0], rtol=1e-5, atol=1e-6)
 
 
 def _one_op_model(op: str, dtype: int, domain: str = "", opset: int = 14) -> onnx.ModelProto:

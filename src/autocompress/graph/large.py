@@ -9,6 +9,7 @@ caller's model is only read: clearing and re-setting a tensor's bytes would grow
 from __future__ import annotations
 
 import contextlib
+import enum
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
@@ -27,6 +28,24 @@ PROTOBUF_LIMIT = 2**31 - 1
 STUB_THRESHOLD = 1024
 #: External data offsets are aligned so ORT can map the file instead of reading it.
 _ALIGN = 64 * 1024
+
+
+class WeightsLayout(enum.Enum):
+    """How a model's weights are held, which decides how it is serialized, checked and run: decided once by
+    weights_layout where a model is loaded or a pass makes one, and handed on as a value.
+
+    INLINE: the model serializes as one protobuf (ORT loads its bytes, onnx checks and infers it as it is).
+    EXTERNAL: it is over protobuf's 2 GB limit or keeps weights on disk (graph.external); it is serialized only as a
+    stub copy (stub_copy) whose large initializers point to external data.
+    """
+
+    INLINE = "inline"
+    EXTERNAL = "external"
+
+
+def weights_layout(model: onnx.ModelProto) -> WeightsLayout:
+    """The layout of `model`'s weights now; cheap (no tensor is encoded), and exact where a pass made a new model."""
+    return WeightsLayout.EXTERNAL if exceeds_protobuf_limit(model) else WeightsLayout.INLINE
 
 
 def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
@@ -70,7 +89,7 @@ def serialized_parts(model: onnx.ModelProto) -> Iterator[onnx.ModelProto | onnx.
 def serialized_size(model: onnx.ModelProto) -> int:
     """Bytes of the serialized model, summed over its parts beyond 2 GB (one tensor encoded at a time; one left on
     disk counted as if inline)."""
-    if exceeds_protobuf_limit(model):
+    if weights_layout(model) is WeightsLayout.EXTERNAL:
         return sum(
             _tensor_size_bound(part) if isinstance(part, onnx.TensorProto) and is_on_disk(part) else part.ByteSize()
             for part in serialized_parts(model)

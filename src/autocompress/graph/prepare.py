@@ -17,7 +17,7 @@ from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
 from autocompress.graph.external import is_on_disk, mapped
-from autocompress.graph.large import exceeds_protobuf_limit, saved_with_external_data, weightless
+from autocompress.graph.large import WeightsLayout, saved_with_external_data, weightless, weights_layout
 from autocompress.graph.load import model_tensors
 from autocompress.graph.naming import carry_names, name_nodes
 
@@ -88,16 +88,18 @@ def lift_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def simplify(model: onnx.ModelProto, fold_batch_norm: bool = False) -> onnx.ModelProto:
+def simplify(
+    model: onnx.ModelProto, fold_batch_norm: bool = False, layout: WeightsLayout | None = None
+) -> onnx.ModelProto:
     """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
     QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name,
     the folded Conv and its weight the Conv's (see _restore_weight_names), and the BN's node name stays an alias of
-    the Conv (graph/naming.py). Models over 2 GB are left as they are: onnxslim
+    the Conv (graph/naming.py). EXTERNAL models (`layout`, decided here if not given) are left as they are: onnxslim
     serializes the model and would hold several copies of it.
     """
-    if exceeds_protobuf_limit(model):
+    if (layout or weights_layout(model)) is WeightsLayout.EXTERNAL:
         log.warning("the model is over protobuf's 2 GB limit; onnxslim simplification (and BN folding) is skipped")
         return model
     try:
@@ -145,9 +147,9 @@ def _infer_large(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, layout: WeightsLayout | None = None) -> onnx.ModelProto:
     try:
-        if exceeds_protobuf_limit(model):
+        if (layout or weights_layout(model)) is WeightsLayout.EXTERNAL:
             return _infer_large(model)
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:
@@ -207,18 +209,18 @@ def check_window_attributes(model: onnx.ModelProto) -> None:
                 )
 
 
-def check_structure(model: onnx.ModelProto) -> None:
-    """onnx.checker on the graph, for a model of any size."""
-    if not exceeds_protobuf_limit(model):
+def check_structure(model: onnx.ModelProto, layout: WeightsLayout | None = None) -> None:
+    """onnx.checker on the graph, for a model of any size (`layout`: its weights_layout, decided here if not given)."""
+    if (layout or weights_layout(model)) is WeightsLayout.INLINE:
         onnx.checker.check_model(model, full_check=False)
         return
     with saved_with_external_data(model, with_weights=False) as path:  # the checker reads a large model by path
         onnx.checker.check_model(str(path), full_check=False)
 
 
-def check_model(model: onnx.ModelProto) -> None:
+def check_model(model: onnx.ModelProto, layout: WeightsLayout | None = None) -> None:
     try:
-        check_structure(model)
+        check_structure(model, layout)
     except Exception as exc:
         raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
     check_tensor_data(model)
@@ -245,14 +247,14 @@ def _ops_without_schema(model: onnx.ModelProto, opset: int) -> list[str]:
     return sorted(missing)
 
 
-def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto, layout: WeightsLayout | None = None) -> onnx.ModelProto:
     """The model converted to MIN_OPSET by onnx's version converter when it is older; a model the converter cannot
-    upgrade is refused here, before any pass has changed it. Models over 2 GB are left as they are (the converter
+    upgrade is refused here, before any pass has changed it. EXTERNAL models are left as they are (the converter
     takes a serialized model)."""
     version = default_opset(model)
     if version is None or version >= MIN_OPSET:
         return model
-    if exceeds_protobuf_limit(model):
+    if (layout or weights_layout(model)) is WeightsLayout.EXTERNAL:
         log.warning("the model uses opset %d and is over 2 GB; it is not converted to opset %d", version, MIN_OPSET)
         return model
     try:
@@ -289,15 +291,18 @@ def upgrade_ir(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepare_model(
     model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None
 ) -> onnx.ModelProto:
-    """All preparation passes on a copy of `model`."""
+    """All preparation passes on a copy of `model`; its weights_layout is decided once, and again after onnxslim,
+    the one pass that makes a new model whose size may differ (folded constants)."""
     model = copy.deepcopy(model)
-    check_model(model)
-    model = upgrade_ir(upgrade_opset(model))
+    layout = weights_layout(model)
+    check_model(model, layout)
+    model = upgrade_ir(upgrade_opset(model, layout))
     model = name_nodes(model)
     model = fix_input_shapes(model, input_shapes)
     model = lift_constants(model)
-    model = simplify(model)
-    model = infer_shapes(model)
-    check_model(model)
+    model = simplify(model, layout=layout)
+    layout = weights_layout(model)
+    model = infer_shapes(model, layout)
+    check_model(model, layout)
     return model
 

@@ -3,8 +3,8 @@
 ORT's inference follows the Shape -> Gather -> Concat -> Reshape chains of dynamic-batch exports, which onnx's own
 inference leaves rank-less. Its public `SymbolicShapeInference.infer_shapes` saves `sym_shape_infer_temp.onnx`
 into the working directory when a shape stays unknown (and changing the directory around it would be process-wide,
-unsafe with threads), so its steps are run here; they are private members of the class, checked before use. When the installed onnxruntime lacks one, onnx's shape inference is used and one log
-line says why.
+unsafe with threads), so its steps are run here; they are private members of the class, checked before use. When
+the installed onnxruntime lacks one, onnx's shape inference is used and one log line says why.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from autocompress.graph.index import attribute
-from autocompress.graph.large import exceeds_protobuf_limit, weightless
+from autocompress.graph.large import WeightsLayout, weightless, weights_layout
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[i
     """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear; MACs of
     Conv, ConvTranspose, Gemm and MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
     # counts read shapes only: a model over 2 GB is analysed as its weightless stub, not copied with its weights
-    inferred = shape_inferred(weightless(model) if exceeds_protobuf_limit(model) else model, input_shapes)
+    external = weights_layout(model) is WeightsLayout.EXTERNAL
+    inferred = shape_inferred(weightless(model) if external else model, input_shapes)
     stored = {**_float_constants(inferred), **_quantized_weights(inferred)}
     params = sum(int(np.prod(dims, dtype=np.int64)) for dims in stored.values() if len(dims) >= 1)
     per_node = node_macs(inferred)

@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 
 from autocompress.errors import ConfigError, DataError, UnsupportedOpError
 from autocompress.graph.index import GraphIndex, attribute
-from autocompress.graph.large import compacted, copy_model, exceeds_protobuf_limit, weightless
+from autocompress.graph.large import WeightsLayout, compacted, copy_model, weightless, weights_layout
 from autocompress.graph.naming import aliases, carry_names, name_nodes, name_table, stable_names
 from autocompress.graph.op_facts import op_facts
 from autocompress.quant.bias_correction import bias_corrected_weight
@@ -425,7 +425,7 @@ def write_qdq_model(
     weight_cache, a dict kept by the caller, holds int weights for later calls on models with the same weights.
     """
     options.validate()
-    large = exceeds_protobuf_limit(model)
+    large = weights_layout(model) is WeightsLayout.EXTERNAL
     model = copy_model(model)
     model = name_nodes(_ensure_opset(model))  # the plan's nodes carry the names the report shows
     plan = plan_quantization(model, options)

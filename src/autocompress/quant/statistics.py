@@ -40,7 +40,8 @@ import onnx
 
 from autocompress.errors import ConfigError, DataError
 from autocompress.graph.external import is_on_disk, mapped
-from autocompress.runtime.ort import HardwareTarget, create_session, exceeds_protobuf_limit
+from autocompress.graph.large import WeightsLayout, weights_layout
+from autocompress.runtime.ort import HardwareTarget, create_session
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +358,7 @@ def statistics_fingerprint(
 
 
 def _hash_model(digest, model: onnx.ModelProto) -> None:
-    if not exceeds_protobuf_limit(model):
+    if weights_layout(model) is WeightsLayout.INLINE:
         digest.update(model.SerializeToString(deterministic=True))
         return
     # Over protobuf's 2 GB limit a model cannot be serialized whole: hash it part by part.

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from autocompress.errors import ConfigError
 from autocompress.graph.external import is_on_disk, mapped
-from autocompress.graph.large import exceeds_protobuf_limit, is_stubbed, saved_with_external_data
+from autocompress.graph.large import WeightsLayout, is_stubbed, saved_with_external_data, weights_layout
 from autocompress.runtime.ort_errors import REFUSALS, refusal_error
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,11 @@ def _appended_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> list[st
 
 
 @contextlib.contextmanager
-def model_source(model: onnx.ModelProto | str | Path, outputs: Sequence[str] = ()) -> Iterator[bytes | str]:
-    """What an ORT session loads: a path as given, the bytes of a model under 2 GB (protobuf's limit), or for a
-    larger one a temporary file with external data, removed on exit; the caller's model is only read.
+def model_source(
+    model: onnx.ModelProto | str | Path, outputs: Sequence[str] = (), layout: WeightsLayout | None = None
+) -> Iterator[bytes | str]:
+    """What an ORT session loads: a path as given, the bytes of an INLINE model, or for an EXTERNAL one (`layout`,
+    decided here when not given) a temporary file with external data, removed on exit; the model is only read.
 
     `outputs`: tensors to add to the graph outputs (float, as calibration reads them). Under 2 GB they are appended
     to the bytes as a second message: protobuf parses concatenated messages as one, repeated fields appended, so
@@ -84,7 +86,7 @@ def model_source(model: onnx.ModelProto | str | Path, outputs: Sequence[str] = (
         yield str(model)
         return
     extra = _appended_outputs(model, outputs)
-    if not exceeds_protobuf_limit(model):
+    if (layout or weights_layout(model)) is WeightsLayout.INLINE:
         tail = onnx.ModelProto(graph=onnx.GraphProto(output=_output_infos(extra))).SerializeToString() if extra else b""
         yield model.SerializeToString() + tail
     else:
@@ -174,13 +176,15 @@ def create_session(
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     outputs: Sequence[str] = (),
     prepack: bool = False,
+    layout: WeightsLayout | None = None,
 ) -> ort.InferenceSession:
     """An ORT session of `model`, with `outputs` added to its graph outputs; every session is created here, so
     that a model ORT refuses (unknown op, no kernel for a type) is a ModelLoadError naming the node.
 
-    A model over 2 GB runs on SHARED_WEIGHTS without pre-packing, unless `prepack` (latency, which should be the
-    deployed speed): ORT then maps the weights from the temporary file and keeps only their packed copy. Smaller
-    models always pre-pack, as ORT does by default.
+    An EXTERNAL model (over 2 GB, or weights on disk) runs on SHARED_WEIGHTS without pre-packing, unless `prepack`
+    (latency, which should be the deployed speed): ORT then maps the weights from the temporary file and keeps only
+    their packed copy. INLINE models always pre-pack, as ORT does by default. `layout` is the model's weights_layout
+    when the caller knows it; otherwise it is decided here, once.
     """
     target = hardware if isinstance(hardware, HardwareTarget) else resolve_hardware(hardware)
     options = ort.SessionOptions()
@@ -192,25 +196,33 @@ def create_session(
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
     weights = None
-    if isinstance(model, onnx.ModelProto) and not (prepack or optimized_model_path) and exceeds_protobuf_limit(model):
-        weights = _share_weights(model, options)
-    with model_source(model, outputs) as source:
+    if isinstance(model, onnx.ModelProto):
+        layout = layout or weights_layout(model)
+        if layout is WeightsLayout.EXTERNAL and not (prepack or optimized_model_path):
+            weights = _share_weights(model, options)
+    with model_source(model, outputs, layout) as source:
         try:
             if weights is not None:
                 return SharedWeightsSession(source, options, target.providers, weights)
             return ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
         except REFUSALS as exc:
-            raise refusal_error(exc, model, target.providers) from exc
+            raise refusal_error(exc, model, target.providers, layout) from exc
 
 
 class Predictor:
     """What eval callbacks receive: `predictor(feed_dict) -> list of output arrays`, backed by ONNX Runtime.
 
-    `input_names` and `output_names` describe the candidate model.
+    `input_names` and `output_names` describe the candidate model; `layout` is its weights_layout if known.
     """
 
-    def __init__(self, model: onnx.ModelProto | str | Path, hardware: str | HardwareTarget = "cpu", threads: int | None = None):
-        self.session = create_session(model, hardware, threads)
+    def __init__(
+        self,
+        model: onnx.ModelProto | str | Path,
+        hardware: str | HardwareTarget = "cpu",
+        threads: int | None = None,
+        layout: WeightsLayout | None = None,
+    ) -> None:
+        self.session = create_session(model, hardware, threads, layout=layout)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._input_types = {i.name: i.type for i in self.session.get_inputs()}
@@ -250,10 +262,12 @@ def measure_latency(
     warmup: int = 5,
     runs: int = 30,
     max_seconds: float = 20.0,
+    layout: WeightsLayout | None = None,
 ) -> Latency:
-    """Median and p90 wall time of one inference, with a fixed thread count and one live session."""
+    """Median and p90 wall time of one inference, with a fixed thread count and one live session (`layout`: the
+    model's weights_layout if known)."""
     target = hardware if isinstance(hardware, HardwareTarget) else resolve_hardware(hardware)
-    session = create_session(model, target, threads, prepack=True)
+    session = create_session(model, target, threads, prepack=True, layout=layout)
     feed = {k: _to_numpy(v) for k, v in feed.items()}
     for _ in range(warmup):
         session.run(None, feed)

@@ -15,7 +15,7 @@ import onnx
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from autocompress.errors import ModelLoadError
-from autocompress.graph.large import exceeds_protobuf_limit
+from autocompress.graph.large import WeightsLayout, weights_layout
 from autocompress.graph.load import read_onnx_header
 
 #: ORT's exceptions that mean "this model cannot be loaded or run here" rather than a failure of ORT itself.
@@ -77,14 +77,15 @@ def _find_node(graph: onnx.GraphProto, culprit: _Culprit) -> onnx.NodeProto | No
     return next(iter(by_name + same_op), None)
 
 
-def _tensor_type(model: onnx.ModelProto, name: str) -> str | None:
-    """The element type of tensor `name`, as ORT writes it (tensor(float)), inferred if the graph does not say."""
+def _tensor_type(model: onnx.ModelProto, name: str, layout: WeightsLayout | None) -> str | None:
+    """The element type of tensor `name`, as ORT writes it (tensor(float)), inferred if the graph does not say and
+    the model is INLINE (`layout`, decided here if not known)."""
     for tensor in model.graph.initializer:
         if tensor.name == name:
             return f"tensor({onnx.TensorProto.DataType.Name(tensor.data_type).lower()})"
     graph = model.graph
     values = [*graph.input, *graph.value_info, *graph.output]
-    if not any(v.name == name for v in values) and not exceeds_protobuf_limit(model):
+    if not any(v.name == name for v in values) and (layout or weights_layout(model)) is WeightsLayout.INLINE:
         try:
             values = list(onnx.shape_inference.infer_shapes(model).graph.value_info)
         except Exception:  # inference is a best effort here: the model is being refused anyway
@@ -93,7 +94,7 @@ def _tensor_type(model: onnx.ModelProto, name: str) -> str | None:
     return f"tensor({onnx.TensorProto.DataType.Name(elem).lower()})" if elem else None
 
 
-def _complete(culprit: _Culprit, model: onnx.ModelProto | None) -> None:
+def _complete(culprit: _Culprit, model: onnx.ModelProto | None, layout: WeightsLayout | None) -> None:
     node = _find_node(model.graph, culprit) if model is not None else None
     if node is None:
         return
@@ -101,11 +102,14 @@ def _complete(culprit: _Culprit, model: onnx.ModelProto | None) -> None:
     culprit.output = next((name for name in node.output if name), None)
     culprit.domain = node.domain or "ai.onnx"
     if culprit.dtype is None and node.input and node.input[0]:
-        culprit.dtype = _tensor_type(model, node.input[0])
+        culprit.dtype = _tensor_type(model, node.input[0], layout)
 
 
-def refusal_error(exc: Exception, model: onnx.ModelProto | str | Path, providers: Sequence[str]) -> ModelLoadError:
-    """A ModelLoadError for ORT's refusal `exc` to load `model`, naming the node, op, domain and type it can."""
+def refusal_error(
+    exc: Exception, model: onnx.ModelProto | str | Path, providers: Sequence[str], layout: WeightsLayout | None = None
+) -> ModelLoadError:
+    """A ModelLoadError for ORT's refusal `exc` to load `model` (of weights_layout `layout`, when known), naming the
+    node, op, domain and type it can."""
     message = str(exc).replace("\n", " ")
     culprit = _parse(message)
     if culprit is None:
@@ -113,7 +117,7 @@ def refusal_error(exc: Exception, model: onnx.ModelProto | str | Path, providers
             f"ONNX Runtime {list(providers)} cannot load the model: {message}; the model must be one that ONNX "
             "Runtime can run"
         )
-    _complete(culprit, _as_model(model))
+    _complete(culprit, _as_model(model), layout)
     what = ", ".join(
         f"{key} {value}" for key, value in (("domain", culprit.domain), ("input type", culprit.dtype)) if value
     )
