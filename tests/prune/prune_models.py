@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 
-def export(module: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:
+def export(module: nn.Module, shape: tuple[int, ...], opset: int = 13) -> onnx.ModelProto:
     torch.manual_seed(0)
     module.eval()
     for m in module.modules():  # non-trivial BN statistics so folding mistakes show up
@@ -21,7 +21,7 @@ def export(module: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:
             m.weight.data.uniform_(0.1, 2.0)
     buf = io.BytesIO()
     torch.onnx.export(
-        module, torch.randn(*shape), buf, input_names=["x"], output_names=["y"], opset_version=13, dynamo=False,
+        module, torch.randn(*shape), buf, input_names=["x"], output_names=["y"], opset_version=opset, dynamo=False,
         do_constant_folding=False,
     )
     return onnx.load_from_string(buf.getvalue())
@@ -173,3 +173,25 @@ class ReshapeFC(FlattenFC):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(self.features(x).reshape(1, 32 * 4 * 4))))
+
+
+class NormMLP(nn.Module):
+    """fc0 -> ReLU -> fc1 -> LayerNorm -> fc2: fc0's channels may go, fc1's are normalised together."""
+
+    def __init__(self, norm: bool = True):
+        super().__init__()
+        self.fc0, self.fc1, self.fc2 = nn.Linear(8, 32), nn.Linear(32, 16), nn.Linear(16, 4)
+        self.norm = nn.LayerNorm(16) if norm else nn.ReLU()
+
+    def forward(self, x):
+        return self.fc2(self.norm(self.fc1(torch.relu(self.fc0(x)))))
+
+
+def zero_channels(module: nn.Module, layers: dict[str, int]) -> nn.Module:
+    """Sets the first `count` output channels (weight rows and bias) of each named nn.Linear exactly to zero."""
+    for name, count in layers.items():
+        layer = module.get_submodule(name)
+        with torch.no_grad():
+            layer.weight[:count] = 0.0
+            layer.bias[:count] = 0.0
+    return module

@@ -8,7 +8,8 @@ from autocompress.prune.groups import find_channel_groups
 from autocompress.prune.masks import apply_masks, channel_masks
 from autocompress.prune.stats import count_params_and_macs
 from tests.prune.prune_models import (
-    ChannelShuffle, ConcatNet, DepthwiseNet, FlattenFC, ReshapeFC, Residual, SplitNet, SqueezeExcite, export, run,
+    ChannelShuffle, ConcatNet, DepthwiseNet, FlattenFC, NormMLP, ReshapeFC, Residual, SplitNet, SqueezeExcite, export,
+    run, zero_channels,
 )
 
 CASES = [
@@ -113,3 +114,34 @@ def test_params_and_macs_of_a_known_model():
     fc_params = 512 * 48 + 48 + 48 * 10 + 10
     assert stats.params == conv_params + fc_params
     assert stats.macs == 8 * 8 * 32 * 27 + 512 * 48 + 48 * 10
+
+
+@pytest.mark.parametrize("opset", [14, 17], ids=["reduce_mean_ops", "LayerNormalization"])
+def test_channels_normalised_together_are_never_removed(opset):
+    """Zero channels still count in a LayerNorm's mean and variance: removing fc1's zeroed channels would
+    move the output, so only fc0's group (read through ReLU by a layer) loses its zeroed channels."""
+    model = export(zero_channels(NormMLP(), {"fc0": 16, "fc1": 8}), (2, 8), opset)
+    assert any(n.op_type == ("ReduceMean" if opset == 14 else "LayerNormalization") for n in model.graph.node)
+    pruned, report = prune_channels(model, 0.5, round_to=1)
+    assert [(p.weights, p.original, p.kept) for p in report.pruned] == [([_matmul_weight(model, 0)], 32, 16)]
+    reasons = " ".join(u.reason for u in report.unprunable if _matmul_weight(model, 1) in u.weights)
+    assert "across channels" in reasons
+    x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(pruned, x), run(model, x), rtol=1e-5, atol=1e-5)
+    assert report.params_after < report.params_before
+    with pytest.raises(ConfigError, match="not a prunable weight.*across channels"):
+        prune_channels(model, 0.5, prune_params_name=[_matmul_weight(model, 1)], round_to=1)
+
+
+def test_zeroed_channels_read_only_by_layers_are_removed_exactly():
+    model = export(zero_channels(NormMLP(norm=False), {"fc0": 16, "fc1": 8}), (2, 8), 17)
+    pruned, report = prune_channels(model, 0.5, round_to=1)
+    assert sorted((p.original, p.kept) for p in report.pruned) == [(16, 8), (32, 16)]
+    x = np.random.default_rng(3).standard_normal((2, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(pruned, x), run(model, x), rtol=1e-5, atol=1e-5)
+    assert report.params_after < 0.6 * report.params_before
+
+
+def _matmul_weight(model: onnx.ModelProto, position: int) -> str:
+    """Name of the weight of the position-th Gemm/MatMul (the exporter names MatMul weights itself)."""
+    return [n.input[1] for n in model.graph.node if n.op_type in ("Gemm", "MatMul")][position]

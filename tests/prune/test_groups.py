@@ -1,5 +1,6 @@
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 from autocompress.prune.groups import find_channel_groups
@@ -147,3 +148,34 @@ def test_custom_domain_op_is_unprunable():
     model.graph.node[1].domain = "com.example"
     model.opset_import.append(helper.make_opsetid("com.example", 1))
     assert "com.example" in group_of(find_channel_groups(model), "w1").reason
+
+
+def _conv_reduce(op_type: str) -> onnx.ModelProto:
+    """Conv -> Reduce* over the channel axis (opset 13 takes axes as an attribute, except ReduceSum)."""
+    w1 = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    reduce = (
+        helper.make_node(op_type, ["c1", "axes"], ["y"]) if op_type == "ReduceSum"
+        else helper.make_node(op_type, ["c1"], ["y"], axes=[1])
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), reduce], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 8, 8])], [w1, axes],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceL2", "ReduceSumSquare"])
+def test_sum_over_channels_keeps_the_group_prunable(op_type):
+    assert group_of(find_channel_groups(_conv_reduce(op_type)), "w1").prunable
+
+
+@pytest.mark.parametrize("op_type", ["ReduceMean", "ReduceMax", "ReduceProd", "ReduceLogSumExp"])
+def test_other_reductions_over_channels_make_the_group_unprunable(op_type):
+    group = group_of(find_channel_groups(_conv_reduce(op_type)), "w1")
+    assert not group.prunable and f"{op_type} reduces across channels" in group.reason
+
+
+def test_lrn_normalises_across_channels():
+    assert "LRN normalises across channels" in group_of(find_channel_groups(_conv_then("LRN", size=3)), "w1").reason

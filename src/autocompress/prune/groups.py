@@ -31,8 +31,18 @@ _PASS_THROUGH = {
     "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Mish", "ThresholdedRelu", "Softmax",
     "LogSoftmax", "LRN", "Resize", "Upsample", "Pad",
 }
+# Pass-through ops that normalise across one axis (the channel axis for LRN): removing a channel there
+# changes every other channel's value, so a group reaching that axis is not prunable.
+_ACROSS_AXIS = {"Softmax": None, "LogSoftmax": None, "LRN": 1}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu", "Where"}
-_REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2"}
+_REDUCE = {
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
+    "ReduceLogSum", "ReduceLogSumExp",
+}
+# Reductions to which a zero channel contributes nothing: removing a channel equals silencing it, as for the
+# next layer's input axis. Mean, max, min, product and log-sum-exp over the channel axis change when a channel
+# goes away even if it is zero, so they make the group unprunable.
+_SUM_REDUCE = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum"}
 # Ops that read a channel tensor only for its shape; their outputs carry no channels.
 _SHAPE_ONLY = {"Shape", "Size"}
 
@@ -361,12 +371,15 @@ class _Tracker:
         self._norm_params(node, inputs[0], {1: "norm_scale", 2: "norm_bias"})
 
     def visit_LayerNormalization(self, node, inputs) -> None:
+        """The mean and variance over axes [axis, rank) count every channel there, zero or not: a group on
+        those axes is not prunable. Channels on an earlier axis are normalised one by one."""
         lay = inputs[0]
-        axis = attribute(node, "axis", -1)
-        if lay is None or axis % lay.rank != lay.rank - 1 or lay.axis != lay.rank - 1:
-            self.unsupported(node, inputs, "LayerNormalization over axes other than the channel axis")
-            return
-        self._norm_params(node, lay, {1: "norm_scale", 2: "norm_bias"})
+        if lay is None or any(x is not None for x in inputs[1:]):
+            self.unsupported(node, inputs, "LayerNormalization parameters depend on a channel tensor")
+        elif lay.axis >= attribute(node, "axis", -1) % lay.rank:
+            self.unsupported(node, inputs, "LayerNormalization normalises across channels")
+        else:
+            self.activation(node.output[0], lay, node)
 
     def visit_pass_through(self, node, inputs) -> None:
         lay = inputs[0]
@@ -376,9 +389,11 @@ class _Tracker:
         if node.op_type == "Pad" and not self._pad_keeps_channels(node, lay):
             self.unsupported(node, inputs, "Pad pads the channel axis")
             return
-        if node.op_type in ("Softmax", "LogSoftmax") and attribute(node, "axis", -1) % lay.rank == lay.axis:
-            self.unsupported(node, inputs, f"{node.op_type} normalises across channels")
-            return
+        if node.op_type in _ACROSS_AXIS:
+            axis = _ACROSS_AXIS[node.op_type]
+            if (attribute(node, "axis", -1) if axis is None else axis) % lay.rank == lay.axis:
+                self.unsupported(node, inputs, f"{node.op_type} normalises across channels")
+                return
         if node.op_type in ("Resize", "Upsample"):
             if not self._resize_keeps_channels(node, lay):
                 self.unsupported(node, inputs, "Resize scales the channel axis")
@@ -624,13 +639,14 @@ class _Tracker:
     def visit_reduce(self, node, inputs) -> None:
         lay = inputs[0]
         axes = self._axes(node, 1)
-        if axes is None:
-            if attribute(node, "noop_with_empty_axes", 0):
-                self.activation(node.output[0], lay, node)
-            return  # reduces every axis: the result has no channels
-        axes = [a % lay.rank for a in axes]
+        if axes is None and attribute(node, "noop_with_empty_axes", 0):
+            self.activation(node.output[0], lay, node)
+            return
+        axes = list(range(lay.rank)) if axes is None else [a % lay.rank for a in axes]
         if lay.axis in axes:
-            return  # channels are reduced away; the result no longer depends on their count
+            if node.op_type not in _SUM_REDUCE:
+                self.unsupported(node, inputs, f"{node.op_type} reduces across channels")
+            return  # a sum over channels: the result has no channels, and a zero channel adds nothing
         if attribute(node, "keepdims", 1):
             self.activation(node.output[0], lay, node)
         else:
