@@ -17,6 +17,7 @@ from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
 from autocompress.graph.external import is_on_disk, mapped
+from autocompress.graph.fold_constants import fold_constants
 from autocompress.graph.large import WeightsLayout, saved_with_external_data, weightless, weights_layout
 from autocompress.graph.load import model_tensors
 from autocompress.graph.naming import carry_names, name_nodes
@@ -91,7 +92,8 @@ def lift_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 def simplify(
     model: onnx.ModelProto, fold_batch_norm: bool = False, layout: WeightsLayout | None = None
 ) -> onnx.ModelProto:
-    """Constant folding and redundant-op elimination with onnxslim; the original is kept if it fails.
+    """Constant folding and redundant-op elimination with onnxslim; if it fails, a copy with only its constants
+    folded (graph/fold_constants.py).
 
     fold_batch_norm=True also folds BatchNormalization into the preceding Conv, which quantization needs (a
     QuantizeLinear between Conv and BN would stop ORT from fusing the int8 kernel); the output keeps the BN's name,
@@ -106,8 +108,8 @@ def simplify(
         skip = [] if fold_batch_norm else _SKIPPED_FUSIONS
         slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=skip or None)
     except Exception as exc:  # a simplifier bug must not stop compression
-        log.warning("onnxslim could not simplify the model (%s); continuing with it unsimplified", exc)
-        return model
+        log.warning("onnxslim could not simplify the model (%s); continuing with its constants folded only", exc)
+        return fold_constants(copy.deepcopy(model))
     if slim is None:
         return model
     slim = carry_names(model, slim)  # onnxslim renames the nodes it fuses and drops node metadata

@@ -237,6 +237,13 @@ class TorchGraph(torch.nn.Module):
         self._buffer_sources = [(n, a) for n, a in {**self._buffer_attr, **self._folded_attr}.items()]
 
     def _fold(self, node: onnx.NodeProto, kernel, static: dict[str, torch.Tensor]) -> None:
+        """Run a node whose inputs are all static buffers once, at plan time, with its own torch kernel.
+
+        This is not graph/fold_constants.py's job: which inputs are static is decided here (trainable weights are
+        parameters and must stay differentiable, BN running statistics change in training), the plan is rebuilt
+        whenever an input transform is attached (a transformed input is no longer static), and the results are
+        non-persistent buffers that follow the module's device and dtype. The ONNX graph is never changed.
+        """
         with torch.no_grad():
             result = kernel(*[static[n] if n else None for n in node.input])
         results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
