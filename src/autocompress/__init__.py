@@ -1,5 +1,7 @@
 """autocompress: automatic compression of exported inference models (ONNX, Paddle)."""
 
+import logging
+
 from autocompress.api import AutoCompression, CompressResult
 from autocompress.config import (
     ASPPrune,
@@ -17,6 +19,9 @@ from autocompress.config import (
 from autocompress.errors import AutoCompressError, ConfigError, DataError, ModelLoadError
 
 __version__ = "0.1.0"
+
+# Nothing is printed through logging unless the application configures it.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "ASPPrune",

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from autocompress import progress
 from autocompress.config.loader import CompressConfig, load_config, save_config
 from autocompress.data.batches import BatchAdapter, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
@@ -136,6 +137,7 @@ class AutoCompression:
                 "outputs of the original and the compressed model)"
             )
 
+    @progress.scoped(lambda ac: ac.config.global_.progress)
     def compress(self) -> CompressResult:
         started = time.perf_counter()
         g = self.config.global_
@@ -200,7 +202,8 @@ class AutoCompression:
         for stage in stages:
             t0 = time.perf_counter()
             log.info("stage %s", stage.name)
-            result: StageResult = stage.run(current, ctx)
+            with progress.stage(stage.name, len(stages)):
+                result: StageResult = stage.run(current, ctx)
             current = result.model
             timeline.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), "info": result.info})
             candidates.extend({"stage": stage.name, **c} for c in result.candidates)

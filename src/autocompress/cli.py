@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from autocompress import progress
 from autocompress.errors import AutoCompressError, UsageError
 
 log = logging.getLogger("autocompress")
@@ -41,7 +42,8 @@ def launch_command(args) -> list[str]:
             raise AutoCompressError("--nnodes > 1 needs --master-addr: the address of the node with --node-rank 0")
         cmd += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
                 "--master_addr", args.master_addr, "--master_port", str(args.master_port)]  # fmt: skip
-    cmd += ["-m", "autocompress.cli", "--log-level", args.log_level, "compress", "--config", args.config]
+    cmd += ["-m", "autocompress.cli", "--log-level", args.log_level, *(["--quiet"] if args.quiet else []),
+            "compress", "--config", args.config]
     if args.model:
         cmd += ["--model", args.model]
     if args.save_dir:
@@ -257,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress an exported ONNX (or Paddle) model: quantization, pruning, sparsity, distillation.",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (whatever Global.progress says)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -305,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        with progress.quiet(args.quiet):
+            return args.func(args)
     except AutoCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

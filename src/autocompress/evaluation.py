@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import onnx
 
+from autocompress import progress
 from autocompress.data.batches import BatchAdapter
 from autocompress.errors import ConfigError, DataError
 from autocompress.runtime.ort import HardwareTarget, Predictor
@@ -53,13 +54,15 @@ class ReferenceOutputs:
         self._moments = (0, 0.0, 0.0)  # count, mean, sum of squared deviations of float output values
         self._seen: set[int] = set()
         self._complete = False
+        #: eval batches in one pass: the data's len() if it has one, else known once a pass has finished
+        self.batch_count: int | None = progress.known_length(batches)
 
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], list[Optional[np.ndarray]]]]:
         """(feed, reference outputs) per eval batch."""
         index = -1
         for index, (feed, _) in enumerate(self.batches):
             yield feed, self._outputs(index, feed)
-        self._complete = True
+        self._complete, self.batch_count = True, index + 1
         if len(self._cache) == index + 1:
             self._predictor = None  # every batch is cached: the session is no longer needed
 
@@ -140,6 +143,12 @@ class Evaluator:
         )
 
     def __call__(self, model: onnx.ModelProto) -> float:
+        """The candidate's metric, also noted for the current stage's progress and log line."""
+        value = self._score(model)
+        progress.note_metric(self.name, value, self.higher_is_better)
+        return value
+
+    def _score(self, model: onnx.ModelProto) -> float:
         if self.callback is not None:
             value = self.callback(Predictor(model, self.hardware, self.threads))
             try:
@@ -151,8 +160,9 @@ class Evaluator:
         reference = self._reference
         predictor = reference.predictor() if model is reference.model else Predictor(model, self.hardware, self.threads)
         distances = []
-        for feed, outputs in reference:
-            distances.extend(output_distances(outputs, predictor(feed)))
+        with progress.bar(reference, "evaluation", total=reference.batch_count, unit="batch") as batches:
+            for feed, outputs in batches:
+                distances.extend(output_distances(outputs, predictor(feed)))
         value = float(np.mean(distances)) if distances else 0.0
         return finite_metric(value, "the EMD metric", "an output of the original or the scored model on "
                              "eval_dataloader holds NaN/Inf")  # fmt: skip

@@ -57,6 +57,8 @@ class GlobalConfig(Section):
     #: Batches of train_dataloader / eval_dataloader read ahead in a background thread while ONNX Runtime or torch
     #: compute (PaddleSlim's num_workers, as threads); 0 reads them in the calling thread. Memory: prefetch + 2 batches.
     prefetch_batches: int = Field(DEFAULT_PREFETCH_BATCHES, ge=0)
+    #: Progress bars on stderr: true shows them, false hides them, auto shows them when stderr is a terminal.
+    progress: Union[bool, Literal["auto"]] = "auto"
 
     @field_validator("devices")
     @classmethod

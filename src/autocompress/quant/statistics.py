@@ -37,7 +37,9 @@ from itertools import islice
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
+from autocompress import progress
 from autocompress.errors import ConfigError, DataError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import WeightsLayout, weights_layout
@@ -469,12 +471,8 @@ def collect_statistics(
 
     # the tensors become extra graph outputs of the session's copy of the graph; the caller's model is not copied
     session = create_session(model, HardwareTarget("calibration", tuple(providers), True), outputs=tensor_names)
-    input_names = [i.name for i in session.get_inputs()]
     accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes, parts)
-    for batch in islice(batches, batch_nums):
-        feed = _checked_feed(batch, input_names, accumulator.count)
-        # session.run with no names returns every graph output: nothing to calibrate (all skipped) asks for none
-        accumulator.add(session.run(tensor_names, feed) if tensor_names else [])
+    _calibrate(session, islice(batches, batch_nums), accumulator, _batch_count(batches, batch_nums))
     del session  # its weights (a copy, or the shared arrays of a large model) go before the statistics are built
     if accumulator.count == 0:
         raise DataError("calibration data is empty: the dataloader yielded no batch")
@@ -489,6 +487,26 @@ def collect_statistics(
         os.makedirs(cache_dir, exist_ok=True)
         statistics.save(cache_path)
     return statistics
+
+
+def _batch_count(batches: Iterable, batch_nums: int | None) -> int | None:
+    """The number of calibration batches when known beforehand (for the progress bar's total)."""
+    length = progress.known_length(batches)
+    return batch_nums if length is None else min(length, batch_nums or length)
+
+
+def _calibrate(
+    session: ort.InferenceSession, batches: Iterable[Mapping[str, np.ndarray]], accumulator: StatisticsAccumulator,
+    total: int | None,
+) -> None:
+    """Run the session over the batches and add the activations of accumulator's tensors."""
+    input_names = [i.name for i in session.get_inputs()]
+    tensor_names = accumulator.tensor_names
+    with progress.bar(batches, "calibration", total=total, unit="batch") as bar:
+        for batch in bar:
+            feed = _checked_feed(batch, input_names, accumulator.count)
+            # session.run with no names returns every graph output: nothing to calibrate (all skipped) asks for none
+            accumulator.add(session.run(tensor_names, feed) if tensor_names else [])
 
 
 def _read_cache(path: str, tensor_names: list[str], activation_bits: int) -> ActivationStatistics | None:

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from autocompress import progress
 from autocompress.errors import ConfigError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import WeightsLayout, is_stubbed, saved_with_external_data, weights_layout
@@ -273,10 +274,12 @@ def measure_latency(
         session.run(None, feed)
     times: list[float] = []
     deadline = time.perf_counter() + max_seconds
-    while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000.0)
+    with progress.bar(desc="latency", total=runs, unit="run") as bar:
+        while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - start) * 1000.0)
+            bar.update()
     del session
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]

@@ -20,6 +20,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from autocompress import progress
 from autocompress.config.strategies import HyperParameterOptimization
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,13 @@ def _record(trial: optuna.trial.FrozenTrial) -> Trial:
     return Trial(trial.number, attrs["params"], float(trial.value), attrs["metric"], attrs["seconds"], extra=attrs["extra"])
 
 
+def _show_best(bar: progress.Bar, study: optuna.Study) -> None:
+    """One finished trial on the bar, with the best score so far and that trial's metric."""
+    best = study.best_trial
+    bar.set_postfix(best_score=f"{best.value:.4g}", metric=f"{best.user_attrs['metric']:.4g}", refresh=False)
+    bar.update()
+
+
 def search_ptq(
     space: HyperParameterOptimization,
     evaluate: Callable[[dict[str, Any]], tuple[float, float, dict[str, Any]]],
@@ -112,6 +120,7 @@ def search_ptq(
 
     remaining = space.max_quant_count - len(finished)
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+        with progress.bar(desc="PTQ search", total=space.max_quant_count, unit="trial", initial=len(finished)) as bar:
+            study.optimize(objective, n_trials=remaining, callbacks=[lambda s, _: _show_best(bar, s)])
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     return [_record(t) for t in complete]

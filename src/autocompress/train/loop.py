@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress import progress
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError, DataError
 from autocompress.train import distributed
@@ -375,13 +376,20 @@ class _Trainer:
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.train()
 
-    def run(self) -> None:
+    def _show(self, bar: progress.Bar, loss: float, seconds: float) -> None:
+        """The step on the bar (tqdm gives the ETA) with its loss, learning rate and time."""
+        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{current_lr(self.optimizer):.3g}", step=f"{seconds * 1000:.0f}ms",
+                        refresh=False)  # fmt: skip
+        bar.update()
+
+    def run(self, bar: progress.Bar) -> None:
         p = self.progress
         self._train_mode()
         while not self._done():
             consumed = False
             for batch in self._epoch_iterator():
                 consumed = True
+                started = time.perf_counter()
                 outcome = self._train_step(batch)
                 if outcome is None:
                     self._diverge()
@@ -389,6 +397,7 @@ class _Trainer:
                 p.step += 1
                 p.position += 1
                 p.window.append(outcome[0])
+                self._show(bar, outcome[0], time.perf_counter() - started)
                 if self.on_step is not None:
                     self.on_step(p.step)
                 if p.step % self.config.logging_iter == 0:
@@ -437,8 +446,10 @@ def train_loop(
     trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device, dist)
     trainer.restore()
     if not trainer.progress.finished:
-        with activation_checkpointing(student, config.recompute_config):
-            trainer.run()
+        with activation_checkpointing(student, config.recompute_config), progress.bar(
+            desc="training", total=trainer.total, unit="step", initial=trainer.progress.step
+        ) as bar:
+            trainer.run(bar)
     elif trainer.progress.best_state is not None and evaluate is not None:
         student.load_state_dict(trainer.progress.best_state)
     p = trainer.progress
