@@ -195,3 +195,57 @@ def zero_channels(module: nn.Module, layers: dict[str, int]) -> nn.Module:
             layer.weight[:count] = 0.0
             layer.bias[:count] = 0.0
     return module
+
+
+def _export_opset(module: nn.Module, x: torch.Tensor, opset: int) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    torch.onnx.export(module.eval(), x, buf, input_names=["x"], output_names=["y"], opset_version=opset, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def torch_encoder(zeroed_heads: list[int] = (), zeroed_units: int = 0, batch: int = 2) -> onnx.ModelProto:
+    """Two nn.TransformerEncoderLayers (d_model 16, 4 heads, FFN 32, packed Q/K/V in in_proj_weight); the listed
+    heads of every layer and its first FFN units get zero weights. Every parameter is drawn anew so the exporter
+    shares none of them between layers."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.uniform_(-0.5, 0.5)
+        for layer in encoder.layers:
+            for h in zeroed_heads:
+                for chunk in range(3):
+                    layer.self_attn.in_proj_weight[chunk * 16 + 4 * h:chunk * 16 + 4 * h + 4] = 0.0
+                    layer.self_attn.in_proj_bias[chunk * 16 + 4 * h:chunk * 16 + 4 * h + 4] = 0.0
+                layer.self_attn.out_proj.weight[:, 4 * h:4 * h + 4] = 0.0
+            zero_channels(layer, {"linear1": zeroed_units})
+    return _export_opset(encoder, torch.randn(batch, 5, 16), 14)
+
+
+class EmbeddedEncoder(nn.Module):
+    """Embedding (a [8, 16] MatMul over one-hot tokens) -> encoder layers -> classifier: the hidden width 16 runs
+    through residual Adds and LayerNorms from the embedding to the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Linear(8, 16, bias=False)
+        self.layers = nn.Sequential(EncoderLayer(16, 4, 32), EncoderLayer(16, 4, 32))
+        self.classifier = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.classifier(self.layers(self.embedding(x)))
+
+
+def embedded_encoder(opset: int, zeroed_heads: list[int] = (), zeroed_units: int = 0) -> onnx.ModelProto:
+    torch.manual_seed(0)
+    module = EmbeddedEncoder()
+    with torch.no_grad():
+        for layer in module.layers:
+            for h in zeroed_heads:
+                for proj in (layer.attention.q, layer.attention.k, layer.attention.v):
+                    proj.weight[4 * h:4 * h + 4] = 0.0
+                    proj.bias[4 * h:4 * h + 4] = 0.0
+                layer.attention.o.weight[:, 4 * h:4 * h + 4] = 0.0
+            zero_channels(layer, {"ff1": zeroed_units})
+    return _export_opset(module, torch.eye(8)[None, :5].repeat(2, 1, 1), opset)

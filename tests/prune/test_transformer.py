@@ -8,7 +8,7 @@ from autocompress.prune.stats import count_params_and_macs
 from autocompress.prune.transformer import (
     find_attention_blocks, ffn_weights, head_importance, prune_heads, prune_transformer,
 )
-from tests.prune.prune_models import export_encoder, run
+from tests.prune.prune_models import embedded_encoder, export_encoder, run, torch_encoder
 
 CONFIGS = [(32, 4, 64), (48, 6, 96)]
 
@@ -88,3 +88,54 @@ def test_errors():
         prune_heads(model, {"nope": [0]})
     with pytest.raises(ConfigError, match="needs 4 values"):
         prune_transformer(model, 0.5, head_scores={block.name: np.ones(3)})
+
+
+def _ort_outputs_equal(pruned, model, shape):
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    got, want = run(pruned, x), run(model, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_qkv_heads_of_torch_encoder_layers_are_found():
+    model = torch_encoder()
+    blocks = find_attention_blocks(model)
+    assert [(b.num_heads, b.head_dim) for b in blocks] == [(4, 4), (4, 4)]
+    for block in blocks:  # Q, K and V are the thirds of one in_proj weight
+        assert block.q.weight == block.k.weight == block.v.weight
+        assert [p.offset for p in (block.q, block.k, block.v)] == [0, 16, 32]
+
+
+def test_torch_encoder_pruned_to_the_ratio_equals_it_when_removed_heads_were_zero():
+    model = torch_encoder(zeroed_heads=[0, 2], zeroed_units=16)
+    pruned, report = prune_transformer(model, 0.5)
+    assert set(report.heads.values()) == {(4, 2)}
+    assert sorted((p.original, p.kept) for p in report.ffn.pruned) == [(32, 16), (32, 16)]
+    assert {b.num_heads for b in find_attention_blocks(pruned)} == {2}
+    in_proj = [GraphIndex(pruned).constant_value(b.q.weight).shape for b in find_attention_blocks(pruned)]
+    assert in_proj == [(16, 24), (16, 24)]
+    _ort_outputs_equal(pruned, model, (2, 5, 16))
+
+
+def test_torch_encoder_heads_kept_by_index():
+    model = torch_encoder(zeroed_heads=[1, 3])
+    keep = {b.name: [0, 2] for b in find_attention_blocks(model)}
+    assert len(keep) == 2
+    _ort_outputs_equal(prune_heads(model, keep), model, (2, 5, 16))
+
+
+@pytest.mark.parametrize("opset", [14, 17], ids=["reduce_mean_ops", "LayerNormalization"])
+def test_hidden_width_is_never_pruned(opset):
+    """Only heads and FFN units go: the embedding, the LayerNorm parameters and the residual stream keep 16."""
+    model = embedded_encoder(opset, zeroed_heads=[1, 2], zeroed_units=16)
+    pruned, report = prune_transformer(model, 0.5)
+    assert set(report.heads.values()) == {(4, 2)}
+    assert [(p.original, p.kept) for p in report.ffn.pruned] == [(32, 16), (32, 16)]
+    index = GraphIndex(pruned)
+    embedding = next(n for n in pruned.graph.node if n.op_type == "MatMul").input[1]
+    assert index.constant_value(embedding).shape == (8, 16)
+    norms = [n for n in pruned.graph.node if n.op_type == "LayerNormalization"] or [
+        n for n in pruned.graph.node if n.op_type == "Mul" and "norm" in n.input[1]
+    ]
+    assert len(norms) == 4 and {index.constant_value(n.input[1]).shape for n in norms} == {(16,)}
+    _ort_outputs_equal(pruned, model, (2, 5, 8))

@@ -14,7 +14,7 @@ from autocompress.prune.transformer import find_attention_blocks, prune_heads
 from autocompress.runtime.ort import Predictor
 from autocompress.strategy.transformer_prune import head_ablation_importance
 from tests.conftest import export_tiny_cnn
-from tests.prune.prune_models import export_encoder
+from tests.prune.prune_models import export_encoder, torch_encoder
 
 TRAIN = {"train_iter": 12, "eval_iter": 6, "learning_rate": 0.01}
 
@@ -150,3 +150,17 @@ def test_gmp_longer_than_the_training_is_refused_naming_both_lengths(tiny_cnn, d
     with pytest.raises(ConfigError, match=r"iteration 40 .*TrainConfig trains 12 steps"):
         AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
     assert not (tmp_path / "o").exists()
+
+
+def test_transformer_prune_of_torch_encoder_layers_with_packed_qkv(tmp_path):
+    model_dir = tmp_path / "encoder"
+    model_dir.mkdir()
+    onnx.save(torch_encoder(batch=1), str(model_dir / "encoder.onnx"))  # static shapes, as the exporter wrote them
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((1, 5, 16)).astype(np.float32)} for _ in range(3)]
+    config = {"TransformerPrune": {"pruned_ratio": 0.5}, "Distillation": {}, "TrainConfig": TRAIN}
+    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+    heads = result.report["timeline"][0]["info"]["heads"]
+    assert [(h["original"], h["kept"]) for h in heads.values()] == [(4, 2), (4, 2)]
+    out = Predictor(onnx.load(str(result.model_path)))(data[0])[0]
+    assert out.shape == (1, 5, 16) and np.isfinite(out).all()
