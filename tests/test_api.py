@@ -126,3 +126,49 @@ def test_report_json_is_strict_json_when_a_number_is_not_finite(tiny_cnn, tiny_b
     assert report["baseline"]["latency_p90_ms"] is None and report["compressed"]["latency_p90_ms"] is None
     assert report["non_finite"] == {"baseline.latency_p90_ms": "inf", "compressed.latency_p90_ms": "inf"}
     assert result.report == report
+
+
+def test_the_seeds_positional_order_runs(tiny_cnn, tiny_batches, tmp_path):
+    """AutoCompression(model_dir, train_dataloader, model_filename, params_filename, save_dir, strategy_config,
+    train_config, eval_callback, devices), as PaddleSlim's reference writes it."""
+    from autocompress import QuantPost
+
+    save = tmp_path / "o"
+    result = AutoCompression(str(tiny_cnn.parent), tiny_batches, tiny_cnn.name, None, str(save),
+                             {"QuantPost": QuantPost(batch_nums=1)}, {"epochs": 2}, _accuracy_like, "cpu").compress()
+    assert result.strategy == ["QuantPost"] and result.record.strategy == ["QuantPost"]
+    written = yaml.safe_load((save / "config.yaml").read_text())
+    assert written["QuantPost"]["batch_nums"] == 1 and written["TrainConfig"]["epochs"] == 2
+    assert written["Global"]["devices"] == "cpu" and result.baseline.metric == 1.0
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("cfg.yaml",), "argument 6, strategy_config, must be a dict of strategy sections .* config="),
+        ((None, _accuracy_like), "argument 7, train_config, must be a dict of TrainConfig keys"),
+        ((None, None, [{"x": 1}]), "argument 8, eval_callback, must be a function predictor -> metric, or None; got list"),
+        ((None, None, _accuracy_like, 0), "argument 9, devices, must be 'cpu' or 'gpu'"),
+    ],
+)
+def test_an_argument_out_of_the_seeds_order_is_named(tiny_cnn, tiny_batches, tmp_path, arguments, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        AutoCompression(tiny_cnn, tiny_batches, None, None, tmp_path / "o", *arguments)
+    assert "model_dir, train_dataloader, model_filename" in str(error.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_arguments_after_the_seeds_are_keyword_only(tiny_cnn, tiny_batches, tmp_path):
+    with pytest.raises(TypeError, match="positional"):
+        AutoCompression(tiny_cnn, tiny_batches, None, None, tmp_path / "o", None, None, _accuracy_like, "cpu", [1, 3])
+
+
+def test_the_result_carries_the_report_as_a_record_and_as_report_json(tiny_cnn, tiny_batches, tmp_path):
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"QuantPost": {"batch_nums": 1}},
+                             eval_dataloader=tiny_batches).compress()
+    record = result.record
+    assert json.loads(result.report_path.read_text()) == record.to_dict() == result.report
+    (stage,) = record.timeline
+    assert stage.stage == "QuantPost" and stage.info.metric == result.report["timeline"][0]["info"]["metric"]
+    assert stage.info.details["quantized_nodes"] > 0 and record.compressed == result.compressed
+    assert record.hardware.deploy_hardware == "cpu" and record.skipped_batches == {"train": [], "eval": []}

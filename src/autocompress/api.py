@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -18,18 +17,20 @@ import onnxruntime as ort
 
 from autocompress import progress
 from autocompress.config.loader import CompressConfig, load_config, save_config
-from autocompress.data.batches import BatchAdapter, input_specs
+from autocompress.data.batches import BatchAdapter, InputSpec, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
 from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.large import WeightsLayout, save_external, stores_external_data, weights_layout
 from autocompress.graph.prepare import check_structure, prepare_model
 from autocompress.report.html import write_html
+from autocompress.report.record import HardwareInfo, Report, StageRecord
 from autocompress.report.summary import ModelSummary, summarize
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.identity import input_files, run_identity
 from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult
+from autocompress.strategy.records import Candidate
 from autocompress.strategy.plan import plan_stages
 from autocompress.train import distributed
 from autocompress.train.loop import check_origin_metric
@@ -42,11 +43,14 @@ DEFAULT_SAVE_DIR = "./output"
 
 @dataclass
 class CompressResult:
+    """Where the result was written, report.json's content (`report`) and the same as a record (`record`)."""
+
     save_dir: Path
     model_path: Path
     config_path: Path
     report_path: Path
     report: dict[str, Any]
+    record: Report
     baseline: ModelSummary
     compressed: ModelSummary
     strategy: list[str] = field(default_factory=list)
@@ -73,13 +77,64 @@ def _batch_one(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v[:1]) if v.ndim > 0 else v for k, v in feed.items()}
 
 
+@dataclass
+class _Data:
+    """The batches a compression reads, and the batch-1 feed its latencies are measured with."""
+
+    specs: list[InputSpec]
+    train: BatchAdapter | None
+    eval: BatchAdapter | None
+    sample_feed: dict[str, np.ndarray]
+
+    def skipped(self) -> dict[str, list[int]]:
+        """Per source, the batches left out for NaN or inf values."""
+        sources = {"train": self.train, "eval": self.eval}
+        return {name: sorted(batches.skipped) if batches is not None else [] for name, batches in sources.items()}
+
+
+#: The seed's positional parameters after model_dir and train_dataloader: name, the test a value must pass, and
+#: what is allowed in words. A value that fails (an argument given in another order) is a ConfigError.
+_SEED_POSITIONALS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("model_filename", lambda value: isinstance(value, str), "the model file's name inside model_dir, or None"),
+    ("params_filename", lambda value: isinstance(value, str), "the Paddle params file's name, or None"),
+    ("save_dir", lambda value: isinstance(value, (str, os.PathLike)), "a folder path (str or os.PathLike), or None"),
+    (
+        "strategy_config",
+        lambda value: isinstance(value, (Mapping, list, tuple)),
+        "a dict of strategy sections such as {'QuantPost': QuantPost(...)}, or None (a YAML path goes to config=)",
+    ),
+    (
+        "train_config",
+        lambda value: isinstance(value, Mapping) or (hasattr(value, "__dict__") and not callable(value)),
+        "a dict of TrainConfig keys or a TrainConfig object, or None",
+    ),
+    ("eval_callback", callable, "a function predictor -> metric, or None"),
+    ("devices", lambda value: isinstance(value, str), "'cpu' or 'gpu', or None"),
+)
+
+
+def _check_seed_arguments(values: Mapping[str, Any]) -> None:
+    """Refuse a seed-order argument of the wrong type, naming its position in the seed's signature: a call
+    written for another order fails here, not later with a message about some other key."""
+    order = ", ".join(["model_dir", "train_dataloader", *(name for name, _, _ in _SEED_POSITIONALS)])
+    for position, (name, fits, allowed) in enumerate(_SEED_POSITIONALS, start=3):
+        value = values[name]
+        if value is not None and not fits(value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(
+                f"AutoCompression argument {position}, {name}, must be {allowed}; got {type(value).__name__} "
+                f"{shown}. Positional arguments follow the seed's order ({order}); pass the others by keyword"
+            )
+
+
 class AutoCompression:
     """Compress an exported model.
 
-    Args mirror PaddleSlim's AutoCompression. `config` is a YAML path or dict holding strategy sections,
-    `TrainConfig` and `Global`; `strategy_config` / `train_config` may also be given directly (dicts or typed
-    objects). `eval_callback(predictor) -> float` scores a candidate (higher is better unless
-    `higher_is_better=False`); without it, the EMD to the original model on `eval_dataloader` is the metric.
+    The positional arguments follow PaddleSlim's AutoCompression (model_dir, train_dataloader, model_filename,
+    params_filename, save_dir, strategy_config, train_config, eval_callback, devices); the rest are keyword-only.
+    `strategy_config` / `train_config` are dicts or typed objects; `config` is a YAML path or dict holding strategy
+    sections, `TrainConfig` and `Global`. `eval_callback(predictor) -> float` scores a candidate (higher is better
+    unless `higher_is_better=False`); without it, the EMD to the original model on `eval_dataloader` is the metric.
     `devices` is where training runs ('cpu' or 'gpu'); `deploy_hardware` is where the model will run.
     `save_dir` (default: Global.save_dir, else './output') must be new, an empty folder or an earlier result of
     autocompress; it may sit beside the model's files but not hold them.
@@ -92,17 +147,19 @@ class AutoCompression:
         model_filename: str | None = None,
         params_filename: str | None = None,
         save_dir: str | os.PathLike | None = None,
-        config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
+        strategy_config: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        train_config: Mapping[str, Any] | Any = None,
+        eval_callback: Callable | None = None,
+        devices: str | None = None,
+        *,
         input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None,
         target_speedup: float | str | None = None,
-        eval_callback: Callable | None = None,
         eval_dataloader: Iterable | Callable[[], Iterable] | None = None,
         deploy_hardware: str | None = None,
-        strategy_config: Mapping[str, Any] | None = None,
-        train_config: Any = None,
-        devices: str | None = None,
+        config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
         higher_is_better: bool | None = None,
     ):
+        _check_seed_arguments(locals())
         self.config = load_config(config, strategy_config, train_config)
         g = self.config.global_
         # Explicit arguments win over the Global section of a YAML.
@@ -120,7 +177,7 @@ class AutoCompression:
             if value is not None:
                 setattr(g, key, value)
         if save_dir is not None:  # the argument wins over Global.save_dir
-            g.save_dir = _save_dir_argument(save_dir)
+            g.save_dir = os.fspath(save_dir)
         elif g.save_dir is None:
             g.save_dir = DEFAULT_SAVE_DIR
         if g.model_dir is None:
@@ -139,7 +196,37 @@ class AutoCompression:
 
     @progress.scoped(lambda ac: ac.config.global_.progress)
     def compress(self) -> CompressResult:
+        """Load and prepare the model, read the data, score the baseline, run the stages, check the result and
+        (rank 0) write save_dir; each step is one method below."""
         started = time.perf_counter()
+        model, files, external = self._load()
+        data = self._data(model)
+        evaluator, baseline = self._baseline(model, data)
+        # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
+        suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
+        work_dir = work_dir_for(self.save_dir, suffix, run_identity(files, self.config, data.specs))
+        ctx = CompressionContext(
+            config=self.config,
+            original=model,
+            train_batches=data.train,
+            evaluator=evaluator,
+            hardware=self.hardware,
+            work_dir=work_dir,
+            baseline_metric=baseline.metric,
+            sample_feed=data.sample_feed,
+            threads=self.config.global_.latency_threads,
+        )
+        try:
+            result = self._finish(ctx, baseline, data, external, started)
+        except BaseException:  # a checkpoint stays for the rerun to resume; an unused work folder goes
+            discard_work_dir(work_dir, self.save_dir, keep_progress=True)
+            raise
+        discard_work_dir(work_dir, self.save_dir)
+        distributed.barrier()  # the other ranks return once save_dir is complete
+        return result
+
+    def _load(self) -> tuple[onnx.ModelProto, list[Path], bool]:
+        """The prepared float model, the user's input files, and whether the model keeps its weights apart."""
         g = self.config.global_
         log.info("loading %s", self.model_path)
         external = self.kind == "onnx" and stores_external_data(self.model_path)
@@ -147,6 +234,12 @@ class AutoCompression:
         refuse_model_files(g.save_dir, self.save_dir, files)  # external data files are known only now
         # the loaded model is not kept: a model over 2 GB would otherwise be held twice the whole run
         model = prepare_model(load_model(g.model_dir, g.model_filename, g.params_filename), g.input_shapes)
+        return model, files, external
+
+    def _data(self, model: onnx.ModelProto) -> _Data:
+        """The dataloaders as batches of the model's inputs; their first batches are read now, so a loader that
+        yields nothing or the wrong inputs fails before any work."""
+        g = self.config.global_
         specs = input_specs(model)
         train = eval_batches = None
         if self.train_dataloader is not None:
@@ -159,45 +252,58 @@ class AutoCompression:
         sample_feed = _batch_one(first_source.first()[0])
         if eval_batches is not None:
             eval_batches.first()
+        return _Data(specs, train, eval_batches, sample_feed)
 
-        evaluator = Evaluator(model, self.hardware, self.eval_callback, eval_batches, g.higher_is_better, threads=None)
-        baseline_metric = evaluator(model)
-        log.info("baseline %s = %.6g", evaluator.name, baseline_metric)
-        if self.config.train is not None and self.config.train.origin_metric is not None:
-            check_origin_metric(baseline_metric, self.config.train.origin_metric, self.config.train.origin_metric_tolerance)
-        baseline = summarize(model, baseline_metric, evaluator.name, sample_feed, self.hardware, g.latency_threads)
-
-        # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
-        suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
-        work_dir = work_dir_for(self.save_dir, suffix, run_identity(files, self.config, specs))
-        ctx = CompressionContext(
-            config=self.config,
-            original=model,
-            train_batches=train,
-            evaluator=evaluator,
-            hardware=self.hardware,
-            work_dir=work_dir,
-            baseline_metric=baseline_metric,
-            sample_feed=sample_feed,
-            threads=g.latency_threads,
-        )
-        try:
-            result = self._finish(ctx, baseline, external, started, [train, eval_batches])
-        except BaseException:  # a checkpoint stays for the rerun to resume; an unused work folder goes
-            discard_work_dir(work_dir, self.save_dir, keep_progress=True)
-            raise
-        discard_work_dir(work_dir, self.save_dir)
-        distributed.barrier()  # the other ranks return once save_dir is complete
-        return result
+    def _baseline(self, model: onnx.ModelProto, data: _Data) -> tuple[Evaluator, ModelSummary]:
+        """The evaluator and the original model's figures; a metric far from TrainConfig.origin_metric is an
+        error, since it means the eval function is broken."""
+        g = self.config.global_
+        evaluator = Evaluator(model, self.hardware, self.eval_callback, data.eval, g.higher_is_better, threads=None)
+        metric = evaluator(model)
+        log.info("baseline %s = %.6g", evaluator.name, metric)
+        train = self.config.train
+        if train is not None and train.origin_metric is not None:
+            check_origin_metric(metric, train.origin_metric, train.origin_metric_tolerance)
+        return evaluator, summarize(model, metric, evaluator.name, data.sample_feed, self.hardware, g.latency_threads)
 
     def _finish(
-        self, ctx: CompressionContext, baseline: ModelSummary, external: bool, started: float,
-        data: list[BatchAdapter | None],
-    ) -> CompressResult:  # fmt: skip
+        self, ctx: CompressionContext, baseline: ModelSummary, data: _Data, external: bool, started: float
+    ) -> CompressResult:
         """Run the stages, check and measure the result, and (rank 0) commit it to save_dir."""
+        model, timeline, candidates = self._run_stages(ctx)
+        compressed = self._validate(model, ctx, ran=bool(timeline))
+        report = Report(
+            baseline=baseline,
+            compressed=compressed,
+            higher_is_better=ctx.evaluator.higher_is_better,
+            timeline=timeline,
+            candidates=candidates,
+            elapsed_s=round(time.perf_counter() - started, 3),
+            hardware=self._hardware_info(),
+            model_source=str(self.model_path),
+            model_format=self.kind,
+            skipped_batches=data.skipped(),
+        )
+        if distributed.is_primary():
+            self._save(model, report, external)
+        return CompressResult(
+            save_dir=self.save_dir,
+            model_path=self.save_dir / "model.onnx",
+            config_path=self.save_dir / "config.yaml",
+            report_path=self.save_dir / "report.json",
+            report=report.to_dict(),
+            record=report,
+            baseline=baseline,
+            compressed=compressed,
+            strategy=report.strategy,
+        )
+
+    def _run_stages(self, ctx: CompressionContext) -> tuple[onnx.ModelProto, list[StageRecord], list[Candidate]]:
+        """Each planned stage on the model the previous one returned, timed, with every candidate it tried (the
+        report keeps the candidates' figures, not their models)."""
         stages = plan_stages(self.config)
-        timeline = []
-        candidates: list[dict[str, Any]] = []
+        timeline: list[StageRecord] = []
+        candidates: list[Candidate] = []
         current = ctx.original
         for stage in stages:
             t0 = time.perf_counter()
@@ -205,64 +311,39 @@ class AutoCompression:
             with progress.stage(stage.name, len(stages)):
                 result: StageResult = stage.run(current, ctx)
             current = result.model
-            timeline.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), "info": result.info})
-            candidates.extend({"stage": stage.name, **c} for c in result.candidates)
+            timeline.append(StageRecord(stage.name, round(time.perf_counter() - t0, 3), result.info))
+            candidates += [replace(c, stage=c.stage or stage.name, model=None) for c in result.candidates]
+        return current, timeline, candidates
 
-        validate_exported(current, ctx.sample_feed, self.hardware)
-        metric = ctx.evaluator(current) if stages else ctx.baseline_metric
+    def _validate(self, model: onnx.ModelProto, ctx: CompressionContext, ran: bool) -> ModelSummary:
+        """The compressed model's figures, once onnx.checker and a run with finite outputs have passed."""
+        validate_exported(model, ctx.sample_feed, self.hardware)
+        metric = ctx.evaluator(model) if ran else ctx.baseline_metric
         g = self.config.global_
-        compressed = summarize(current, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads)
-        report = strict_report({
-            "baseline": baseline.to_dict(),
-            "compressed": compressed.to_dict(),
-            "speedup": round(baseline.latency_ms / max(compressed.latency_ms, 1e-9), 4),
-            "metric_higher_is_better": ctx.evaluator.higher_is_better,
-            "strategy": [s.name for s in stages],
-            "plan": [{"plan": t["info"]["plan"], "reasons": t["info"].get("reasons", [])} for t in timeline
-                     if "plan" in t["info"]],
-            "timeline": timeline,
-            "candidates": candidates,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "hardware": self._hardware_info(),
-            "data": {f"{source}_batches_skipped_nonfinite": sorted(batches.skipped) if batches is not None else []
-                     for source, batches in zip(("train", "eval"), data)},
-            "model": {"source": str(self.model_path), "format": self.kind},
-        })  # fmt: skip
-        if distributed.is_primary():
-            self._save(current, report, external)
-        return CompressResult(
-            save_dir=self.save_dir,
-            model_path=self.save_dir / "model.onnx",
-            config_path=self.save_dir / "config.yaml",
-            report_path=self.save_dir / "report.json",
-            report=report,
-            baseline=baseline,
-            compressed=compressed,
-            strategy=report["strategy"],
-        )
+        return summarize(model, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads)
 
-    def _save(self, model: onnx.ModelProto, report: dict[str, Any], external: bool) -> None:
+    def _save(self, model: onnx.ModelProto, report: Report, external: bool) -> None:
         """Write the result into a temp folder that replaces save_dir in one rename."""
         with atomic_dir(self.save_dir) as tmp:
             save_model(model, tmp / "model.onnx", external)
             save_config(self.config, tmp / "config.yaml")
-            (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
+            (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
             write_html(report, tmp)
         log.info("saved %s", self.save_dir)
 
-    def _hardware_info(self) -> dict[str, Any]:
-        return {
-            "deploy_hardware": self.hardware.name,
-            "latency_measured_on_target": self.hardware.measured,
-            "note": self.hardware.note,
-            "providers": list(self.hardware.providers),
-            "latency_threads": self.config.global_.latency_threads,
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "onnxruntime": ort.__version__,
-            "onnx": onnx.__version__,
-        }
+    def _hardware_info(self) -> HardwareInfo:
+        return HardwareInfo(
+            deploy_hardware=self.hardware.name,
+            latency_measured_on_target=self.hardware.measured,
+            note=self.hardware.note,
+            providers=list(self.hardware.providers),
+            latency_threads=self.config.global_.latency_threads,
+            machine=platform.machine(),
+            processor=platform.processor() or platform.machine(),
+            cpu_count=os.cpu_count(),
+            onnxruntime=ort.__version__,
+            onnx=onnx.__version__,
+        )
 
 
 def save_model(model: onnx.ModelProto, path: Path, external: bool = False) -> None:
@@ -272,37 +353,3 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool = False) -> No
         save_external(model, path)
     else:
         onnx.save_model(model, str(path))
-
-
-def _save_dir_argument(save_dir: Any) -> str:
-    if not isinstance(save_dir, (str, os.PathLike)):
-        raise ConfigError(f"save_dir must be a folder path (str or os.PathLike), got {type(save_dir).__name__}")
-    return os.fspath(save_dir)
-
-
-def strict_report(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The report as strict JSON data (report.json must load in any JSON parser): a NaN or inf becomes null, and
-    "non_finite" names where each was and what it was."""
-    nulled: dict[str, str] = {}
-    plain = _plain(report, "", nulled)
-    if nulled:
-        plain["non_finite"] = nulled
-    return plain
-
-
-def _plain(value: Any, where: str, nulled: dict[str, str]) -> Any:
-    """`value` as JSON data: numpy scalars and arrays as numbers and lists, paths as strings, NaN/inf as None."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        nulled[where] = str(value)
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}" if where else str(k), nulled) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]", nulled) for i, v in enumerate(value)]
-    return value

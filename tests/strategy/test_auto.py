@@ -11,6 +11,7 @@ from torch import nn
 from autocompress import AutoCompression
 from autocompress.runtime.ort import Predictor
 from autocompress.strategy.base import StageResult, stage_class
+from autocompress.strategy.records import StageInfo
 from tests.conftest import export_tiny_cnn
 
 TRAIN = {"train_iter": 6, "eval_iter": 3}
@@ -43,10 +44,15 @@ def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
     data = _data(16)
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.03}}
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
-    plan = result.report["plan"][0]
-    assert plan["reasons"][0] == "model type: cnn"
-    assert not any("search" in r for r in plan["reasons"])
-    assert plan["plan"][-1] in ("QuantPost: int8", "QuantPost: int8 (depthwise convs float)", "float (int8 slower here)")
+    (plan,) = result.record.plans
+    assert plan.reasons[0] == "model type: cnn" and plan.details["model_type"] == "cnn"
+    assert not any("search" in r for r in plan.reasons)
+    assert plan.plan[-1] in ("QuantPost: int8", "QuantPost: int8 (depthwise convs float)", "float (int8 slower here)")
+    assert result.report["plan"] == [{"plan": plan.plan, "reasons": plan.reasons}]
+    # each PTQ variant tried is a candidate with its figures and verdict; the report keeps no model
+    (tried,) = [c for c in result.record.candidates if c.label == "int8"]
+    assert tried.accepted is True and tried.latency_ms > 0 and tried.size_mb > 0 and tried.model is None
+    assert tried.stage == result.strategy[0] and tried.params == {"variant": "int8"}
 
 
 def test_a_sensitive_model_goes_beyond_the_ptq_trial(tmp_path):
@@ -68,10 +74,14 @@ def test_unreachable_target_says_so_with_the_best_reachable(tmp_path):
     data = _data(32)
     result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, target_speedup="100x",
                              config={"TrainConfig": TRAIN}).compress()
-    info = result.report["timeline"][0]["info"]
-    assert info["reachable"] is False and info["target_speedup"] == 100.0
-    assert any("not reachable" in r and "best reachable" in r for r in info["reasons"])
-    assert {c["params"]["plan"] for c in result.report["candidates"] if "plan" in c.get("params", {})} >= {"int8", "prune 20%"}
+    info = result.record.timeline[0].info
+    assert info.details["reachable"] is False and info.details["target_speedup"] == 100.0
+    assert any("not reachable" in r and "best reachable" in r for r in info.reasons)
+    probes = {c.label: c for c in result.record.candidates if "plan" in c.params}
+    assert set(probes) >= {"int8", "prune 20%"}
+    assert all(c.speedup > 0 and c.metric is None for c in probes.values())
+    # the plan that was run is a sub-stage of the automatic one
+    assert set(info.stages) <= {"ChannelPrune", "Distillation", "QuantPost"} and info.stages
 
 
 def test_edge_hardware_is_measured_by_proxy(tiny_cnn, tmp_path):
@@ -94,7 +104,7 @@ def test_a_qat_model_worse_than_the_best_ptq_is_not_returned(tmp_path, monkeypat
         ruined.CopyFrom(model)
         for tensor in ruined.graph.initializer:
             tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(tensor)), tensor.name))
-        return StageResult(ruined, {"steps": 0})
+        return StageResult(ruined, StageInfo(details={"steps": 0}))
 
     monkeypatch.setattr(qat_stage, "run", ruined_qat)
     data = _data(8)

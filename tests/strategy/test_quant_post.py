@@ -91,9 +91,11 @@ def _quant_post(model_path, data, tmp_path):
 def test_an_int8_model_slower_than_float_is_reported_not_changed(tiny_cnn, data, tmp_path, probed, caplog):
     with caplog.at_level(logging.WARNING, logger="autocompress.strategy.quant_post"):
         result = _quant_post(tiny_cnn, data, tmp_path)
-    info = result.report["timeline"][0]["info"]
-    assert info["int8_speedup"] == pytest.approx(2.0 / 3.0, abs=1e-3)
-    assert "slower than the float input" in info["warning"] and "0.67x" in info["warning"]
+    info = result.record.timeline[0].info
+    assert info.details["int8_speedup"] == pytest.approx(2.0 / 3.0, abs=1e-3)
+    (warning,) = info.warnings
+    assert "slower than the float input" in warning and "0.67x" in warning
+    assert result.report["timeline"][0]["info"]["warnings"] == [warning]
     assert "0.67x" in caplog.text
     assert _is_int8(onnx.load(str(result.model_path)))
 
@@ -103,8 +105,9 @@ def test_a_faster_int8_model_has_no_warning(tiny_cnn, data, tmp_path, monkeypatc
         return Latency(1.0 if _is_int8(model) else 2.0, 2.0, 1, 1, "cpu")
 
     monkeypatch.setattr(quant_post, "measure_latency", fake)
-    info = _quant_post(tiny_cnn, data, tmp_path).report["timeline"][0]["info"]
-    assert info["int8_speedup"] == 2.0 and "warning" not in info
+    result = _quant_post(tiny_cnn, data, tmp_path)
+    assert result.record.timeline[0].info.details["int8_speedup"] == 2.0 and not result.record.timeline[0].info.warnings
+    assert "warnings" not in result.report["timeline"][0]["info"]
 
 
 def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, probed):

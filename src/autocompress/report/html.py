@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from autocompress.report.figures import bars_figure, pareto_figure, timeline_figure, trials_figure
+from autocompress.report.record import Report
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}
@@ -92,7 +93,9 @@ def render_html(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def write_html(report: dict[str, Any], save_dir: Path) -> Path:
+def write_html(report: Report | Mapping[str, Any], save_dir: Path) -> Path:
+    """Write report.html from the record a compression built, or from report.json's content as read back."""
+    data = report.to_dict() if isinstance(report, Report) else dict(report)
     path = Path(save_dir) / "report.html"
-    path.write_text(render_html(report), encoding="utf-8")
+    path.write_text(render_html(data), encoding="utf-8")
     return path

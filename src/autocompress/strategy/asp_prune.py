@@ -12,6 +12,7 @@ from autocompress.config.strategies import ASPPrune
 from autocompress.prune.asp import asp_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 
@@ -32,4 +33,4 @@ class ASPPruneStage(Stage):
             "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
             **outcome.info,
         }
-        return StageResult(outcome.model, info)
+        return StageResult(outcome.model, StageInfo(details=info))

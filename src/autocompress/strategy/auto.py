@@ -18,6 +18,7 @@ import copy
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from autocompress.config.strategies import ChannelPrune, Distillation, HyperPara
 from autocompress.errors import AutoCompressError, StrategyNotImplementedError
 from autocompress.graph.index import attribute
 from autocompress.graph.naming import stable_names
+from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
 from autocompress.runtime.ort import measure_latency
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, stage_class
+from autocompress.strategy.records import Candidate, StageInfo
 from autocompress.strategy.targets import detect_model_type, parse_target_speedup
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,20 @@ def _sub_config(config: CompressConfig, strategies: dict[str, Any]) -> CompressC
     return sub
 
 
+@dataclass(frozen=True)
+class _Option:
+    """A plan probed for target_speedup: the channel ratio it prunes, whether it quantizes, and its latency."""
+
+    label: str
+    prune_ratio: float
+    int8: bool
+    latency_ms: float
+
+    def candidate(self, base_ms: float) -> Candidate:
+        speedup = base_ms / self.latency_ms
+        return Candidate(label=self.label, params={"plan": self.label}, latency_ms=self.latency_ms, speedup=speedup)
+
+
 class AutoStage(Stage):
     key = "Auto"
 
@@ -63,13 +80,16 @@ class AutoStage(Stage):
         return "Auto[" + " -> ".join(self.plan) + "]" if self.plan else "Auto"
 
     def _run_sub(self, strategies: dict[str, Any], model, ctx) -> StageResult:
+        """Run the stages of `strategies` in order; their records become sub-stages of this one's."""
         sub = _sub_config(self.config, strategies)
         keys = [k for k in sub.stage_keys if not (k == "Distillation" and len(strategies) > 1)]
         result = StageResult(model)
         for key in keys:
             stage = stage_class(key)(sub)
             out = stage.run(result.model, ctx)
-            result = StageResult(out.model, {**result.info, key: out.info}, result.candidates + out.candidates)
+            result.model = out.model
+            result.info.stages[key] = out.info
+            result.candidates += out.candidates
             self.plan.append(stage.name)
         return result
 
@@ -89,13 +109,31 @@ class AutoStage(Stage):
                                     "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES)}, model, ctx)
         else:
             result = self._cnn(model, ctx)
-        result.info = {"model_type": kind, "plan": self.plan, "reasons": self.reasons, **result.info}
+        result.info.plan, result.info.reasons = self.plan, self.reasons
+        result.info.details = {"model_type": kind, **result.info.details}
         return result
 
     # -- CNN without a speed target -------------------------------------------------------------------------
     def _acceptable(self, ctx, metric: float) -> bool:
         tolerance = ctx.evaluator.tolerance(ctx.baseline_metric, self.config.global_.auto_max_relative_drop)
         return ctx.evaluator.drop(ctx.baseline_metric, metric) <= tolerance
+
+    def _ptq(self, label: str, strategies: dict[str, Any], model, ctx) -> tuple[Candidate, list[Candidate]]:
+        """One QuantPost run as a candidate of the choice (the model and record kept), and the candidates it tried."""
+        out = stage_class("QuantPost")(_sub_config(self.config, strategies)).run(model, ctx)
+        accepted = self._acceptable(ctx, out.info.metric)
+        tried = Candidate(
+            label=label,
+            params={"variant": label},
+            metric=out.info.metric,
+            latency_ms=self._latency(out.model, ctx),
+            size_mb=round(model_size_mb(out.model), 4),
+            accepted=accepted,
+            reason=None if accepted else "metric drop beyond the tolerance",
+            model=out.model,
+            info=out.info,
+        )
+        return tried, out.candidates
 
     def _cnn(self, model, ctx) -> StageResult:
         base_latency = self._latency(model, ctx)
@@ -106,42 +144,41 @@ class AutoStage(Stage):
         variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
         if depthwise:
             variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise)
-        tried = []
-        for label, section in variants.items():
-            out = stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": section})).run(model, ctx)
-            metric = out.info["metric"]
-            tried.append({"label": label, "model": out.model, "metric": metric, "latency_ms": self._latency(out.model, ctx),
-                          "ok": self._acceptable(ctx, metric), "info": out.info})
-        candidates = [{"params": {"variant": t["label"]}, "metric": t["metric"], "latency_ms": t["latency_ms"]} for t in tried]
-        accepted = [t for t in tried if t["ok"]]
+        tried = [self._ptq(label, {"QuantPost": section}, model, ctx)[0] for label, section in variants.items()]
+        candidates = list(tried)
+        accepted = [t for t in tried if t.accepted]
         if not accepted:
             self.reasons.append("PTQ trial dropped the metric beyond tolerance: full PTQ search")
             search = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": HyperParameterOptimization()}
-            out = stage_class("QuantPost")(_sub_config(self.config, search)).run(model, ctx)
-            candidates += out.candidates
-            tried.append({"label": "int8 (searched)", "model": out.model, "metric": out.info["metric"],
-                          "latency_ms": self._latency(out.model, ctx), "ok": self._acceptable(ctx, out.info["metric"]),
-                          "info": out.info})
-            if tried[-1]["ok"]:
-                accepted = [tried[-1]]
+            searched, trials = self._ptq("int8 (searched)", search, model, ctx)
+            candidates += trials
+            tried.append(searched)
+            if searched.accepted:
+                accepted = [searched]
             else:
-                best_ptq = min(tried, key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t["metric"]))
-                qat = self._qat_if_better(model, ctx, best_ptq["metric"])
+                best_ptq = min(tried, key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t.metric))
+                qat = self._qat_if_better(model, ctx, best_ptq.metric)
                 if qat is not None:
                     return StageResult(qat.model, qat.info, candidates + qat.candidates)
                 accepted = [best_ptq]
                 self.reasons.append("no int8 plan met the tolerance; the most accurate one is kept")
-        fastest = min(accepted, key=lambda t: t["latency_ms"])
-        if fastest["latency_ms"] * MIN_INT8_GAIN > base_latency:
+        return self._fastest(model, base_latency, tried, accepted, candidates, ctx)
+
+    def _fastest(
+        self, model, base_latency: float, tried: list[Candidate], accepted: list[Candidate], candidates: list[Candidate], ctx
+    ) -> StageResult:
+        """The fastest accepted int8 model, or the float model when no int8 one is faster on the deploy hardware."""
+        fastest = min(accepted, key=lambda t: t.latency_ms)
+        if fastest.latency_ms * MIN_INT8_GAIN > base_latency:
             self.reasons.append(
-                f"int8 is not faster on {ctx.hardware.name} ({fastest['latency_ms']:.3f} ms vs float "
+                f"int8 is not faster on {ctx.hardware.name} ({fastest.latency_ms:.3f} ms vs float "
                 f"{base_latency:.3f} ms): the float model is kept"
             )
             self.plan.append("float (int8 slower here)")
-            return StageResult(model, {"trials": [t["info"] for t in tried]}, candidates)
-        self.plan.append(f"QuantPost: {fastest['label']}")
-        self.reasons.append(f"chose {fastest['label']}: metric {fastest['metric']:.6g}, {fastest['latency_ms']:.3f} ms")
-        return StageResult(fastest["model"], {"QuantPost": fastest["info"]}, candidates)
+            return StageResult(model, StageInfo(details={"trials": [t.info.to_dict() for t in tried]}), candidates)
+        self.plan.append(f"QuantPost: {fastest.label}")
+        self.reasons.append(f"chose {fastest.label}: metric {fastest.metric:.6g}, {fastest.latency_ms:.3f} ms")
+        return StageResult(fastest.model, StageInfo(stages={"QuantPost": fastest.info}), candidates)
 
     def _qat_if_better(self, model, ctx, best_ptq_metric: float) -> StageResult | None:
         """QAT with distillation, kept only if it beats the best PTQ model: a short QAT can end below a searched
@@ -174,6 +211,37 @@ class AutoStage(Stage):
         return path, table
 
     def _for_target(self, model, ctx) -> StageResult:
+        base, options = self._probe_options(model, ctx)
+        # least aggressive first: less pruning, then float before int8 at equal pruning
+        order = sorted(options, key=lambda o: (o.prune_ratio, o.int8))
+        reaching = [o for o in order if base / o.latency_ms >= self.target]
+        if reaching:
+            chosen = reaching[0]
+            self.reasons.append(
+                f"target {self.target:.2f}x: '{chosen.label}' measures {base / chosen.latency_ms:.2f}x on {ctx.hardware.name}"
+            )
+        else:
+            chosen = min(options, key=lambda o: o.latency_ms)
+            self.reasons.append(
+                f"target {self.target:.2f}x is not reachable with these strategies on {ctx.hardware.name}; the best "
+                f"reachable is {base / chosen.latency_ms:.2f}x ('{chosen.label}'), which is used"
+            )
+        strategies: dict[str, Any] = {}
+        if chosen.prune_ratio > 0:
+            # the same MACs as the uniform ratio the latency was probed at, taken where the outputs change least
+            strategies["ChannelPrune"] = ChannelPrune(
+                pruned_ratio=chosen.prune_ratio, criterion="output_error", ratio_allocation="sensitivity"
+            )
+            strategies["Distillation"] = Distillation()
+        if chosen.int8:
+            strategies["QuantPost"] = QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)
+        result = self._run_sub(strategies, model, ctx)
+        result.candidates = [o.candidate(base) for o in options] + result.candidates
+        result.info.details.update(target_speedup=self.target, reachable=bool(reaching))
+        return result
+
+    def _probe_options(self, model, ctx) -> tuple[float, list[_Option]]:
+        """The float latency and the latency of each cheap plan (uniform pruning, quick int8, both), cached."""
         path, table = self._latency_cache(model, ctx)
 
         def latency(label: str, build) -> float:
@@ -183,42 +251,16 @@ class AutoStage(Stage):
 
         quick_int8 = lambda m: stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": QuantPost(batch_nums=2, algo="abs_max")})).run(m, ctx).model  # noqa: E731
         base = latency("fp32", lambda: model)
-        options: list[tuple[str, float, bool, float]] = [("int8", 0.0, True, latency("int8", lambda: quick_int8(model)))]
+        options = [_Option("int8", 0.0, True, latency("int8", lambda: quick_int8(model)))]
         for ratio in PRUNE_RATIOS:
             try:
                 pruned, _ = prune_channels(model, ratio, input_shapes={k: list(v.shape) for k, v in ctx.sample_feed.items()})
             except AutoCompressError as exc:
                 self.reasons.append(f"channel pruning unavailable: {exc}")
                 break
-            options.append((f"prune {ratio:.0%}", ratio, False, latency(f"prune{ratio}", lambda: pruned)))
-            options.append((f"prune {ratio:.0%} + int8", ratio, True, latency(f"prune{ratio}+int8", lambda: quick_int8(pruned))))
+            options.append(_Option(f"prune {ratio:.0%}", ratio, False, latency(f"prune{ratio}", lambda: pruned)))
+            options.append(_Option(f"prune {ratio:.0%} + int8", ratio, True,
+                                   latency(f"prune{ratio}+int8", lambda: quick_int8(pruned))))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(table, indent=1))
-        candidates = [{"params": {"plan": label}, "latency_ms": lat, "speedup": base / lat, "metric": None}
-                      for label, _, _, lat in options]
-        # least aggressive first: less pruning, then float before int8 at equal pruning
-        order = sorted(options, key=lambda o: (o[1], o[2]))
-        reaching = [o for o in order if base / o[3] >= self.target]
-        if reaching:
-            label, ratio, int8, lat = reaching[0]
-            self.reasons.append(f"target {self.target:.2f}x: '{label}' measures {base / lat:.2f}x on {ctx.hardware.name}")
-        else:
-            label, ratio, int8, lat = min(options, key=lambda o: o[3])
-            self.reasons.append(
-                f"target {self.target:.2f}x is not reachable with these strategies on {ctx.hardware.name}; the best "
-                f"reachable is {base / lat:.2f}x ('{label}'), which is used"
-            )
-        strategies: dict[str, Any] = {}
-        if ratio > 0:
-            # the same MACs as the uniform ratio the latency was probed at, taken where the outputs change least
-            strategies["ChannelPrune"] = ChannelPrune(
-                pruned_ratio=ratio, criterion="output_error", ratio_allocation="sensitivity"
-            )
-            strategies["Distillation"] = Distillation()
-        if int8:
-            strategies["QuantPost"] = QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)
-        result = self._run_sub(strategies, model, ctx)
-        result.candidates = candidates + result.candidates
-        result.info["target_speedup"] = self.target
-        result.info["reachable"] = bool(reaching)
-        return result
+        return base, options

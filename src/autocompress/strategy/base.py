@@ -12,7 +12,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -23,6 +23,7 @@ from autocompress.data.batches import BatchAdapter
 from autocompress.errors import ConfigError, StrategyNotImplementedError
 from autocompress.evaluation import Evaluator
 from autocompress.runtime.ort import HardwareTarget
+from autocompress.strategy.records import Candidate, StageInfo
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,23 @@ class CompressionContext:
 
 @dataclass
 class StageResult:
+    """A stage's model, its record, and every candidate it tried (HPO trials, probes of the automatic choice).
+
+    A stage registered from outside the package may report its info as a plain mapping: it becomes a StageInfo
+    whose typed fields are lifted from the mapping's keys, so the report reads every stage the same way.
+    """
+
     model: onnx.ModelProto
-    info: dict[str, Any] = field(default_factory=dict)
-    #: Every candidate tried (HPO trials, auto-mode probes): dicts with at least metric and latency_ms if known.
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    info: StageInfo = field(default_factory=StageInfo)
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.info, StageInfo):
+            self.info = StageInfo.from_mapping(self.info)
 
 
 class Stage(ABC):
     key: ClassVar[str]
-    #: Stage keys whose sections this stage also consumes (e.g. QuantPost consumes HyperParameterOptimization).
-    consumes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: CompressConfig):
         self.config = config

@@ -12,6 +12,7 @@ from autocompress.prune.channel import prune_channels
 from autocompress.prune.criteria import DATA_CRITERIA
 from autocompress.prune.sensitivity import sensitivity_ratios
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.training import fine_tune
 
 
@@ -45,7 +46,7 @@ class ChannelPruneStage(Stage):
             **({"allocated_ratios": ratios} if cfg.ratio_allocation == "sensitivity" else {}),
             **outcome.info,
         }
-        return StageResult(outcome.model, info)
+        return StageResult(outcome.model, StageInfo.from_mapping(info))
 
 
 def _calibration(cfg: ChannelPrune, ctx: CompressionContext) -> list[dict] | None:

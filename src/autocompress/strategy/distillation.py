@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.training import fine_tune
 
 
@@ -13,7 +14,7 @@ class DistillationStage(Stage):
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         outcome = fine_tune(model, ctx, self.key)
-        return StageResult(outcome.model, outcome.info)
+        return StageResult(outcome.model, StageInfo(details=outcome.info))
 
 
 class MultiTeacherDistillationStage(DistillationStage):

@@ -29,6 +29,7 @@ from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_q
 from autocompress.quant.qdq import QDQOptions, write_qdq_model
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ INITIAL_RANGES = (("hist", 0.999), ("avg", 0.999), ("mse", 0.999))
 
 class QuantAwareStage(Stage):
     key = "QuantAware"
-    consumes = ("Distillation",)
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         cfg: QuantAware = self.section
@@ -81,7 +81,7 @@ class QuantAwareStage(Stage):
                 "QuantAware: no evaluated training state beat the calibrated starting point (%.6g vs %.6g); "
                 "returning the starting point", trained_metric, initial_metric,
             )  # fmt: skip
-        info = {
+        details = {
             **outcome.info,
             "quantized_nodes": len(handles.plan.nodes),
             "quantized_op_counts": dict(Counter(p.node.op_type for p in handles.plan.nodes)),
@@ -91,9 +91,9 @@ class QuantAwareStage(Stage):
             "initial_ranges": initial_algo,
             "initial_metric": initial_metric,
             "trained_metric": trained_metric,
-            "metric": trained_metric if keep_trained else initial_metric,
             "selected": "trained" if keep_trained else "initial",
         }
+        info = StageInfo(metric=trained_metric if keep_trained else initial_metric, details=details)
         return StageResult(outcome.model if keep_trained else initial_model, info)
 
     @staticmethod

@@ -26,6 +26,7 @@ from autocompress.quant.statistics import ActivationStatistics, collect_statisti
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import search_ptq
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import Candidate, StageInfo
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ class LatencyProbe:
 
 class QuantPostStage(Stage):
     key = "QuantPost"
-    consumes = ("HyperParameterOptimization",)
 
     @property
     def name(self) -> str:
@@ -128,7 +128,7 @@ class QuantPostStage(Stage):
             return evaluator.drop(ctx.baseline_metric, metric), metric
 
         info: dict[str, Any] = {"calibration_batches": stats.num_batches}
-        candidates: list[dict[str, Any]] = []
+        candidates: list[Candidate] = []
         default = {"algo": cfg.algo, "hist_percent": cfg.hist_percent, "bias_correct": cfg.bias_correct,
                    "weight_quantize_type": cfg.weight_quantize_type, "batch_num": cfg.batch_nums}
         if hpo is None:
@@ -163,7 +163,7 @@ class QuantPostStage(Stage):
                 {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
             ]
             candidates = [
-                {"params": t.params, "metric": t.metric, "score": t.score, "latency_ms": t.extra["latency_ms"]}
+                Candidate(params=t.params, metric=t.metric, score=t.score, latency_ms=t.extra["latency_ms"])
                 for t in trials
             ]
 
@@ -181,7 +181,7 @@ class QuantPostStage(Stage):
             "quantized_nodes": len(ptq_info.quantized_nodes),
         })
         info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
-        return StageResult(best_model, info, candidates)
+        return StageResult(best_model, StageInfo.from_mapping(info), candidates)
 
     def _fallback(self, model, stats, ctx, params, nodes: list[str], max_drop: float):
         feeds = list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES))

@@ -21,6 +21,7 @@ from autocompress.graph.index import GraphIndex
 from autocompress.prune.transformer import AttentionBlock, find_attention_blocks, prune_transformer
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -106,4 +107,4 @@ class TransformerPruneStage(Stage):
             "ffn_params_after": report.ffn.params_after if report.ffn else None,
             **outcome.info,
         }
-        return StageResult(outcome.model, info)
+        return StageResult(outcome.model, StageInfo(details=info))

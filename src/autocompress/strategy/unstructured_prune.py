@@ -14,6 +14,7 @@ from autocompress.graph.stats import model_size_mb
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.records import StageInfo
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 from autocompress.train.loop import training_steps
@@ -58,7 +59,7 @@ class UnstructurePruneStage(Stage):
             "dense_size_mb": round(model_size_mb(outcome.model), 4),
             **outcome.info,
         }
-        return StageResult(outcome.model, info)
+        return StageResult(outcome.model, StageInfo.from_mapping(info))
 
 
 def _check_training_reaches_target(schedule: GMPSchedule, ctx: CompressionContext) -> None:
