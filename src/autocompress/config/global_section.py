@@ -7,7 +7,9 @@ from typing import Literal, Optional, Union
 from pydantic import Field, field_validator
 
 from autocompress.config.base import Section
-from autocompress.data.batches import DEFAULT_PREFETCH_BATCHES
+
+#: Batches read ahead of the one being used, in a background thread (0: read in the calling thread).
+DEFAULT_PREFETCH_BATCHES = 2
 
 
 class DataSection(Section):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import onnx
 
+from autocompress.config.global_section import DEFAULT_PREFETCH_BATCHES
 from autocompress.data.prefetch import LoaderError, numbered, read_ahead
 from autocompress.errors import DataError
 
@@ -26,9 +27,6 @@ LABEL_KEYS = ("label", "labels")
 
 #: Share of batches with NaN/Inf that may be skipped (with a warning, counted in the report) before it is an error.
 DEFAULT_MAX_NONFINITE_FRACTION = 0.05
-
-#: Batches read ahead of the one being used, in a background thread (0: read in the calling thread).
-DEFAULT_PREFETCH_BATCHES = 2
 
 
 class NonFiniteBatchError(DataError):
