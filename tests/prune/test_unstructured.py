@@ -106,5 +106,15 @@ def test_gmp_invalid_config(config):
         GMPSchedule.from_config(0.5, config)
 
 
-def test_gmp_accepts_older_prune_steps_key():
-    assert GMPSchedule.from_config(0.5, {"prune_steps": 10, "pruning_iterations": 100}).period == 10
+def test_gmp_prune_steps_is_the_seeds_iterations_between_ratio_increases():
+    gmp = GMPSchedule.from_config(0.5, {"prune_steps": 25, "pruning_iterations": 100})
+    assert gmp.pruning_steps == 4 and gmp.period == 25
+    assert gmp.mask_update_due(25) and not gmp.mask_update_due(24)
+
+
+def test_gmp_resume_iteration_starts_the_ramp_where_it_stopped():
+    config = {"pruning_iterations": 100, "pruning_steps": 10, "initial_ratio": 0.1}
+    fresh = GMPSchedule.from_config(0.5, {**config, "resume_iteration": -1})
+    resumed = GMPSchedule.from_config(0.5, {**config, "resume_iteration": 60})
+    assert fresh.first_iteration == 0 and resumed.first_iteration == 60
+    assert resumed.ratio_at(resumed.first_iteration) == fresh.ratio_at(60) > fresh.ratio_at(0)

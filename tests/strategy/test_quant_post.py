@@ -168,3 +168,38 @@ def test_the_image_stem_stays_float_on_cpu_unless_asked(float_conv_weights):
     assert float_conv_weights({}) == ["stem_w"]  # 3 input channels: float; the 8-channel head is int8
     assert float_conv_weights({"float_stem": False}) == []
     assert float_conv_weights({"for_tensorrt": True}) == []  # TensorRT picks its own stem precision
+
+
+def _fallback_run(model_path, data, tmp_path, name: str, max_metric_drop: float | None):
+    config = {"Global": {"cache_dir": str(tmp_path / "cache")},
+              "QuantPost": {"batch_nums": 2, "max_metric_drop": max_metric_drop}}
+    result = AutoCompression(model_path, data, save_dir=tmp_path / name, config=config, eval_dataloader=data).compress()
+    return result.report["timeline"][0]["info"], onnx.load(str(result.model_path))
+
+
+def _int8_weight_nodes(model: onnx.ModelProto) -> dict[str, bool]:
+    """Conv/Gemm node name -> whether its weight is read through DequantizeLinear."""
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name: n.input[1] in dequantized for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+
+
+def test_no_drop_allowed_returns_every_op_to_float_with_a_warning(tiny_cnn, data, tmp_path, probed, caplog):
+    with caplog.at_level(logging.WARNING, logger="autocompress.strategy.quant_post"):
+        info, model = _fallback_run(tiny_cnn, data, tmp_path, "zero", 0.0)
+    assert not _is_int8(model)
+    (warning,) = info["warnings"]
+    assert "max_metric_drop = 0 is met only with all 3 quantized ops back in float" in warning
+    assert warning in caplog.text
+    assert info["quantized_nodes"] == 0 and info["quantized_op_counts"] == {}
+    assert set(info["op_precision"].values()) == {"float: metric fallback", "float: skipped (skip list or float stem)"}
+
+
+def test_after_a_fallback_the_report_lists_each_ops_final_precision(tiny_cnn, data, tmp_path, probed):
+    plain, _ = _fallback_run(tiny_cnn, data, tmp_path, "plain", None)
+    info, model = _fallback_run(tiny_cnn, data, tmp_path, "fallback", plain["score"] * 0.95)
+    assert 0 < len(info["float_fallback_nodes"]) < plain["quantized_nodes"]
+    int8 = [name for name, state in info["op_precision"].items() if state == "int8"]
+    assert info["quantized_nodes"] == len(int8) == plain["quantized_nodes"] - len(info["float_fallback_nodes"])
+    assert sum(info["quantized_op_counts"].values()) == len(int8)
+    for name, is_int8 in _int8_weight_nodes(model).items():
+        assert is_int8 == (info["op_precision"][name] == "int8"), name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import pytest
@@ -39,6 +41,17 @@ def test_channel_prune_is_physically_smaller(tiny_cnn, data, tmp_path):
     assert out.shape == (4, 10) and np.isfinite(out).all()
 
 
+def test_channel_prune_reports_the_layers_round_to_kept_whole(tiny_cnn, data, tmp_path, caplog):
+    config = {"ChannelPrune": {"pruned_ratio": 0.5, "round_to": 16}, "Distillation": {}, "TrainConfig": TRAIN}
+    with caplog.at_level(logging.WARNING, logger="autocompress.prune"):
+        result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+    info = result.report["timeline"][0]["info"]
+    assert [g["original"] for g in info["pruned_groups"]] == [32]  # the 16-channel conv is one block of 16
+    (warning,) = info["warnings"]
+    assert "round_to=16 keeps every channel of 1 of 2 groups" in warning and "(16 channels)" in warning
+    assert warning in caplog.text
+
+
 def test_channel_prune_by_sensitivity_reports_its_ratios_and_keeps_the_macs_budget(tiny_cnn, data, tmp_path):
     prune = {"pruned_ratio": 0.5, "round_to": 4, "criterion": "output_error", "ratio_allocation": "sensitivity", "batch_nums": 1}
     config = {"ChannelPrune": prune, "Distillation": {}, "TrainConfig": TRAIN}
@@ -63,6 +76,17 @@ def test_gmp_unstructured_prune_reaches_the_ratio(tiny_cnn, data, tmp_path):
     conv = [w for w in _weights(result.model_path).values() if w.ndim == 4]
     assert all(abs(float((w == 0).mean()) - 0.6) < 0.1 for w in conv)
     assert info["compressed_size_mb"] < info["dense_size_mb"]
+
+
+def test_gmp_resumed_at_resume_iteration_finishes_the_ramp_in_the_remaining_steps(tiny_cnn, data, tmp_path):
+    gmp = {"pruning_iterations": 40, "pruning_steps": 4, "initial_ratio": 0.2, "resume_iteration": 30}
+    config = {"UnstructurePrune": {"prune_ratio": 0.6, "prune_params_type": "None", "prune_strategy": "gmp",
+                                   "local_sparsity": True, "gmp_config": gmp}, "TrainConfig": TRAIN}  # fmt: skip
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+    assert abs(result.report["timeline"][0]["info"]["total_sparsity"] - 0.6) < 0.02  # 12 steps from iteration 30
+    config["UnstructurePrune"]["gmp_config"] = {**gmp, "resume_iteration": 20}
+    with pytest.raises(ConfigError, match=r"iteration 40 .*trains 12 steps from resume_iteration 20"):
+        AutoCompression(tiny_cnn, data, save_dir=tmp_path / "p", config=config, eval_dataloader=data).compress()
 
 
 def test_asp_exports_the_2_4_pattern(tiny_cnn, data, tmp_path):

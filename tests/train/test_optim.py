@@ -109,3 +109,13 @@ def test_legacy_optimizer_keys_of_act2_build():
     config = TrainConfig(epochs=1, optimizer="SGD", optim_args={"weight_decay": 0.0005})
     optimizer, _ = build_optimizer(_params(), config.optimizer_builder)
     assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["weight_decay"] == 0.0005
+
+
+def test_the_seeds_grid_clip_clips_gradients():
+    config = TrainConfig(optimizer_builder={"optimizer": {"type": "SGD"}, "grid_clip": {"type": "ClipGradByValue", "max": 0.5}})
+    params = _params()
+    _, policy = build_optimizer(params, config.optimizer_builder)
+    params[0].grad, params[1].grad = torch.full((3, 4), 3.0), torch.full((4,), -2.0)
+    policy.apply(params)
+    torch.testing.assert_close(params[0].grad, torch.full((3, 4), 0.5))
+    torch.testing.assert_close(params[1].grad, torch.full((4,), -0.5))

@@ -2,12 +2,15 @@
 
 Sections are pydantic models that forbid unknown keys, so a typo is an error instead of a silently ignored
 setting (ACT's most confusing behaviour). Older PaddleSlim key names are accepted as aliases and normalised to the
-current names, so the effective config written to save_dir always uses one vocabulary.
+current names, so the effective config written to save_dir always uses one vocabulary. Seed keys that
+autocompress accepts but does not apply say so once, with a warning, when they are set to anything but their default.
 """
 
 from __future__ import annotations
 
 import logging
+import types
+import typing
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -25,6 +28,8 @@ class Section(BaseModel):
 
     #: legacy key -> current key, applied before validation.
     legacy_aliases: ClassVar[dict[str, str]] = {}
+    #: seed key accepted but not applied -> what autocompress does instead; warned about when not the default.
+    unapplied_keys: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -38,7 +43,14 @@ class Section(BaseModel):
                     raise ValueError(f"both '{old}' and its current name '{new}' are set; keep only '{new}'")
                 log.info("%s: legacy key '%s' read as '%s'", cls.__name__, old, new)
                 data[new] = data.pop(old)
-        return data
+        return {key: _none_literal(cls, key, value) for key, value in data.items()}
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Warn once, when the section is built, about each seed key that is set but has no effect here."""
+        for key, instead in self.unapplied_keys.items():
+            value = getattr(self, key)
+            if key in self.model_fields_set and value != type(self).model_fields[key].get_default():
+                log.warning("%s.%s = %r is not applied: %s", type(self).__name__, key, value, instead)
 
     @classmethod
     def parse(cls, data: Any, section: str | None = None) -> "Section":
@@ -63,13 +75,38 @@ class Section(BaseModel):
         """Assignments are validated too (API arguments override config keys this way): a bad value is a
         ConfigError naming the key, as when the config is loaded."""
         try:
-            super().__setattr__(name, value)
+            super().__setattr__(name, _none_literal(type(self), name, value))
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, type(self).__name__, type(self))) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with every default filled in, as written to save_dir/config.yaml."""
         return self.model_dump(mode="json")
+
+
+def _allows_none(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+def _none_literal(model: type[BaseModel], key: str, value: Any) -> Any:
+    """The seed writes `None` for an unset key, which YAML reads as the string 'None': it means None wherever a
+    key may be None."""
+    field = model.model_fields.get(key) if isinstance(value, str) else None
+    return None if value == "None" and field is not None and _allows_none(field.annotation) else value
+
+
+def _section_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The nested section a key path leads to (gmp_config inside UnstructurePrune), None when it is no section."""
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
 
 
 def format_validation_error(exc: ValidationError, section: str, model: type[BaseModel]) -> str:
@@ -79,8 +116,10 @@ def format_validation_error(exc: ValidationError, section: str, model: type[Base
         loc = ".".join(str(p) for p in err["loc"])
         key = f"{section}.{loc}" if loc else section
         if err["type"] == "extra_forbidden":
-            allowed = sorted(model.model_fields)
-            lines.append(f"{key}: unknown key; allowed keys of {section} are {allowed}")
+            path = err["loc"][:-1]
+            owner = _section_at(model, path) or model
+            where = ".".join([section, *map(str, path)]) if owner is not model else section
+            lines.append(f"{key}: unknown key; allowed keys of {where} are {sorted(owner.model_fields)}")
             continue
         value = err.get("input")
         msg = err["msg"]

@@ -7,7 +7,8 @@ stage normalises them.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Union
+import logging
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -15,6 +16,8 @@ from autocompress.config.base import Section
 from autocompress.config.registry import StrategySpec, register_strategy
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES
 from autocompress.quant.scales import unsupported_bits
+
+log = logging.getLogger(__name__)
 
 WeightQuantizeType = Literal["channel_wise_abs_max", "abs_max"]
 PtqAlgo = Literal["abs_max", "avg", "hist", "KL", "mse", "emd"]
@@ -63,6 +66,9 @@ class _QuantCommon(Section):
     is_full_quantize: bool = False
     #: Always exported as ONNX QuantizeLinear/DequantizeLinear; kept for config compatibility.
     onnx_format: bool = True
+    unapplied_keys: ClassVar[dict[str, str]] = {
+        "onnx_format": "the model is always exported as ONNX QuantizeLinear/DequantizeLinear (QDQ)",
+    }
     for_tensorrt: bool = False
     #: Leave an image stem (a Conv over <= 4 input channels, kernel up to 3x3) in float; None: on CPU targets,
     #: whose uint8 Conv is slower than the float one there, and not for TensorRT/GPU.
@@ -90,6 +96,11 @@ class _QuantCommon(Section):
         return value
 
 
+#: The seed's per-tensor weight types that track the scale over training steps; here the scale of each step is its
+#: weights' abs max, which is where a window or moving average of a converged weight's abs max ends.
+_TRACKED_WEIGHT_TYPES = ("range_abs_max", "moving_average_abs_max")
+
+
 class QuantAware(_QuantCommon):
     """Quantization-aware training (fake-quant in the trained graph, exported as QDQ)."""
 
@@ -98,6 +109,15 @@ class QuantAware(_QuantCommon):
     dtype: Literal["int8", "uint8"] = "int8"
     window_size: int = Field(10000, ge=1)
     moving_rate: float = Field(0.9, gt=0.0, lt=1.0)
+
+    @field_validator("weight_quantize_type", mode="before")
+    @classmethod
+    def _per_tensor_weights(cls, value: Any) -> Any:
+        if value in _TRACKED_WEIGHT_TYPES:
+            log.warning("QuantAware.weight_quantize_type = %r is read as 'abs_max': one scale per weight tensor, "
+                        "its abs max at each step (no window or moving average over steps)", value)
+            return "abs_max"
+        return value
 
 
 class QuantPost(_QuantCommon):
@@ -121,6 +141,15 @@ class QuantPost(_QuantCommon):
     simulate_activation_quant: bool = False
     #: Accuracy-driven fallback: largest allowed metric drop; the most harmful ops return to float until met.
     max_metric_drop: Optional[float] = Field(None, ge=0.0)
+    unapplied_keys: ClassVar[dict[str, str]] = {
+        **_QuantCommon.unapplied_keys,
+        "batch_size": "calibration reads the train_dataloader's batches as they come; set the batch size there",
+        "activation_quantize_type": "activation scales are calibrated once (algo) and stay fixed in the QDQ model",
+        **dict.fromkeys(
+            ("epochs", "lr", "regions", "region_weights_names", "simulate_activation_quant"),
+            "it belongs to reconstruction quantization (recon_level), which autocompress does not run",
+        ),
+    }
 
     @field_validator("recon_level")
     @classmethod
@@ -269,12 +298,41 @@ class TransformerPrune(Section):
 
 
 class GmpConfig(Section):
+    """The GMP schedule: pruning_steps ratio increases spread over pruning_iterations (GMPUnstructuredPruner)."""
+
     stable_iterations: int = Field(0, ge=0)
     pruning_iterations: int = Field(1000, ge=1)
     tunning_iterations: int = Field(1000, ge=0)
-    resume_iteration: int = -1
+    #: Schedule iteration the training starts at, to resume an interrupted run; -1: the beginning.
+    resume_iteration: int = Field(-1, ge=-1)
     pruning_steps: int = Field(100, ge=1)
     initial_ratio: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prune_steps(cls, data: Any) -> Any:
+        """The seed's prune_steps is the iterations between two ratio increases; stored as the number of
+        increases it gives over pruning_iterations."""
+        if not isinstance(data, dict) or "prune_steps" not in data:
+            return data
+        data = dict(data)
+        period = data.pop("prune_steps")
+        if "pruning_steps" in data:
+            raise ValueError("set prune_steps (iterations between ratio increases) or pruning_steps (number of "
+                             "increases), not both")
+        iterations = data.get("pruning_iterations", cls.model_fields["pruning_iterations"].default)
+        if isinstance(iterations, int) and not (isinstance(period, int) and 1 <= period <= iterations):
+            raise ValueError(f"prune_steps = {period!r}: the iterations between two ratio increases must be an "
+                             f"integer from 1 to pruning_iterations ({iterations})")
+        data["pruning_steps"] = iterations // period if isinstance(iterations, int) else period
+        return data
+
+    @model_validator(mode="after")
+    def _steps_fit(self):
+        if self.pruning_steps > self.pruning_iterations:
+            raise ValueError(f"pruning_steps ({self.pruning_steps}) must be at most pruning_iterations "
+                             f"({self.pruning_iterations}): the ratio rises at most once per iteration")
+        return self
 
 
 class UnstructurePrune(Section):
@@ -296,6 +354,9 @@ class UnstructurePrune(Section):
             self.gmp_config = GmpConfig()
         if self.prune_strategy == "gmp" and self.prune_mode != "ratio":
             raise ValueError("prune_strategy 'gmp' ramps a ratio; it needs prune_mode 'ratio'")
+        if self.prune_strategy == "gmp" and self.gmp_config.initial_ratio > self.prune_ratio:
+            raise ValueError(f"gmp_config.initial_ratio ({self.gmp_config.initial_ratio}) must be at most "
+                             f"prune_ratio ({self.prune_ratio}): the GMP ramp rises from one to the other")
         return self
 
 

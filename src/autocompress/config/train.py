@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional, Union
 
@@ -9,11 +10,24 @@ from pydantic import Field, field_validator, model_validator
 
 from autocompress.config.base import Section
 
+log = logging.getLogger(__name__)
+
 #: Keys of a learning_rate schedule that are the rate it trains with: a rate <= 0 leaves the weights as they are or
 #: climbs the loss.
 _POSITIVE_RATES = ("learning_rate", "max_learning_rate")
 #: Keys that are bounds a schedule may start from or decay to, where 0 is meaningful.
 _NON_NEGATIVE_RATES = ("base_learning_rate", "end_learning_rate", "eta_min", "start_lr", "end_lr", "min_lr")
+
+
+#: The seed's AMP-O1/O2 keys that torch.autocast has no equivalent for: key -> what training does instead. A key
+#: set to a value that asks for something (a non-empty list, True) is warned about once.
+AMP_UNAPPLIED_KEYS = {
+    "custom_white_list": "torch autocast chooses each op's precision itself",
+    "custom_black_list": "torch autocast chooses each op's precision itself",
+    "custom_black_varnames": "torch autocast cannot keep named variables in float32",
+    "use_pure_fp16": "training runs mixed precision (autocast, O1); pure fp16 (O2) is not available",
+    "use_fp16_guard": "it only applies to pure fp16 (O2), which is not available",
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -88,6 +102,25 @@ class TrainConfig(Section):
         builder["optimizer"].update(args)
         data["optimizer_builder"] = builder
         return data
+
+    @field_validator("optimizer_builder", mode="before")
+    @classmethod
+    def _seed_clip_name(cls, value: Any) -> Any:
+        """The seed spells the gradient clipping key grid_clip; it is grad_clip."""
+        if not isinstance(value, dict) or "grid_clip" not in value:
+            return value
+        if "grad_clip" in value:
+            raise ValueError("both 'grid_clip' and its current name 'grad_clip' are set; keep only 'grad_clip'")
+        log.info("TrainConfig.optimizer_builder: key 'grid_clip' read as 'grad_clip'")
+        return {("grad_clip" if k == "grid_clip" else k): v for k, v in value.items()}
+
+    @field_validator("amp_config")
+    @classmethod
+    def _warn_unapplied_amp_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        for key, instead in AMP_UNAPPLIED_KEYS.items():
+            if (value or {}).get(key):
+                log.warning("TrainConfig.amp_config.%s = %r is not applied: %s", key, value[key], instead)
+        return value
 
     @field_validator("learning_rate")
     @classmethod

@@ -19,7 +19,7 @@ from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
 from autocompress.prune.compensate import Feed, Moments, apply_compensation, consumer_moments
 from autocompress.prune.constants import set_constant, set_node_input
-from autocompress.prune.criteria import CRITERIA, channel_scores
+from autocompress.prune.criteria import CRITERIA, channel_scores, scored_by_l1
 from autocompress.prune.groups import ChannelAnalysis, ChannelGroup, find_channel_groups, removed_indices
 from autocompress.prune.stats import count_params_and_macs
 
@@ -51,6 +51,8 @@ class ChannelPruneReport:
     prunable_groups: int = 0
     #: layers whose bias took the mean of the channels they no longer read (0 without calibration data)
     compensated: int = 0
+    #: what the user should know: groups round_to kept whole, groups the criterion could not score
+    warnings: list[str] = field(default_factory=list)
 
 
 def _check_ratio(key: str, ratio: float) -> None:
@@ -254,8 +256,32 @@ def prune_channels(
         macs_after=after.macs,
         compensated=compensated,
     )
+    report.warnings = _warnings(analysis, keep, pruned_ratio, prune_params_name, round_to, criterion)
+    for warning in report.warnings:
+        logger.warning(warning)
     logger.info(
         "channel pruning: %d groups pruned, %d unprunable, params %d -> %d",
         len(report.pruned), len(report.unprunable), report.params_before, report.params_after,
     )
     return pruned, report
+
+
+def _warnings(analysis: ChannelAnalysis, keep: dict[int, np.ndarray], pruned_ratio: float | dict[str, float],
+              prune_params_name: list[str] | None, round_to: int, criterion: str) -> list[str]:
+    """Groups asked to lose channels that round_to kept whole, and pruned groups the criterion scored by l1_norm."""
+    ratios = _group_ratios(analysis.groups, pruned_ratio, prune_params_name)
+    whole = [analysis.group(g) for g, r in ratios.items() if r > 0 and g not in keep]
+    fallback = [analysis.group(g) for g in keep if scored_by_l1(analysis.group(g), criterion)]
+    warnings = []
+    if whole:
+        layers = ", ".join(f"{g.weights} ({g.channels} channels)" for g in whole)
+        warnings.append(
+            f"ChannelPrune: round_to={round_to} keeps every channel of {len(whole)} of {len(ratios)} groups asked to "
+            f"lose channels ({'nothing was pruned' if not keep else 'the others were pruned'}), since the nearest "
+            f"multiple of {round_to} is their full width: {layers}; lower round_to to prune them"
+        )
+    if fallback:
+        layers = ", ".join(str(g.weights) for g in fallback)
+        warnings.append(f"ChannelPrune: criterion {criterion!r} found no normalisation scale after {len(fallback)} "
+                        f"pruned groups and ranked their channels by l1_norm instead: {layers}")
+    return warnings

@@ -44,12 +44,15 @@ def l1_norm(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
 
 def bn_scale(group: ChannelGroup, index: GraphIndex) -> np.ndarray:
     """|gamma| of the normalisations that follow the producers (network slimming). Groups without a
-    normalisation fall back to l1_norm, since they carry no learned channel scale."""
+    normalisation fall back to l1_norm, since they carry no learned channel scale (scored_by_l1 names them)."""
     scores = _accumulate(group, index, "norm_scale", lambda m: np.abs(m).sum(axis=1))
-    if scores is None:
-        logger.info("group %s has no normalisation scale; bn_scale falls back to l1_norm", group.weights)
-        return l1_norm(group, index)
-    return scores
+    return l1_norm(group, index) if scores is None else scores
+
+
+def scored_by_l1(group: ChannelGroup, criterion: str) -> bool:
+    """Whether `criterion` reads nothing in this group and scores it by l1_norm instead (bn_scale without a
+    normalisation after the group's producers)."""
+    return criterion == "bn_scale" and not any(m.role == "norm_scale" for m in group.members)
 
 
 def geometry_median(group: ChannelGroup, index: GraphIndex) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from autocompress.config.strategies import GmpConfig
 from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
 from autocompress.prune.constants import layer_weights
@@ -101,11 +102,6 @@ def sparsity_report(model: onnx.ModelProto, prune_params_type: str | None = None
     return SparsityReport(per_layer, zeros / total_size if total_size else 0.0)
 
 
-_GMP_KEYS = {"stable_iterations", "pruning_iterations", "tunning_iterations", "pruning_steps", "initial_ratio",
-             "resume_iteration"}
-_GMP_ALIASES = {"prune_steps": "pruning_steps"}
-
-
 @dataclass(frozen=True)
 class GMPSchedule:
     """Sparsity ratio per training iteration for gradual magnitude pruning.
@@ -113,7 +109,8 @@ class GMPSchedule:
     Iterations are split into `pruning_steps` stages of pruning_iterations // pruning_steps iterations.
     Stages cover: stable_iterations at ratio 0, pruning_iterations along
     initial + (target - initial) * (1 - (1 - i / pruning_steps)^3) for stage i, then tunning_iterations
-    (and everything after) at the target ratio."""
+    (and everything after) at the target ratio. Training step s runs at schedule iteration resume_iteration + s
+    (from 0 when resume_iteration is -1), so an interrupted run resumes its ramp where it stopped."""
 
     target_ratio: float
     stable_iterations: int = 0
@@ -121,6 +118,7 @@ class GMPSchedule:
     tunning_iterations: int = 0
     pruning_steps: int = 100
     initial_ratio: float = 0.15
+    resume_iteration: int = -1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.initial_ratio <= self.target_ratio < 1.0:
@@ -134,15 +132,18 @@ class GMPSchedule:
             )
         if self.stable_iterations < 0 or self.tunning_iterations < 0:
             raise ConfigError("gmp_config: stable_iterations and tunning_iterations must be >= 0")
+        if self.resume_iteration < -1:
+            raise ConfigError(f"gmp_config: resume_iteration={self.resume_iteration} must be >= -1 (-1: the start)")
 
     @classmethod
-    def from_config(cls, target_ratio: float, gmp_config: dict) -> GMPSchedule:
-        config = {_GMP_ALIASES.get(k, k): v for k, v in gmp_config.items()}
-        unknown = set(config) - _GMP_KEYS
-        if unknown:
-            raise ConfigError(f"gmp_config has unknown keys {sorted(unknown)}; allowed: {sorted(_GMP_KEYS)}")
-        config.pop("resume_iteration", None)  # where training restarts is the trainer's concern
-        return cls(target_ratio, **config)
+    def from_config(cls, target_ratio: float, gmp_config: dict | GmpConfig) -> GMPSchedule:
+        """The schedule of an UnstructurePrune.gmp_config section (a dict is validated as one)."""
+        return cls(target_ratio, **GmpConfig.parse(gmp_config, "UnstructurePrune.gmp_config").to_dict())
+
+    @property
+    def first_iteration(self) -> int:
+        """Schedule iteration of the first training step."""
+        return max(self.resume_iteration, 0)
 
     @property
     def period(self) -> int:

@@ -79,3 +79,9 @@ def quantize_post_training(
 def calibration_tensors(model: onnx.ModelProto, options: QDQOptions = QDQOptions()) -> list[str]:
     """The activation tensors whose statistics quantize_post_training needs, for collect_statistics."""
     return plan_quantization(fold_conv_affine(model, keep=options.skip_names)[0], options).activation_tensors
+def all_float(info: PTQInfo) -> PTQInfo:
+    """The record of `info`'s model with every quantized node back in float: the float model itself."""
+    return replace(info, quantized_op_counts={}, quantized_nodes=[], thresholds={}, ranges={},
+                   skipped_nodes=[*info.skipped_nodes, *info.quantized_nodes])
+
+

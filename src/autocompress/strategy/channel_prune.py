@@ -44,6 +44,7 @@ class ChannelPruneStage(Stage):
             "pruned_groups": [vars(g) for g in report.pruned],
             "unprunable_groups": [vars(g) for g in report.unprunable],
             **({"allocated_ratios": ratios} if cfg.ratio_allocation == "sensitivity" else {}),
+            **({"warnings": report.warnings} if report.warnings else {}),
             **outcome.info,
         }
         return StageResult(outcome.model, StageInfo.from_mapping(info))

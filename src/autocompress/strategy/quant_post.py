@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -20,11 +21,11 @@ import onnx
 from autocompress.config.strategies import HyperParameterOptimization, QuantPost
 from autocompress.graph.prepare import simplify
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
-from autocompress.quant.ptq import PTQInfo, calibration_tensors, quantize_post_training
+from autocompress.quant.ptq import PTQInfo, all_float, calibration_tensors, quantize_post_training
 from autocompress.quant.qdq import QDQOptions, WeightCache, check_skip_names
 from autocompress.quant.statistics import ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import measure_latency
-from autocompress.search.hpo import search_ptq
+from autocompress.search.hpo import Trial, search_ptq
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
 from autocompress.strategy.records import Candidate, StageInfo
 
@@ -136,25 +137,7 @@ class QuantPostStage(Stage):
             best_model, ptq_info = self._quantize(model, stats, best_params)
             best_score, best_metric = score_of(best_model)
         else:
-            # The QDQ model is a function of the activation ranges and the weight settings alone; other settings
-            # often give the same ranges (mse/emd/abs_max keep their best batch for any larger batch_num), and
-            # then the model is identical and its score is reused instead of evaluated again.
-            scores: dict[tuple, tuple[float, float]] = {}
-
-            def evaluate(params: dict[str, Any]):
-                candidate, trial_info = self._quantize(model, stats, params)
-                ranges = tuple(sorted(trial_info.ranges.items()))
-                same_model = (params["weight_quantize_type"], params["bias_correct"], ranges)
-                if same_model not in scores:
-                    scores[same_model] = score_of(candidate)
-                score, metric = scores[same_model]
-                return score, metric, {"latency_ms": round(latency(candidate), 4)}
-
-            # finished trials go to a journal in the work dir: a killed search resumes without losing them. The
-            # name is keyed by the settings, so a rerun with another search space does not mix in old trials.
-            settings = json.dumps([hpo.to_dict(), cfg.to_dict()], sort_keys=True).encode()
-            journal = ctx.work_dir / self.key / f"hpo_{hashlib.sha256(settings).hexdigest()[:16]}.log"
-            trials = search_ptq(hpo, evaluate, journal_path=journal)
+            trials = self._search(model, stats, ctx, hpo, score_of, latency)
             best = min(trials, key=lambda t: t.score)
             best_params, best_score, best_metric = best.params, best.score, best.metric
             # quantizing again from the cached statistics is cheap and deterministic; no model is kept per trial
@@ -167,39 +150,96 @@ class QuantPostStage(Stage):
                 for t in trials
             ]
 
+        float_nodes: list[str] = []
         if cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
-            best_model, best_score, best_metric, float_nodes, sensitivity = self._fallback(
-                model, stats, ctx, best_params, ptq_info.quantized_nodes, cfg.max_metric_drop
-            )
-            info["float_fallback_nodes"] = float_nodes
-            info["sensitivity"] = sensitivity
-        info.update({
-            "params": best_params,
-            "score": best_score,
-            "metric": best_metric,
-            "quantized_op_counts": ptq_info.quantized_op_counts,
-            "quantized_nodes": len(ptq_info.quantized_nodes),
-        })
+            fallback = self._fallback(model, stats, ctx, best_params, ptq_info, cfg.max_metric_drop)
+            best_model, best_score, best_metric, ptq_info = fallback.model, fallback.drop, fallback.metric, fallback.ptq
+            float_nodes = fallback.float_nodes
+            info.update(fallback.record())
+        info.update({"params": best_params, "score": best_score, "metric": best_metric,
+                     **_precision_record(ptq_info, float_nodes)})
         info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
         return StageResult(best_model, StageInfo.from_mapping(info), candidates)
 
-    def _fallback(self, model, stats, ctx, params, nodes: list[str], max_drop: float):
+    def _search(self, model, stats, ctx: CompressionContext, hpo: HyperParameterOptimization,
+                score_of: Callable[[onnx.ModelProto], tuple[float, float]], latency: LatencyProbe) -> list[Trial]:
+        """The trials of the Optuna search over HyperParameterOptimization's space."""
+        # The QDQ model is a function of the activation ranges and the weight settings alone; other settings
+        # often give the same ranges (mse/emd/abs_max keep their best batch for any larger batch_num), and
+        # then the model is identical and its score is reused instead of evaluated again.
+        scores: dict[tuple, tuple[float, float]] = {}
+
+        def evaluate(params: dict[str, Any]):
+            candidate, trial_info = self._quantize(model, stats, params)
+            ranges = tuple(sorted(trial_info.ranges.items()))
+            same_model = (params["weight_quantize_type"], params["bias_correct"], ranges)
+            if same_model not in scores:
+                scores[same_model] = score_of(candidate)
+            score, metric = scores[same_model]
+            return score, metric, {"latency_ms": round(latency(candidate), 4)}
+
+        # finished trials go to a journal in the work dir: a killed search resumes without losing them. The
+        # name is keyed by the settings, so a rerun with another search space does not mix in old trials.
+        settings = json.dumps([hpo.to_dict(), self.section.to_dict()], sort_keys=True).encode()
+        journal = ctx.work_dir / self.key / f"hpo_{hashlib.sha256(settings).hexdigest()[:16]}.log"
+        return search_ptq(hpo, evaluate, journal_path=journal)
+
+    def _fallback(self, model, stats, ctx, params, quantized: PTQInfo, max_drop: float) -> _Fallback:
+        """The fewest most sensitive ops back in float that bring the metric drop within max_drop; with every op
+        in float the result is the float model itself."""
+        nodes = quantized.quantized_nodes
         feeds = list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES))
         sensitivity = node_sensitivity(model, nodes, lambda skip: self._quantize(model, stats, params, skip)[0], feeds)
-        results: dict[int, tuple[onnx.ModelProto, float, float]] = {}
+        results: dict[int, tuple[onnx.ModelProto, PTQInfo, float, float]] = {}
 
         def drop_of(float_nodes: list[str]) -> float:
-            candidate = self._quantize(model, stats, params, float_nodes)[0]
+            if len(float_nodes) == len(nodes):
+                candidate, ptq = model, all_float(quantized)
+            else:
+                candidate, ptq = self._quantize(model, stats, params, float_nodes)
             metric = ctx.evaluator(candidate)
             drop = ctx.evaluator.drop(ctx.baseline_metric, metric)
-            results[len(float_nodes)] = (candidate, drop, metric)
+            results[len(float_nodes)] = (candidate, ptq, drop, metric)
             return drop
 
         float_nodes, _ = fewest_float_nodes(list(sensitivity), drop_of, max_drop)
-        candidate, drop, metric = results[len(float_nodes)]
-        if drop > max_drop:
-            log.warning("max_metric_drop %.4g not reached even with every op in float (drop %.4g)", max_drop, drop)
-        return candidate, drop, metric, float_nodes, sensitivity
+        candidate, ptq, drop, metric = results[len(float_nodes)]
+        warnings = []
+        if len(float_nodes) == len(nodes):
+            reached = "is met" if drop <= max_drop else f"is not met (drop {drop:.4g})"
+            warnings.append(
+                f"QuantPost.max_metric_drop = {max_drop:g} {reached} only with all {len(nodes)} quantized ops back in "
+                "float: the result is the float model, with no int8 op; allow a larger drop to keep ops in int8"
+            )
+            log.warning(warnings[-1])
+        return _Fallback(candidate, ptq, drop, metric, float_nodes, sensitivity, warnings)
+
+
+@dataclass
+class _Fallback:
+    """The model the accuracy-driven fallback settled on, and what it put back to float."""
+
+    model: onnx.ModelProto
+    ptq: PTQInfo
+    drop: float
+    metric: float
+    float_nodes: list[str]
+    sensitivity: dict[str, float]
+    warnings: list[str]
+
+    def record(self) -> dict[str, Any]:
+        out = {"float_fallback_nodes": self.float_nodes, "sensitivity": self.sensitivity}
+        return {**out, "warnings": self.warnings} if self.warnings else out
+
+
+def _precision_record(ptq: PTQInfo, fallback_nodes: list[str]) -> dict[str, Any]:
+    """The final state of every op the quantizer considered: int8, or float and why."""
+    fallback = set(fallback_nodes)
+    precision = dict.fromkeys(ptq.quantized_nodes, "int8")
+    for name in ptq.skipped_nodes:
+        precision[name] = "float: metric fallback" if name in fallback else "float: skipped (skip list or float stem)"
+    return {"quantized_op_counts": ptq.quantized_op_counts, "quantized_nodes": len(ptq.quantized_nodes),
+            "op_precision": precision}
 
 
 def _speed_check(float_ms: float, int8_ms: float, hardware: str) -> dict[str, Any]:

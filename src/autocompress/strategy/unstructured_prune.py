@@ -36,18 +36,19 @@ class UnstructurePruneStage(Stage):
         cfg: UnstructurePrune = self.section
         schedule = None
         if cfg.prune_strategy == "gmp":
-            schedule = GMPSchedule.from_config(cfg.prune_ratio, cfg.gmp_config.to_dict())
+            schedule = GMPSchedule.from_config(cfg.prune_ratio, cfg.gmp_config)
             _check_training_reaches_target(schedule, ctx)
-        start_ratio = schedule.ratio_at(0) if schedule else cfg.prune_ratio
+        start_ratio = schedule.ratio_at(schedule.first_iteration) if schedule else cfg.prune_ratio
         masked = MaskedWeights(model, self._masks(model, start_ratio))
         graph = TorchGraph(model)
 
         def on_step(step: int) -> None:
             # GMP raises the ratio at stage boundaries; masks are recomputed from the current trained weights.
-            if schedule is not None and schedule.mask_update_due(step):
-                ratio = schedule.ratio_at(step)
+            iteration = step + schedule.first_iteration if schedule is not None else step
+            if schedule is not None and schedule.mask_update_due(iteration):
+                ratio = schedule.ratio_at(iteration)
                 masked.update(self._masks(masked.export(graph), ratio))
-                log.info("GMP step %d: sparsity ratio %.4f", step, ratio)
+                log.info("GMP iteration %d: sparsity ratio %.4f", iteration, ratio)
 
         outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
                             on_step=on_step, student_graph=graph)
@@ -69,10 +70,11 @@ def _check_training_reaches_target(schedule: GMPSchedule, ctx: CompressionContex
         return  # fine_tune names the missing dataloader
     train_config = ctx.config.train or TrainConfig()
     steps = training_steps(train_config, ctx.train_batches)
-    if steps < schedule.target_iteration:
+    if schedule.first_iteration + steps < schedule.target_iteration:
+        resumed = f" from resume_iteration {schedule.first_iteration}" if schedule.first_iteration else ""
         raise ConfigError(
             f"UnstructurePrune.gmp_config reaches prune_ratio={schedule.target_ratio} only at iteration "
             f"{schedule.target_iteration} (stable_iterations + pruning_iterations), but TrainConfig trains "
-            f"{steps} steps (train_iter={train_config.train_iter}, epochs={train_config.epochs}); "
+            f"{steps} steps{resumed} (train_iter={train_config.train_iter}, epochs={train_config.epochs}); "
             "raise TrainConfig.train_iter or epochs, or shorten gmp_config"
         )

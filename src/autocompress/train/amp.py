@@ -6,7 +6,7 @@ CUDA it is `dtype` (float16 by default, with dynamic loss scaling by torch.amp.G
 Paddle keys mapped: enable, dtype, init_loss_scaling -> init_scale, incr_ratio -> growth_factor,
 decr_ratio -> backoff_factor, incr_every_n_steps -> growth_interval. Accepted and ignored (logged), because
 torch's autocast decides per op and its scaler is always dynamic: level, custom_white_list, custom_black_list,
-use_dynamic_loss_scaling, decr_every_n_nan_or_inf, use_pure_fp16, use_fp16_guard, use_promote.
+custom_black_varnames, use_dynamic_loss_scaling, decr_every_n_nan_or_inf, use_pure_fp16, use_fp16_guard, use_promote.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ _SCALER_KEYS = {
     "incr_every_n_steps": "growth_interval",
 }
 _IGNORED_KEYS = {
-    "level", "custom_white_list", "custom_black_list", "use_dynamic_loss_scaling", "decr_every_n_nan_or_inf",
-    "use_pure_fp16", "use_fp16_guard", "use_promote",
+    "level", "custom_white_list", "custom_black_list", "custom_black_varnames", "use_dynamic_loss_scaling",
+    "decr_every_n_nan_or_inf", "use_pure_fp16", "use_fp16_guard", "use_promote",
 }  # fmt: skip
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
