@@ -1,0 +1,1 @@
+"""One module per zoo model; each defines `MODEL`, a `benchmarks.zoo.spec.ZooModel`."""
