@@ -311,3 +311,14 @@ def test_an_empty_save_dir_in_the_cli_config_exits_2(tiny_cnn, tmp_path, capsys)
     assert main(["compress", "--config", str(tmp_path / "cfg.yaml")]) == 2
     assert "save_dir '' is empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "data", "model"]
+
+
+def test_an_empty_save_dir_on_the_cli_exits_2(tiny_cnn, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "0.npy", np.zeros((3, 16, 16), np.float32))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"Global": {
+        "model_dir": str(tiny_cnn), "save_dir": str(tmp_path / "out"),
+        "train_data": {"path": str(tmp_path / "data"), "format": "npy"}}}))  # fmt: skip
+    assert main(["compress", "--config", str(tmp_path / "cfg.yaml"), "--save-dir", ""]) == 2
+    assert "save_dir '' is empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

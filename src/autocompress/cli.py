@@ -46,7 +46,7 @@ def launch_command(args) -> list[str]:
             "compress", "--config", args.config]
     if args.model:
         cmd += ["--model", args.model]
-    if args.save_dir:
+    if args.save_dir is not None:
         cmd += ["--save-dir", args.save_dir]
     return cmd
 
@@ -67,7 +67,7 @@ def cmd_compress(args) -> int:
     g = config.global_
     if args.model:
         g.model_dir, g.model_filename, g.params_filename = args.model, None, None
-    if args.save_dir:
+    if args.save_dir is not None:  # "" is refused by the save_dir check, not read as "not given"
         g.save_dir = args.save_dir
     if g.model_dir is None:
         raise AutoCompressError("no model: pass --model or set Global.model_dir in the config")
