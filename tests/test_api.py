@@ -172,3 +172,55 @@ def test_the_result_carries_the_report_as_a_record_and_as_report_json(tiny_cnn, 
     assert stage.stage == "QuantPost" and stage.info.metric == result.report["timeline"][0]["info"]["metric"]
     assert stage.info.details["quantized_nodes"] > 0 and record.compressed == result.compressed
     assert record.hardware.deploy_hardware == "cpu" and record.skipped_batches == {"train": [], "eval": []}
+
+
+def _named_scores(predictor) -> dict[str, float]:
+    """An eval_callback returning several metrics: the first is the one compression is judged by."""
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    logits = predictor({"x": x})[0]
+    return {"top1": float(np.mean(np.argmax(logits, 1) >= 0)), "logit_std": float(logits.std())}
+
+
+def _ops(report: dict) -> dict[str, dict]:
+    return {op["name"]: op for op in report["timeline"][0]["info"]["ops"]}
+
+
+def test_quant_post_report_names_the_metric_counts_params_once_and_says_what_each_op_became(
+    tiny_cnn, tiny_batches, tmp_path
+):
+    from autocompress.report.summary import thread_counts
+
+    config = {"QuantPost": {"skip_tensor_list": ["/head/Gemm"]}}
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", strategy_config=config,
+                             eval_callback=_named_scores).compress()  # fmt: skip
+    report = json.loads(result.report_path.read_text())
+    baseline, compressed = report["baseline"], report["compressed"]
+    assert baseline["metric_name"] == compressed["metric_name"] == "top1"
+    assert set(baseline["extra_metrics"]) == set(compressed["extra_metrics"]) == {"logit_std"}
+    assert compressed["params"] == baseline["params"]  # int8 weights counted once, their scales not at all
+    ops = _ops(report)
+    assert ops["/head/Gemm"] == {"name": "/head/Gemm", "op_type": "Gemm", "action": "float", "reason": "skip_tensor_list"}
+    assert ops["/body/body.3/Conv"]["action"] == "int8"
+    threads = {str(t) for t in thread_counts()}
+    assert set(baseline["latency_ms_by_threads"]) == set(compressed["latency_ms_by_threads"]) == threads
+    assert set(report["speedup_by_threads"]) == threads
+    page = (result.save_dir / "report.html").read_text()
+    assert "top1" in page and "logit_std" in page and "skip_tensor_list" in page and "latency, 1 thread" in page
+
+
+def test_metric_name_names_the_metric_in_the_report(tiny_cnn, tiny_batches, tmp_path):
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", eval_callback=_accuracy_like,
+                             metric_name="accuracy").compress()  # fmt: skip
+    assert result.report["baseline"]["metric_name"] == result.report["compressed"]["metric_name"] == "accuracy"
+    assert "<td>accuracy</td>" in (result.save_dir / "report.html").read_text()
+
+
+def test_channel_prune_report_lists_kept_and_original_channels(tiny_cnn, tiny_batches, tmp_path):
+    config = {"ChannelPrune": {"pruned_ratio": 0.5, "round_to": 4}, "Distillation": {},
+              "TrainConfig": {"train_iter": 4, "eval_iter": 4, "learning_rate": 0.01}}
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config=config,
+                             eval_dataloader=tiny_batches).compress()  # fmt: skip
+    pruned = [op for op in _ops(result.report).values() if op["action"] == "pruned"]
+    assert pruned and all(op["kept"] < op["original"] for op in pruned)
+    assert {(op["op_type"], op["kept"], op["original"]) for op in pruned} >= {("Conv", 8, 16)}
+    assert "8/16 channels (50.0 % pruned)" in (result.save_dir / "report.html").read_text()

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 
 from autocompress import evaluation
 from autocompress.data.batches import BatchAdapter, input_specs
-from autocompress.errors import DataError
+from autocompress.errors import ConfigError, DataError
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.search.emd import emd_distance
 
@@ -69,3 +69,35 @@ def test_a_non_finite_emd_is_refused(tiny_cnn, tiny_batches, bad):
     evaluator = evaluation.Evaluator(reference, resolve_hardware("cpu"), eval_batches=batches)
     with pytest.raises(DataError, match=r"the EMD metric gave (nan|inf) .*must be a finite number.*NaN/Inf"):
         evaluator(candidate)
+
+
+def _scores(predictor) -> dict:
+    return {"top1": 0.75, "top5": np.float32(0.5)}
+
+
+def test_a_mapping_callback_names_the_metric_by_its_first_key_and_keeps_the_others(tiny_cnn):
+    model = onnx.load(str(tiny_cnn))
+    evaluator = evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=_scores)
+    assert evaluator(model) == 0.75
+    assert evaluator.name == "top1" and evaluator.extra_metrics == {"top5": 0.5}
+    named = evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=_scores, metric_name="accuracy")
+    assert named(model) == 0.75 and named.name == "accuracy" and named.extra_metrics == {"top5": 0.5}
+
+
+def test_metric_name_names_a_plain_callback_and_must_be_text(tiny_cnn):
+    model = onnx.load(str(tiny_cnn))
+    assert evaluation.Evaluator(model, resolve_hardware("cpu"), accuracy, metric_name="mIoU").name == "mIoU"
+    with pytest.raises(ConfigError, match="metric_name must be a non-empty string"):
+        evaluation.Evaluator(model, resolve_hardware("cpu"), accuracy, metric_name=" ")
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    ({}, "returned an empty mapping"),
+    ({"top1": 0.5, "top5": "high"}, "'top5' is 'high'"),
+    ({1: 0.5}, "its keys must be metric names"),
+])
+def test_a_bad_mapping_from_the_callback_is_a_config_error(tiny_cnn, returned, message):
+    model = onnx.load(str(tiny_cnn))
+    evaluator = evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=lambda predictor: returned)
+    with pytest.raises(ConfigError, match=message):
+        evaluator(model)

@@ -25,7 +25,7 @@ from autocompress.graph.large import WeightsLayout, save_external, stores_extern
 from autocompress.graph.prepare import check_structure, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.record import HardwareInfo, Report, StageRecord
-from autocompress.report.summary import ModelSummary, summarize
+from autocompress.report.summary import ModelSummary, latencies_by_threads, summarize, thread_counts
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.identity import input_files, run_identity
 from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
@@ -134,7 +134,8 @@ class AutoCompression:
     params_filename, save_dir, strategy_config, train_config, eval_callback, devices); the rest are keyword-only.
     `strategy_config` / `train_config` are dicts or typed objects; `config` is a YAML path or dict holding strategy
     sections, `TrainConfig` and `Global`. `eval_callback(predictor) -> float` scores a candidate (higher is better
-    unless `higher_is_better=False`); without it, the EMD to the original model on `eval_dataloader` is the metric.
+    unless `higher_is_better=False`), or a mapping {name: value} whose first entry is the metric; without it, the
+    EMD to the original model on `eval_dataloader` is the metric. `metric_name` names the metric in the report.
     `devices` is where training runs ('cpu' or 'gpu'); `deploy_hardware` is where the model will run.
     `save_dir` (default: Global.save_dir, else './output') must be new, an empty folder or an earlier result of
     autocompress; it may sit beside the model's files but not hold them.
@@ -158,6 +159,7 @@ class AutoCompression:
         deploy_hardware: str | None = None,
         config: str | os.PathLike | Mapping[str, Any] | CompressConfig | None = None,
         higher_is_better: bool | None = None,
+        metric_name: str | None = None,
     ):
         _check_seed_arguments(locals())
         self.config = load_config(config, strategy_config, train_config)
@@ -188,6 +190,7 @@ class AutoCompression:
         self.train_dataloader = train_dataloader
         self.eval_callback = eval_callback
         self.eval_dataloader = eval_dataloader
+        self.metric_name = metric_name
         if eval_callback is None and eval_dataloader is None:
             raise ConfigError(
                 "give eval_callback (predictor -> metric) or eval_dataloader (the metric is then the EMD between the "
@@ -258,13 +261,16 @@ class AutoCompression:
         """The evaluator and the original model's figures; a metric far from TrainConfig.origin_metric is an
         error, since it means the eval function is broken."""
         g = self.config.global_
-        evaluator = Evaluator(model, self.hardware, self.eval_callback, data.eval, g.higher_is_better, threads=None)
+        evaluator = Evaluator(model, self.hardware, self.eval_callback, data.eval, g.higher_is_better, threads=None,
+                              metric_name=self.metric_name)
         metric = evaluator(model)
         log.info("baseline %s = %.6g", evaluator.name, metric)
         train = self.config.train
         if train is not None and train.origin_metric is not None:
             check_origin_metric(metric, train.origin_metric, train.origin_metric_tolerance)
-        return evaluator, summarize(model, metric, evaluator.name, data.sample_feed, self.hardware, g.latency_threads)
+        summary = summarize(model, metric, evaluator.name, data.sample_feed, self.hardware, g.latency_threads,
+                            extra_metrics=evaluator.extra_metrics)
+        return evaluator, summary
 
     def _finish(
         self, ctx: CompressionContext, baseline: ModelSummary, data: _Data, external: bool, started: float
@@ -272,6 +278,7 @@ class AutoCompression:
         """Run the stages, check and measure the result, and (rank 0) commit it to save_dir."""
         model, timeline, candidates = self._run_stages(ctx)
         compressed = self._validate(model, ctx, ran=bool(timeline))
+        baseline, compressed = self._by_threads(ctx, model, baseline, compressed)
         report = Report(
             baseline=baseline,
             compressed=compressed,
@@ -320,7 +327,17 @@ class AutoCompression:
         validate_exported(model, ctx.sample_feed, self.hardware)
         metric = ctx.evaluator(model) if ran else ctx.baseline_metric
         g = self.config.global_
-        return summarize(model, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads)
+        return summarize(model, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads,
+                         extra_metrics=ctx.evaluator.extra_metrics)
+
+    def _by_threads(
+        self, ctx: CompressionContext, model: onnx.ModelProto, baseline: ModelSummary, compressed: ModelSummary
+    ) -> tuple[ModelSummary, ModelSummary]:
+        """The summaries with both models' latencies at 1 thread and at all cores, measured in turn, so the
+        report's speedups compare runs made under the same machine load."""
+        by_threads = latencies_by_threads([ctx.original, model], ctx.sample_feed, self.hardware, thread_counts())
+        return (replace(baseline, latency_ms_by_threads=by_threads[0]),
+                replace(compressed, latency_ms_by_threads=by_threads[1]))
 
     def _save(self, model: onnx.ModelProto, report: Report, external: bool) -> None:
         """Write the result into a temp folder that replaces save_dir in one rename."""

@@ -228,11 +228,11 @@ def cmd_report(args) -> int:
     path = Path(args.save_dir) / "report.json"
     if not path.is_file():
         raise AutoCompressError(f"{str(path)!r} does not exist; is {args.save_dir!r} a save_dir written by autocompress?")
-    from autocompress.report.html import write_html  # noqa: PLC0415
+    from autocompress.report.html import text_summary, write_html  # noqa: PLC0415
 
     report = _read_report(path)
-    print(f"wrote {write_html(report, Path(args.save_dir))}")
-    print(json.dumps({k: report.get(k) for k in ("baseline", "compressed", "speedup", "strategy", "elapsed_s")}, indent=2))
+    print(text_summary(report))
+    print(f"\nwrote {write_html(report, Path(args.save_dir))}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import onnx
@@ -112,7 +112,9 @@ class Evaluator:
     """Scores ONNX models. `better(a, b)` and `drop(baseline, value)` respect the metric's direction.
 
     eval_callback contract: called with a Predictor (feed dict -> list of numpy outputs, ONNX Runtime on the
-    candidate model), returns a float; higher is better unless higher_is_better=False.
+    candidate model), returns a float, or a mapping {name: value} whose first entry is the metric (its key names
+    it) and whose other entries are shown beside it (`extra_metrics`, of the latest call); higher is better unless
+    higher_is_better=False. `metric_name` names the metric in logs and reports, before any other name.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class Evaluator:
         eval_batches: BatchAdapter | None = None,
         higher_is_better: bool = True,
         threads: int | None = None,
+        metric_name: str | None = None,
     ):
         if eval_callback is None and eval_batches is None:
             raise ConfigError("give eval_callback (a function of a predictor returning a metric) or eval_dataloader")
@@ -132,12 +135,18 @@ class Evaluator:
         self.batches = eval_batches
         self.hardware = hardware
         self.threads = threads
+        if metric_name is not None and (not isinstance(metric_name, str) or not metric_name.strip()):
+            raise ConfigError(f"metric_name must be a non-empty string such as 'top1' or 'mIoU', got {metric_name!r}")
+        self._named = metric_name is not None
+        #: the metric's other values the callback returned on its latest call (a mapping's later entries)
+        self.extra_metrics: dict[str, float] = {}
         if eval_callback is not None:
             self.name = getattr(eval_callback, "metric_name", None) or getattr(eval_callback, "__name__", "metric")
             self.higher_is_better = higher_is_better
         else:
             self.name = "EMD"
             self.higher_is_better = False
+        self.name = metric_name or self.name
         self._reference = (
             ReferenceOutputs(reference_model, eval_batches, hardware, threads) if eval_batches is not None else None
         )
@@ -151,11 +160,9 @@ class Evaluator:
     def _score(self, model: onnx.ModelProto) -> float:
         if self.callback is not None:
             value = self.callback(Predictor(model, self.hardware, self.threads))
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"eval_callback must return a number, it returned {value!r}") from None
-            return finite_metric(value, f"eval_callback {self.name!r}", "check the eval function and data")
+            if isinstance(value, Mapping):
+                value = self._first_of(value)
+            return self._number(value, self.name)
         # scoring the original itself (the baseline) reuses its session rather than opening a second one
         reference = self._reference
         predictor = reference.predictor() if model is reference.model else Predictor(model, self.hardware, self.threads)
@@ -166,6 +173,29 @@ class Evaluator:
         value = float(np.mean(distances)) if distances else 0.0
         return finite_metric(value, "the EMD metric", "an output of the original or the scored model on "
                              "eval_dataloader holds NaN/Inf")  # fmt: skip
+
+    def _first_of(self, values: Mapping[Any, Any]) -> Any:
+        """The metric of a mapping eval_callback returned: its first entry, named by its key unless metric_name
+        was given; the other entries become extra_metrics."""
+        if not values:
+            raise ConfigError("eval_callback returned an empty mapping; return a number or {name: value, ...}")
+        names = list(values)
+        if not all(isinstance(name, str) and name for name in names):
+            raise ConfigError(f"eval_callback returned a mapping with keys {names!r}; its keys must be metric names")
+        if not self._named:
+            self.name = names[0]
+        self.extra_metrics = {name: self._number(values[name], name) for name in names[1:]}
+        return values[names[0]]
+
+    def _number(self, value: Any, name: str) -> float:
+        """`value` as a finite float, or an error naming the metric it was returned for."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"eval_callback must return a number or a mapping {{name: number}}; {name!r} is {value!r}"
+            ) from None
+        return finite_metric(number, f"eval_callback {name!r}", "check the eval function and data")
 
     def tolerance(self, baseline: float, relative: float) -> float:
         """The metric drop that counts as `relative` (e.g. 0.01 = 1%).

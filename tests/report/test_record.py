@@ -8,11 +8,11 @@ import math
 from autocompress.report.html import render_html, write_html
 from autocompress.report.record import HardwareInfo, Report, StageRecord
 from autocompress.report.summary import ModelSummary
-from autocompress.strategy.records import Candidate, StageInfo
+from autocompress.strategy.records import FALLBACK_REASON, Candidate, OpRecord, StageInfo, quantization_ops
 
 #: The keys report.json has held since its first version; readers (the report command, the HTML page) rely on them.
 REPORT_KEYS = {"baseline", "compressed", "speedup", "metric_higher_is_better", "strategy", "plan", "timeline",
-               "candidates", "elapsed_s", "hardware", "data", "model"}
+               "candidates", "elapsed_s", "hardware", "data", "model", "speedup_by_threads", "size_ratio"}
 
 
 def _summary(metric: float, latency_ms: float) -> ModelSummary:
@@ -61,3 +61,35 @@ def test_the_html_page_is_written_from_the_record_as_from_its_json(tmp_path):
     page = write_html(report, tmp_path).read_text(encoding="utf-8")
     assert page == render_html(json.loads(json.dumps(report.to_dict())))
     assert "Automatic plan" in page and 'data-figure="sensitivity"' in page
+
+
+def test_speedup_and_size_ratio_per_thread_count_are_derived_from_both_summaries():
+    report = _report()
+    report.baseline.latency_ms_by_threads = {"1": 10.0, "4": 4.0}
+    report.compressed.latency_ms_by_threads = {"1": 2.5, "4": 2.0}
+    report.compressed.size_mb = 0.25
+    out = report.to_dict()
+    assert out["speedup_by_threads"] == {"1": 4.0, "4": 2.0} and out["size_ratio"] == 4.0
+    assert out["baseline"]["latency_ms_by_threads"] == {"1": 10.0, "4": 4.0}
+
+
+def test_per_op_records_are_typed_in_the_record_and_plain_in_report_json():
+    ops = [OpRecord("conv", "Conv", "pruned", kept=8, original=16), OpRecord("fc.w", "Gemm", "sparse", sparsity=0.5)]
+    info = StageInfo(details={"ops": ops, "steps": 2})
+    assert info.ops == ops
+    assert info.to_dict() == {"steps": 2, "ops": [
+        {"name": "conv", "op_type": "Conv", "action": "pruned", "kept": 8, "original": 16},
+        {"name": "fc.w", "op_type": "Gemm", "action": "sparse", "sparsity": 0.5},
+    ]}
+
+
+class _Decision:
+    def __init__(self, node: str, int8: bool, reason: str = "") -> None:
+        self.node, self.op_type, self.int8, self.reason = node, "Conv", int8, reason
+
+
+def test_quantization_rows_mark_the_fallback_nodes_float():
+    decisions = [_Decision("a", True), _Decision("b", True), _Decision("c", False, "float_stem")]
+    rows = quantization_ops(decisions, fallback=["b"])
+    assert [(r.name, r.action, r.reason) for r in rows] == [
+        ("a", "int8", ""), ("b", "float", FALLBACK_REASON), ("c", "float", "float_stem")]

@@ -10,6 +10,7 @@ import onnx
 
 from autocompress.graph.index import attribute
 from autocompress.graph.large import WeightsLayout, weightless, weights_layout
+from autocompress.graph.stats import quantization_parameters
 from autocompress.prune.prepare import shape_inferred, static_shapes
 
 logger = logging.getLogger(__name__)
@@ -70,12 +71,14 @@ def node_macs(inferred: onnx.ModelProto) -> dict[str, int | None]:
 
 
 def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> ModelStats:
-    """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear; MACs of
+    """Parameters = elements of float constants of rank >= 1 and of int8 weights behind DequantizeLinear (not the
+    scales and zero points of QuantizeLinear/DequantizeLinear); MACs of
     Conv, ConvTranspose, Gemm and MatMul from inferred shapes (input_shapes fixes dynamic input dims)."""
     # counts read shapes only: a model over 2 GB is analysed as its weightless stub, not copied with its weights
     external = weights_layout(model) is WeightsLayout.EXTERNAL
     inferred = shape_inferred(weightless(model) if external else model, input_shapes)
-    stored = {**_float_constants(inferred), **_quantized_weights(inferred)}
+    scales = quantization_parameters(inferred)  # stored beside int8 weights, but not learned
+    stored = {k: v for k, v in {**_float_constants(inferred), **_quantized_weights(inferred)}.items() if k not in scales}
     params = sum(int(np.prod(dims, dtype=np.int64)) for dims in stored.values() if len(dims) >= 1)
     per_node = node_macs(inferred)
     macs = sum(count for count in per_node.values() if count is not None)

@@ -7,14 +7,21 @@ collected on the original model for calibration_tensors(model) cover what gets q
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import onnx
 
 from autocompress.errors import ConfigError, DataError
 from autocompress.quant.fold import fold_conv_affine
-from autocompress.quant.qdq import QDQOptions, WeightCache, checked_plan, plan_quantization, write_qdq_model
+from autocompress.quant.qdq import (
+    NodeDecision,
+    QDQOptions,
+    WeightCache,
+    checked_plan,
+    plan_quantization,
+    write_qdq_model,
+)
 from autocompress.quant.ranges import activation_ranges, activation_thresholds
 from autocompress.quant.statistics import ActivationStatistics
 
@@ -30,6 +37,8 @@ class PTQInfo:
     skipped_nodes: list[str]
     thresholds: dict[str, float]
     ranges: dict[str, tuple[float, float]]
+    #: the writer's verdict per node (int8, or float and why), for the report's per-op table
+    decisions: list[NodeDecision] = field(default_factory=list)
 
 
 def quantize_post_training(
@@ -72,6 +81,7 @@ def quantize_post_training(
         skipped_nodes=plan.skipped_nodes,
         thresholds={k: thresholds[k] for k in plan.activation_tensors},
         ranges=ranges,
+        decisions=plan.decisions,
     )
     return quantized, info
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -110,12 +110,40 @@ class NodePlan:
     output: str | None  # the tensor quantized after the node (its output, or that of a fused Relu/Clip)
 
 
+#: Why a node that could run in int8, or that owns weights, stays in float (NodeDecision.reason).
+SKIPPED_BY_LIST = "skip_tensor_list"
+SKIPPED_BY_PATTERN = "not_quant_pattern"
+FLOAT_STEM = "float_stem: a thin image stem runs faster in float"
+NOT_IN_OP_TYPES = "not in quantize_op_types"
+NO_INT8_KERNEL = "no int8 kernel in ONNX Runtime"
+#: Why an int8 node is gone from the written graph: a scalar Mul/Add folded into its neighbour's scale.
+ABSORBED = "folded into the quantization scale of its input"
+
+
+@dataclass(frozen=True)
+class NodeDecision:
+    """Whether the writer puts one node in int8 and, when not, why: the facts of the report's per-op table."""
+
+    node: str
+    op_type: str
+    int8: bool
+    reason: str = ""
+
+
 @dataclass
 class QuantPlan:
     nodes: list[NodePlan] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
     #: scalar Mul/Add nodes write_qdq_model absorbed into quantization parameters (quant/affine.py)
     absorbed_nodes: list[str] = field(default_factory=list)
+    #: in graph order, every float-data node of a quantizable op type or owning weights: int8 or float and why
+    decisions: list[NodeDecision] = field(default_factory=list)
+
+    def mark_absorbed(self, names: list[str]) -> None:
+        """Record the nodes folded into quantization parameters, so the per-op record says where they went."""
+        self.absorbed_nodes = names
+        gone = set(names)
+        self.decisions = [replace(d, reason=ABSORBED) if d.node in gone else d for d in self.decisions]
 
     @property
     def activation_tensors(self) -> list[str]:
@@ -126,11 +154,15 @@ class QuantPlan:
         return list(dict.fromkeys(names))
 
 
-def _is_skipped(node: onnx.NodeProto, name: str, options: QDQOptions) -> bool:
-    """Whether the user left node in float, by its stable name, a name it had or was folded from, or a tensor."""
-    names = [name, *aliases(node), *node.input, *node.output]
-    skip = set(options.skip_names)
-    return any(n in skip or any(p and p in n for p in options.not_quant_pattern) for n in names if n)
+def _skip_reason(node: onnx.NodeProto, name: str, options: QDQOptions) -> str | None:
+    """Which setting left node in float by its stable name, a name it had or was folded from, or a tensor; None
+    when neither skip_names nor not_quant_pattern names it."""
+    names = [n for n in (name, *aliases(node), *node.input, *node.output) if n]
+    if set(names) & set(options.skip_names):
+        return SKIPPED_BY_LIST
+    if any(p and p in n for n in names for p in options.not_quant_pattern):
+        return SKIPPED_BY_PATTERN
+    return None
 
 
 def check_skip_names(model: onnx.ModelProto, names: Sequence[str]) -> None:
@@ -210,31 +242,67 @@ def plan_quantization(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
     types = _tensor_types(model)
     plan = QuantPlan()
     for node, label in zip(model.graph.node, stable_names(model.graph.node)):
-        if node.op_type not in op_types:
-            continue
-        if _is_skipped(node, label, options) or (options.float_stem and _is_float_stem(node, index)):
+        reason = _float_reason(node, label, op_types, options, index)
+        if reason in (SKIPPED_BY_LIST, SKIPPED_BY_PATTERN, FLOAT_STEM):
             plan.skipped_nodes.append(label)
+        if reason is not None:
+            if _reported(node, types):
+                plan.decisions.append(NodeDecision(label, node.op_type, False, reason))
             continue
-        weight_index = _weight_input(node, index)
-        activation_inputs = op_facts(node.op_type).activation_inputs  # the others are shapes, scales, axes
-        data_inputs = range(len(node.input)) if activation_inputs is None else activation_inputs
-        data = [node.input[i] for i in data_inputs if i < len(node.input) and node.input[i] and i != weight_index]
-        activations = [name for name in data if not index.is_constant(name)]
-        constants = [name for name in data if index.is_constant(name) and _is_float_constant(index, name)]
-        default_type = onnx.TensorProto.FLOAT if node.op_type in WEIGHT_OP_TYPES else onnx.TensorProto.UNDEFINED
-        if any(types.get(name, default_type) != onnx.TensorProto.FLOAT for name in activations + [node.output[0]]):
-            continue
-        weight = None
-        if weight_index is not None:
-            name = node.input[weight_index]
-            axis = None
-            if options.weight_quantize_type == "channel_wise_abs_max":
-                axis = weight_channel_axis(node, index.constant_value(name).ndim)
-            weight = (weight_index, name, axis)
-        if not activations and weight is None:
-            continue
-        plan.nodes.append(NodePlan(node, activations, constants, weight, _quantized_output(node, index)))
+        node_plan = _node_plan(node, index, types, options)
+        if node_plan is not None:
+            plan.nodes.append(node_plan)
+            plan.decisions.append(NodeDecision(label, node.op_type, True))
     return plan
+
+
+def _float_reason(
+    node: onnx.NodeProto, label: str, op_types: set[str], options: QDQOptions, index: GraphIndex
+) -> str | None:
+    """Why node stays in float before its inputs are looked at; None when it is a candidate for int8."""
+    if node.op_type not in op_types:
+        return NOT_IN_OP_TYPES if op_facts(node.op_type).integer_kernel else NO_INT8_KERNEL
+    skipped = _skip_reason(node, label, options)
+    if skipped is None and options.float_stem and _is_float_stem(node, index):
+        return FLOAT_STEM
+    return skipped
+
+
+def _reported(node: onnx.NodeProto, types: dict[str, int]) -> bool:
+    """Whether a float node belongs in the per-op record: it computes float data and could run in int8 or owns
+    weights (integer shape arithmetic and weightless float ops are left out)."""
+    facts = op_facts(node.op_type)
+    if not (facts.integer_kernel or facts.trainable):
+        return False
+    return _float_typed(node, [node.output[0]], types)
+
+
+def _float_typed(node: onnx.NodeProto, names: list[str], types: dict[str, int]) -> bool:
+    """Whether every tensor of `names` is known to be float (for weight ops: not known to be anything else)."""
+    default_type = onnx.TensorProto.FLOAT if node.op_type in WEIGHT_OP_TYPES else onnx.TensorProto.UNDEFINED
+    return all(types.get(name, default_type) == onnx.TensorProto.FLOAT for name in names)
+
+
+def _node_plan(node: onnx.NodeProto, index: GraphIndex, types: dict[str, int], options: QDQOptions) -> NodePlan | None:
+    """How node gets quantized, or None when it has no float activation or weight to quantize."""
+    weight_index = _weight_input(node, index)
+    activation_inputs = op_facts(node.op_type).activation_inputs  # the others are shapes, scales, axes
+    data_inputs = range(len(node.input)) if activation_inputs is None else activation_inputs
+    data = [node.input[i] for i in data_inputs if i < len(node.input) and node.input[i] and i != weight_index]
+    activations = [name for name in data if not index.is_constant(name)]
+    constants = [name for name in data if index.is_constant(name) and _is_float_constant(index, name)]
+    if not _float_typed(node, [*activations, node.output[0]], types):
+        return None
+    weight = None
+    if weight_index is not None:
+        name = node.input[weight_index]
+        axis = None
+        if options.weight_quantize_type == "channel_wise_abs_max":
+            axis = weight_channel_axis(node, index.constant_value(name).ndim)
+        weight = (weight_index, name, axis)
+    if not activations and weight is None:
+        return None
+    return NodePlan(node, activations, constants, weight, _quantized_output(node, index))
 
 
 def checked_plan(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
@@ -463,7 +531,7 @@ def write_qdq_model(
         elif node_plan.output:
             writer.activation(node_plan.output, *_as_range(activation_ranges[node_plan.output]))
 
-    plan.absorbed_nodes = [n.name for n in model.graph.node if id(n) in absorbed]
+    plan.mark_absorbed([n.name for n in model.graph.node if id(n) in absorbed])
     kept = [n for n in model.graph.node if id(n) not in absorbed]
     del model.graph.node[:]
     model.graph.node.extend(kept)

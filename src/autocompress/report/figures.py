@@ -18,20 +18,42 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+#: Candidates labelled on the accuracy-vs-latency plot; beyond it only the first ones get a label.
+MAX_LABELS = 25
+
+
+def candidate_label(candidate: dict[str, Any], index: int) -> str:
+    """A candidate's label, or its settings in short (e.g. "algo=KL, batch_num=4"), or its number."""
+    if candidate.get("label"):
+        return str(candidate["label"])
+    params = candidate.get("params") or {}
+    text = ", ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in params.items())
+    return (text if len(text) <= 32 else text[:31] + "…") or f"#{index + 1}"
+
+
 def pareto_figure(report: dict[str, Any]) -> bytes | None:
-    """Metric vs latency of the baseline, the result and every candidate tried."""
+    """Metric vs latency of the baseline, the result and every candidate tried, each point labelled."""
     points = [c for c in report.get("candidates", []) if c.get("latency_ms") is not None and c.get("metric") is not None]
     base, comp = report["baseline"], report["compressed"]
     if not points and base["latency_ms"] == comp["latency_ms"]:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     if points:
         ax.scatter([p["latency_ms"] for p in points], [p["metric"] for p in points], s=18, alpha=0.6,
                    label="candidates")
-    ax.scatter([base["latency_ms"]], [base["metric"]], marker="s", s=60, color="black", label="baseline")
-    ax.scatter([comp["latency_ms"]], [comp["metric"]], marker="*", s=140, color="crimson", label="result")
-    ax.set_xlabel("latency (ms)")
+        for i, point in enumerate(points[:MAX_LABELS]):
+            ax.annotate(candidate_label(point, i), (point["latency_ms"], point["metric"]), fontsize=6, alpha=0.8,
+                        xytext=(3, 3), textcoords="offset points")
+    for summary, name, style in ((base, "baseline", {"marker": "s", "s": 60, "color": "black"}),
+                                 (comp, "result", {"marker": "*", "s": 140, "color": "crimson"})):
+        if summary["latency_ms"] is None or summary["metric"] is None:
+            continue
+        ax.scatter([summary["latency_ms"]], [summary["metric"]], label=name, **style)
+        ax.annotate(f"{name}: {summary['metric']:.4g} @ {summary['latency_ms']:.2f} ms",
+                    (summary["latency_ms"], summary["metric"]), fontsize=8, xytext=(5, -12), textcoords="offset points")
+    ax.set_xlabel("latency (ms, batch 1)")
     ax.set_ylabel(f"{base['metric_name']} ({'higher' if report.get('metric_higher_is_better', True) else 'lower'} is better)")
+    ax.ticklabel_format(useOffset=False)  # metrics read as themselves, not as "+1.048" plus a small offset
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.legend()

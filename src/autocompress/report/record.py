@@ -76,6 +76,17 @@ class Report:
         return round(self.baseline.latency_ms / max(self.compressed.latency_ms, 1e-9), 4)
 
     @property
+    def speedup_by_threads(self) -> dict[str, float]:
+        """Baseline over compressed latency at each thread count both were measured at."""
+        base, comp = self.baseline.latency_ms_by_threads, self.compressed.latency_ms_by_threads
+        return {threads: round(base[threads] / max(comp[threads], 1e-9), 4) for threads in base if threads in comp}
+
+    @property
+    def size_ratio(self) -> float:
+        """How many times smaller the compressed model's file is."""
+        return round(self.baseline.size_mb / max(self.compressed.size_mb, 1e-9), 4)
+
+    @property
     def strategy(self) -> list[str]:
         return [record.stage for record in self.timeline]
 
@@ -91,6 +102,8 @@ class Report:
             "baseline": self.baseline.to_dict(),
             "compressed": self.compressed.to_dict(),
             "speedup": self.speedup,
+            "speedup_by_threads": self.speedup_by_threads,
+            "size_ratio": self.size_ratio,
             "metric_higher_is_better": self.higher_is_better,
             "strategy": self.strategy,
             "plan": [{"plan": info.plan, "reasons": info.reasons} for info in self.plans],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -14,6 +16,9 @@ from autocompress.runtime.ort import HardwareTarget, measure_latency
 
 @dataclass
 class ModelSummary:
+    """One model's metric, speed and size. `latency_ms` is measured at Global.latency_threads;
+    `latency_ms_by_threads` at 1 thread and at all cores (keys are thread counts as text, as in report.json)."""
+
     metric: float
     metric_name: str
     latency_ms: float
@@ -21,6 +26,9 @@ class ModelSummary:
     size_mb: float
     params: int
     macs: int
+    #: the other values a mapping-returning eval_callback gave beside the metric
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+    latency_ms_by_threads: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,6 +41,7 @@ def summarize(
     feed: dict[str, np.ndarray],
     hardware: HardwareTarget,
     threads: int,
+    extra_metrics: Mapping[str, float] | None = None,
 ) -> ModelSummary:
     latency = measure_latency(model, feed, hardware, threads=threads)
     counts = count_params_and_macs(model, {name: list(value.shape) for name, value in feed.items()})
@@ -44,4 +53,30 @@ def summarize(
         size_mb=round(model_size_mb(model), 4),
         params=counts.params,
         macs=counts.macs,
+        extra_metrics=dict(extra_metrics or {}),
     )
+
+
+def all_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the system reports one, else the CPU count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def thread_counts() -> list[int]:
+    """The thread counts every report compares: 1 and all cores (one count on a single-core machine)."""
+    return sorted({1, all_cores()})
+
+
+def latencies_by_threads(
+    models: Sequence[onnx.ModelProto], feed: Mapping[str, np.ndarray], hardware: HardwareTarget, counts: Sequence[int]
+) -> list[dict[str, float]]:
+    """Median latency in ms of each model at each thread count. At each count the models are measured in turn,
+    so a machine that speeds up or slows down during the measurement skews neither model's ratio much."""
+    measured: list[dict[str, float]] = [{} for _ in models]
+    for threads in counts:
+        for model, by_threads in zip(models, measured):
+            by_threads[str(threads)] = round(measure_latency(model, feed, hardware, threads=threads).median_ms, 4)
+    return measured

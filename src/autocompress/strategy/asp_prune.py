@@ -9,10 +9,11 @@ from __future__ import annotations
 import onnx
 
 from autocompress.config.strategies import ASPPrune
+from autocompress.graph.stats import weight_op_types
 from autocompress.prune.asp import asp_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import StageInfo
+from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 
@@ -31,6 +32,7 @@ class ASPPruneStage(Stage):
             "dense_weights": dict(plan.skipped),
             "sparsity": {name: 0.5 for name in plan.eligible},
             "compressed_size_mb": round(compressed_size_mb(outcome.model), 4),
+            OPS_KEY: sparsity_ops(dict.fromkeys(plan.eligible, 0.5), plan.skipped, weight_op_types(outcome.model)),
             **outcome.info,
         }
         return StageResult(outcome.model, StageInfo(details=info))

@@ -8,11 +8,12 @@ import onnx
 
 from autocompress.config.strategies import ChannelPrune
 from autocompress.errors import ConfigError
-from autocompress.prune.channel import prune_channels
+from autocompress.graph.stats import weight_op_types
+from autocompress.prune.channel import ChannelPruneReport, prune_channels
 from autocompress.prune.criteria import DATA_CRITERIA
 from autocompress.prune.sensitivity import sensitivity_ratios
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import StageInfo
+from autocompress.strategy.records import OPS_KEY, OpRecord, StageInfo
 from autocompress.strategy.training import fine_tune
 
 
@@ -43,11 +44,26 @@ class ChannelPruneStage(Stage):
             "compensated_layers": report.compensated,
             "pruned_groups": [vars(g) for g in report.pruned],
             "unprunable_groups": [vars(g) for g in report.unprunable],
-            **({"allocated_ratios": ratios} if cfg.ratio_allocation == "sensitivity" else {}),
             **({"warnings": report.warnings} if report.warnings else {}),
+            **({"allocated_ratios": ratios} if cfg.ratio_allocation == "sensitivity" else {}),
             **outcome.info,
         }
+        info[OPS_KEY] = channel_ops(report, weight_op_types(model))
         return StageResult(outcome.model, StageInfo.from_mapping(info))
+
+
+def channel_ops(report: ChannelPruneReport, op_types: dict[str, str]) -> list[OpRecord]:
+    """One row per weight of every channel group: its kept and original output channels, and why a group the
+    pruner could not touch stayed whole."""
+    rows = [
+        OpRecord(name, op_types.get(name, ""), "pruned", kept=group.kept, original=group.original)
+        for group in report.pruned for name in group.weights
+    ]
+    rows += [
+        OpRecord(name, op_types.get(name, ""), "kept", group.reason, kept=group.channels, original=group.channels)
+        for group in report.unprunable for name in group.weights
+    ]
+    return rows
 
 
 def _calibration(cfg: ChannelPrune, ctx: CompressionContext) -> list[dict] | None:

@@ -29,7 +29,7 @@ from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_q
 from autocompress.quant.qdq import QDQOptions, write_qdq_model
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import StageInfo
+from autocompress.strategy.records import OPS_KEY, StageInfo, quantization_ops
 from autocompress.strategy.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class QuantAwareStage(Stage):
             **outcome.info,
             "quantized_nodes": len(handles.plan.nodes),
             "quantized_op_counts": dict(Counter(p.node.op_type for p in handles.plan.nodes)),
+            OPS_KEY: quantization_ops(handles.plan.decisions),
             "symmetric_activations": options.symmetric_activations,
             "keeps_zeros": settings.sparse_model,
             "activation_quantize_type": "pact" if cfg.use_pact else cfg.activation_quantize_type,

@@ -27,7 +27,7 @@ from autocompress.quant.statistics import ActivationStatistics, collect_statisti
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import Trial, search_ptq
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import Candidate, StageInfo
+from autocompress.strategy.records import OPS_KEY, Candidate, StageInfo, quantization_ops
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class QuantPostStage(Stage):
         info.update({"params": best_params, "score": best_score, "metric": best_metric,
                      **_precision_record(ptq_info, float_nodes)})
         info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
+        info[OPS_KEY] = quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ()))
         return StageResult(best_model, StageInfo.from_mapping(info), candidates)
 
     def _search(self, model, stats, ctx: CompressionContext, hpo: HyperParameterOptimization,

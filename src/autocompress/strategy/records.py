@@ -7,13 +7,73 @@ Only the standard library is imported here, so the report can be written and rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 if TYPE_CHECKING:
     import onnx
 
 #: StageInfo's typed fields, as report.json names them; every other key of a stage's info is a detail.
 TYPED_KEYS = ("metric", "plan", "reasons", "warnings")
+#: The detail holding a stage's OpRecord list: what it did to each op or weight.
+OPS_KEY = "ops"
+#: Why a quantizable op stays in float after the accuracy-driven fallback put it back.
+FALLBACK_REASON = "fallback after sensitivity (max_metric_drop)"
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """What a stage did to one op or weight, and why: a row of the report's per-op table.
+
+    `action` is "int8" or "float" (quantization), "pruned" or "kept" (channels, with `kept` of `original`
+    channels), "sparse" or "dense" (weight sparsity, with the fraction of zeros in `sparsity`).
+    """
+
+    name: str
+    op_type: str
+    action: str
+    reason: str = ""
+    kept: int | None = None
+    original: int | None = None
+    sparsity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as report.json lists it; fields that do not apply are left out."""
+        out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "action": self.action}
+        if self.reason:
+            out["reason"] = self.reason
+        optional = {"kept": self.kept, "original": self.original, "sparsity": self.sparsity}
+        out.update({key: value for key, value in optional.items() if value is not None})
+        return out
+
+
+def sparsity_ops(sparse: Mapping[str, float], dense: Mapping[str, str], op_types: Mapping[str, str]) -> list[OpRecord]:
+    """The per-weight rows of a sparse model: the fraction of zeros of each pruned weight, and why the others
+    stayed dense."""
+    rows = [OpRecord(name, op_types.get(name, ""), "sparse", sparsity=round(float(value), 4))
+            for name, value in sparse.items()]
+    return rows + [OpRecord(name, op_types.get(name, ""), "dense", reason) for name, reason in dense.items()]
+
+
+class QuantDecision(Protocol):
+    """The quantizer's verdict on one node (quant.qdq.NodeDecision), as the records read it."""
+
+    node: str
+    op_type: str
+    int8: bool
+    reason: str
+
+
+def quantization_ops(decisions: Iterable[QuantDecision], fallback: Iterable[str] = ()) -> list[OpRecord]:
+    """The per-op rows of a quantized model: the writer's verdict per node, with the nodes the fallback put
+    back in float marked as such."""
+    back = set(fallback)
+    rows = []
+    for decision in decisions:
+        if decision.node in back:
+            rows.append(OpRecord(decision.node, decision.op_type, "float", FALLBACK_REASON))
+        else:
+            rows.append(OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason))
+    return rows
 
 
 @dataclass
@@ -50,9 +110,16 @@ class StageInfo:
             details=details,
         )
 
+    @property
+    def ops(self) -> list[OpRecord]:
+        """The per-op rows this stage recorded (none when it records no per-op facts)."""
+        return list(self.details.get(OPS_KEY, []))
+
     def to_dict(self) -> dict[str, Any]:
         """The record as report.json holds it: details and sub-stages flat beside the typed fields."""
         out: dict[str, Any] = dict(self.details)
+        if OPS_KEY in out:
+            out[OPS_KEY] = [op.to_dict() for op in self.ops]
         out.update({key: sub.to_dict() for key, sub in self.stages.items()})
         if self.metric is not None:
             out["metric"] = self.metric

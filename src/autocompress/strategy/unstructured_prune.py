@@ -10,11 +10,11 @@ import onnx
 from autocompress.config.strategies import UnstructurePrune
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
-from autocompress.graph.stats import model_size_mb
+from autocompress.graph.stats import model_size_mb, weight_op_types
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import StageInfo
+from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
 from autocompress.strategy.training import fine_tune
 from autocompress.train.loop import training_steps
@@ -60,6 +60,7 @@ class UnstructurePruneStage(Stage):
             "dense_size_mb": round(model_size_mb(outcome.model), 4),
             **outcome.info,
         }
+        info[OPS_KEY] = sparsity_ops(report.per_layer, {}, weight_op_types(outcome.model))
         return StageResult(outcome.model, StageInfo.from_mapping(info))
 
 
