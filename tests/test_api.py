@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 
@@ -224,3 +225,74 @@ def test_channel_prune_report_lists_kept_and_original_channels(tiny_cnn, tiny_ba
     assert pruned and all(op["kept"] < op["original"] for op in pruned)
     assert {(op["op_type"], op["kept"], op["original"]) for op in pruned} >= {("Conv", 8, 16)}
     assert "8/16 channels (50.0 % pruned)" in (result.save_dir / "report.html").read_text()
+
+
+def _streaming_model_dir(tmp_path):
+    """A voice-activity-like model: `x` [N, 4] with a dynamic batch, a recurrent `state` [2, 1, 3] whose dims are all
+    static (its batch is axis 1), and a scalar int64 sample rate `sr`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0], np.int64), "layers"),
+             numpy_helper.from_array(np.array(1 / 16000, np.float32), "per_hz")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["projected"], name="project"),
+        helper.make_node("ReduceSum", ["state", "layers"], ["memory"], keepdims=0, name="memory"),  # [1, 3]
+        helper.make_node("Add", ["projected", "memory"], ["mixed"], name="mix"),
+        helper.make_node("Cast", ["sr"], ["sr_float"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Mul", ["sr_float", "per_hz"], ["rate"], name="rate"),
+        helper.make_node("Mul", ["mixed", "rate"], ["y"], name="scale"),
+        helper.make_node("Tanh", ["state"], ["next_state"], name="next_state"),
+    ]
+    graph = helper.make_graph(nodes, "vad", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, 3]),
+        helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+    ], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+        helper.make_tensor_value_info("next_state", TensorProto.FLOAT, [2, 1, 3])], inits)
+    model_dir = tmp_path / "vad"
+    model_dir.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(model_dir / "vad.onnx"))
+    return model_dir
+
+
+def test_inputs_without_a_batch_on_axis_0_are_fed_whole_for_latency(tmp_path):
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((4, 4)).astype(np.float32),
+                "state": rng.standard_normal((2, 1, 3)).astype(np.float32), "sr": np.array(16000, np.int64)}
+               for _ in range(3)]
+
+    def agreement(predictor) -> float:
+        return float(np.mean([np.abs(predictor(batch)[0]).mean() for batch in batches]))
+
+    result = AutoCompression(_streaming_model_dir(tmp_path), batches, save_dir=tmp_path / "o",
+                             config={"QuantPost": {"batch_nums": 3}}, eval_callback=agreement).compress()
+    quantized = onnx.load(str(result.model_path))
+    assert "QuantizeLinear" in {n.op_type for n in quantized.graph.node}
+    assert result.baseline.latency_ms > 0 and result.compressed.latency_ms > 0
+
+
+def test_an_explicit_strategy_that_drops_the_metric_warns_in_report_json(tiny_cnn, tiny_batches, tmp_path, caplog):
+    """The float model scores 1.0 and every later candidate 0.5: far beyond Global.auto_max_relative_drop."""
+    calls = []
+
+    def worse_after_quantization(predictor) -> float:
+        calls.append(predictor)
+        return 1.0 if len(calls) == 1 else 0.5
+
+    with caplog.at_level("WARNING", logger="autocompress.api"):
+        result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"QuantPost": {}},
+                                 eval_callback=worse_after_quantization).compress()
+    (warning,) = json.loads(result.report_path.read_text())["warnings"]
+    assert warning.startswith("QuantPost lowered") and "from 1 to 0.5" in warning
+    assert "max_metric_drop" in warning and "skip_tensor_list" in warning
+    assert [r.getMessage() for r in caplog.records if r.name == "autocompress.api"] == [warning]
+    assert "QuantPost lowered" in (result.save_dir / "report.html").read_text()
+
+
+def test_an_explicit_strategy_within_tolerance_has_no_warning(tiny_cnn, tiny_batches, tmp_path):
+    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", config={"QuantPost": {"batch_nums": 1}},
+                             eval_callback=_accuracy_like).compress()
+    assert json.loads(result.report_path.read_text())["warnings"] == []

@@ -17,12 +17,12 @@ import onnxruntime as ort
 
 from autocompress import progress
 from autocompress.config.loader import CompressConfig, load_config, save_config
-from autocompress.data.batches import BatchAdapter, InputSpec, input_specs
+from autocompress.data.batches import BatchAdapter, InputSpec, batch_one, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
 from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.large import WeightsLayout, save_external, stores_external_data, weights_layout
-from autocompress.graph.prepare import check_structure, prepare_model
+from autocompress.graph.prepare import check_structure, input_signature, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.record import HardwareInfo, Report, StageRecord
 from autocompress.report.summary import ModelSummary, latencies_by_threads, summarize, thread_counts
@@ -70,11 +70,6 @@ def validate_exported(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], ha
     for name, value in zip([o.name for o in model.graph.output], outputs):
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise AutoCompressError(f"the compressed model's output {name!r} has NaN/Inf; it is not saved")
-
-
-def _batch_one(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Latency is reported for batch 1, as in the seed's tables."""
-    return {k: np.ascontiguousarray(v[:1]) if v.ndim > 0 else v for k, v in feed.items()}
 
 
 @dataclass
@@ -202,8 +197,7 @@ class AutoCompression:
         """Load and prepare the model, read the data, score the baseline, run the stages, check the result and
         (rank 0) write save_dir; each step is one method below."""
         started = time.perf_counter()
-        model, files, external = self._load()
-        data = self._data(model)
+        model, files, external, data = self._load()
         evaluator, baseline = self._baseline(model, data)
         # Under torchrun every rank runs compress(); rank 0 owns the work area (checkpoints, caches) and save_dir.
         suffix = "" if distributed.is_primary() else f".rank{distributed.rank()}"
@@ -228,22 +222,24 @@ class AutoCompression:
         distributed.barrier()  # the other ranks return once save_dir is complete
         return result
 
-    def _load(self) -> tuple[onnx.ModelProto, list[Path], bool]:
-        """The prepared float model, the user's input files, and whether the model keeps its weights apart."""
+    def _load(self) -> tuple[onnx.ModelProto, list[Path], bool, _Data]:
+        """The prepared float model, the user's input files, whether the model keeps its weights apart, and the
+        data, whose first batch preparation checks the model's outputs on."""
         g = self.config.global_
         log.info("loading %s", self.model_path)
         external = self.kind == "onnx" and stores_external_data(self.model_path)
         files = input_files(self.model_path, self.params_path, external)
         refuse_model_files(g.save_dir, self.save_dir, files)  # external data files are known only now
         # the loaded model is not kept: a model over 2 GB would otherwise be held twice the whole run
-        model = prepare_model(load_model(g.model_dir, g.model_filename, g.params_filename), g.input_shapes)
-        return model, files, external
+        loaded = load_model(g.model_dir, g.model_filename, g.params_filename)
+        data = self._data(input_specs(input_signature(loaded, g.input_shapes)))
+        return prepare_model(loaded, g.input_shapes, data.sample_feed), files, external, data
 
-    def _data(self, model: onnx.ModelProto) -> _Data:
-        """The dataloaders as batches of the model's inputs; their first batches are read now, so a loader that
-        yields nothing or the wrong inputs fails before any work."""
+    def _data(self, specs: list[InputSpec]) -> _Data:
+        """The dataloaders as batches of the model's inputs (`specs`); their first batches are read now, so a
+        loader that yields nothing or the wrong inputs fails before any work. Latency is measured at batch 1, as in
+        the seed's tables, cut along each input's own batch axis."""
         g = self.config.global_
-        specs = input_specs(model)
         train = eval_batches = None
         if self.train_dataloader is not None:
             train = BatchAdapter(self.train_dataloader, specs, "train_dataloader", prefetch=g.prefetch_batches)
@@ -252,7 +248,7 @@ class AutoCompression:
         first_source = train if train is not None else eval_batches
         if first_source is None:
             raise ConfigError("train_dataloader is None; compression needs data (calibration or training batches)")
-        sample_feed = _batch_one(first_source.first()[0])
+        sample_feed = batch_one(first_source.first()[0], specs)
         if eval_batches is not None:
             eval_batches.first()
         return _Data(specs, train, eval_batches, sample_feed)
@@ -279,6 +275,7 @@ class AutoCompression:
         model, timeline, candidates = self._run_stages(ctx)
         compressed = self._validate(model, ctx, ran=bool(timeline))
         baseline, compressed = self._by_threads(ctx, model, baseline, compressed)
+        warnings = self._drop_warnings(ctx, compressed.metric)
         report = Report(
             baseline=baseline,
             compressed=compressed,
@@ -290,6 +287,7 @@ class AutoCompression:
             model_source=str(self.model_path),
             model_format=self.kind,
             skipped_batches=data.skipped(),
+            warnings=warnings,
         )
         if distributed.is_primary():
             self._save(model, report, external)
@@ -321,6 +319,32 @@ class AutoCompression:
             timeline.append(StageRecord(stage.name, round(time.perf_counter() - t0, 3), result.info))
             candidates += [replace(c, stage=c.stage or stage.name, model=None) for c in result.candidates]
         return current, timeline, candidates
+
+    def _drop_warnings(self, ctx: CompressionContext, metric: float) -> list[str]:
+        """A warning (logged, and for the report) when explicit strategies lost more metric than the tolerance:
+        the strategies' own max_metric_drop where one is set, else Global.auto_max_relative_drop of the baseline.
+        The automatic choice keeps its result within tolerance itself."""
+        keys, g, evaluator = self.config.stage_keys, self.config.global_, ctx.evaluator
+        if not keys:
+            return []
+        own = [getattr(s, "max_metric_drop", None) for s in self.config.strategies.values()]
+        own = [value for value in own if value is not None]
+        if own:
+            tolerance, source = max(own), "max_metric_drop"
+        else:
+            tolerance = evaluator.tolerance(ctx.baseline_metric, g.auto_max_relative_drop)
+            source = f"Global.auto_max_relative_drop = {g.auto_max_relative_drop:g}"
+        drop = evaluator.drop(ctx.baseline_metric, metric)
+        if drop <= tolerance:
+            return []
+        message = (
+            f"{' + '.join(keys)} lowered {evaluator.name} from {ctx.baseline_metric:.6g} to {metric:.6g} (a drop of "
+            f"{drop:.4g}), beyond the tolerance {tolerance:.4g} ({source}); to keep the metric, set "
+            "QuantPost.max_metric_drop (the most harmful ops return to float until the drop is met) or keep "
+            "sensitive tensors in float with QuantPost.skip_tensor_list; when pruning, use a smaller ratio"
+        )
+        log.warning("%s", message)
+        return [message]
 
     def _validate(self, model: onnx.ModelProto, ctx: CompressionContext, ran: bool) -> ModelSummary:
         """The compressed model's figures, once onnx.checker and a run with finite outputs have passed."""

@@ -155,3 +155,80 @@ def test_quant_post_compresses_an_opset7_ir3_model(tmp_path):
     assert "QuantizeLinear" in {n.op_type for n in quantized.graph.node}
     expected = _run(_opset7_model(), batches[0])[0]
     assert np.abs(_run(quantized, batches[0])[0] - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def _ctc_head_model(declared: list) -> onnx.ModelProto:
+    """Conv -> Squeeze -> Transpose -> Reshape to its own shape (read by Shape/Gather/Concat): the output really is
+    [5, 1, 4] (time, batch, classes), but is declared `declared`, as some exported recognizers declare it."""
+    h, rng = onnx.helper, np.random.default_rng(0)
+    ints = lambda name, values: onnx.numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+             ints("h_axis", [2]), ints("i0", [0]), ints("i1", [1]), ints("i2", [2])]
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["features"], name="conv"),
+        h.make_node("Squeeze", ["features", "h_axis"], ["squeezed"], name="squeeze"),
+        h.make_node("Transpose", ["squeezed"], ["time_major"], perm=[2, 0, 1], name="transpose"),
+        h.make_node("Shape", ["time_major"], ["shape"], name="shape"),
+        *[h.make_node("Gather", ["shape", f"i{i}"], [f"d{i}"], axis=0, name=f"gather{i}") for i in range(3)],
+        h.make_node("Concat", ["d0", "d1", "d2"], ["target"], axis=0, name="concat"),
+        h.make_node("Reshape", ["time_major", "target"], ["logits"], name="reshape"),
+    ]
+    graph = h.make_graph(nodes, "ctc", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 1, 5])],
+                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, declared)], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("declared, difference", [
+    ([1, "seqlen"], "output 'logits' has shape [1, 20] instead of [5, 1, 4]"),
+    ([1, 5], "it no longer runs"),
+])
+def test_a_wrong_declared_output_shape_does_not_change_the_prepared_model(declared, difference, caplog):
+    """onnxslim trusts the declaration and rewrites the Reshape (to [1, 20], or to [1, 5], which no longer runs):
+    the simplification is dropped, and the prepared model computes what the original does."""
+    original = _ctc_head_model(declared)
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 3, 1, 5)).astype(np.float32)}
+    expected = _run(original, feed)[0]
+    assert expected.shape == (5, 1, 4)
+    with caplog.at_level("WARNING", logger="autocompress.graph.prepare"):
+        prepared = prepare_model(original, sample_feed=feed)
+    got = _run(prepared, feed)[0]
+    assert got.shape == (5, 1, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not any(n.op_type == "Constant" for n in prepared.graph.node)  # the other passes still ran
+    dropped = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(dropped) == 1 and "'onnxslim simplification'" in dropped[0] and difference in dropped[0]
+
+
+def test_a_pass_that_changes_the_outputs_is_dropped_with_a_warning(monkeypatch, caplog):
+    """Checked on random data matching the inputs when no sample is given."""
+    import autocompress.graph.prepare as prepare
+
+    def halving_simplify(model, fold_batch_norm=False, layout=None):
+        scale = onnx.numpy_helper.from_array(np.array(0.5, np.float32), "half")
+        out = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = [f"{out}_full" if name == out else name for name in node.output]
+        model.graph.initializer.append(scale)
+        model.graph.node.append(onnx.helper.make_node("Mul", [f"{out}_full", "half"], [out], name="halve"))
+        return model
+
+    monkeypatch.setattr(prepare, "simplify", halving_simplify)
+    original = _conv_bn_model()
+    with caplog.at_level("WARNING", logger="autocompress.graph.prepare"):
+        prepared = prepare_model(original)
+    assert "halve" not in {n.name for n in prepared.graph.node}
+    feed = {"x": np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(_run(prepared, feed)[0], _run(original, feed)[0], rtol=1e-5, atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "'onnxslim simplification'" in warnings[0] and "output 'y' differs by up to" in warnings[0]
+
+
+def test_a_right_declaration_keeps_the_simplification_without_a_warning(caplog):
+    original = _ctc_head_model([5, 1, 4])
+    with caplog.at_level("WARNING", logger="autocompress.graph.prepare"):
+        prepared = prepare_model(original)
+    assert not {"Shape", "Gather", "Concat"} & {n.op_type for n in prepared.graph.node}  # folded by onnxslim
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 1, 5)).astype(np.float32)}
+    np.testing.assert_allclose(_run(prepared, feed)[0], _run(original, feed)[0], rtol=1e-5, atol=1e-6)

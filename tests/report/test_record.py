@@ -12,7 +12,7 @@ from autocompress.strategy.records import FALLBACK_REASON, Candidate, OpRecord, 
 
 #: The keys report.json has held since its first version; readers (the report command, the HTML page) rely on them.
 REPORT_KEYS = {"baseline", "compressed", "speedup", "metric_higher_is_better", "strategy", "plan", "timeline",
-               "candidates", "elapsed_s", "hardware", "data", "model", "speedup_by_threads", "size_ratio"}
+               "candidates", "elapsed_s", "hardware", "data", "model", "speedup_by_threads", "size_ratio", "warnings"}
 
 
 def _summary(metric: float, latency_ms: float) -> ModelSummary:

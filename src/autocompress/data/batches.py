@@ -38,6 +38,7 @@ class InputSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | None, ...]  # None for a dynamic dim
+    dim_params: tuple[str, ...] = ()  # each dim's symbolic name ('' where it has none)
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -49,8 +50,48 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         ttype = value.type.tensor_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type))
         shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim)
-        specs.append(InputSpec(value.name, dtype, shape))
+        specs.append(InputSpec(value.name, dtype, shape, tuple(d.dim_param for d in ttype.shape.dim)))
     return specs
+
+
+#: Symbolic dim names that mark the batch axis wherever it sits (a recurrent state [2, batch, H]).
+_BATCH_DIM_NAMES = frozenset({"n", "b", "bs", "batch", "batch_size", "batchsize", "nbatch", "num_batch"})
+
+
+def _declared_batch_axis(spec: InputSpec, array: np.ndarray) -> int | None:
+    """The batch axis the input's declaration shows: a dynamic dim named like a batch, else a dynamic axis 0; an
+    input declared without a shape takes axis 0 as well. None where the declaration shows none."""
+    if len(spec.shape) != array.ndim:
+        return 0 if array.ndim else None
+    named = [axis for axis, name in enumerate(spec.dim_params) if name.lower() in _BATCH_DIM_NAMES]
+    if named:
+        return named[0]
+    return 0 if spec.shape and spec.shape[0] is None else None
+
+
+def batch_axes(feed: Mapping[str, np.ndarray], specs: list[InputSpec]) -> dict[str, int | None]:
+    """Per input, the axis that holds the batch, or None for an input without one (a scalar, a fully static
+    state), which is fed whole. Read from the declared dims; an input whose declaration does not tell (a state
+    [2, ?, H]) takes its dynamic axis whose length in the data is the batch size the other inputs show."""
+    axes = {spec.name: _declared_batch_axis(spec, feed[spec.name]) for spec in specs}
+    sizes = {feed[name].shape[axis] for name, axis in axes.items() if axis is not None}
+    if len(sizes) != 1 or sizes == {1}:
+        return axes
+    size = sizes.pop()
+    for spec in specs:
+        if axes[spec.name] is None and len(spec.shape) == feed[spec.name].ndim:
+            dynamic = [axis for axis, dim in enumerate(spec.shape) if dim is None]
+            axes[spec.name] = next((axis for axis in dynamic if feed[spec.name].shape[axis] == size), None)
+    return axes
+
+
+def batch_one(feed: Mapping[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """The feed cut to its first sample along each input's batch axis (batch_axes); other inputs whole."""
+    axes = batch_axes(feed, specs)
+    return {
+        name: value if axes[name] is None else np.ascontiguousarray(np.take(value, [0], axis=axes[name]))
+        for name, value in feed.items()
+    }
 
 
 def _to_numpy(value: Any) -> np.ndarray:

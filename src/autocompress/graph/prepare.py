@@ -1,7 +1,8 @@
 """Preparation passes run on every loaded model before any strategy: graph in, graph out.
 
 upgrade an old opset and IR version -> name nodes -> fix input shapes -> lift Constant weights to initializers -> simplify
--> infer shapes.
+-> infer shapes. Lifting and simplifying are checked (graph/equivalence.py): one that changes the model's outputs is
+dropped.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import onnx
 import onnxslim
 from onnx.external_data_helper import uses_external_data
 
 from autocompress.errors import ConfigError, ModelLoadError
+from autocompress.graph.equivalence import difference, random_feed, run_model
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.fold_constants import fold_constants
 from autocompress.graph.large import WeightsLayout, saved_with_external_data, weightless, weights_layout
@@ -290,21 +293,97 @@ def upgrade_ir(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def prepare_model(
+def input_signature(
     model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None
 ) -> onnx.ModelProto:
-    """All preparation passes on a copy of `model`; its weights_layout is decided once, and again after onnxslim,
-    the one pass that makes a new model whose size may differ (folded constants)."""
-    model = copy.deepcopy(model)
-    layout = weights_layout(model)
-    check_model(model, layout)
-    model = upgrade_ir(upgrade_opset(model, layout))
-    model = name_nodes(model)
-    model = fix_input_shapes(model, input_shapes)
-    model = lift_constants(model)
-    model = simplify(model, layout=layout)
-    layout = weights_layout(model)
-    model = infer_shapes(model, layout)
-    check_model(model, layout)
+    """A model holding only `model`'s graph inputs, `input_shapes` applied: what data for the prepared model looks
+    like, known before preparation and without copying a weight."""
+    shell = onnx.ModelProto()
+    shell.graph.input.extend(graph_inputs(model))
+    return fix_input_shapes(shell, input_shapes)
+
+
+#: A preparation pass that may be dropped for a model: its name in the log, and the pass.
+_Pass = tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]]
+
+
+def _required(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None, layout: WeightsLayout
+) -> onnx.ModelProto:
+    """The passes every later step relies on (opset >= MIN_OPSET, unique node names, fixed input shapes)."""
+    return fix_input_shapes(name_nodes(upgrade_ir(upgrade_opset(model, layout))), input_shapes)
+
+
+def _optional(layout: WeightsLayout) -> list[_Pass]:
+    """The passes that only tidy the graph, in order; one that changes the model's outputs is left out. (Shape
+    inference, run after them, only annotates.)"""
+    return [
+        ("constants to initializers", lift_constants),
+        ("onnxslim simplification", lambda model: simplify(model, layout=layout)),
+    ]
+
+
+def _apply(model: onnx.ModelProto, passes: Sequence[_Pass]) -> onnx.ModelProto:
+    for _, run in passes:
+        model = run(model)
     return model
 
+
+def _replay(base: onnx.ModelProto, passes: Sequence[_Pass], reference: Mapping[str, np.ndarray],
+            feed: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """The passes again, each checked on its own: one whose result computes other outputs is dropped."""
+    model = base
+    for name, run in passes:
+        candidate = run(copy.deepcopy(model))
+        changed = difference(candidate, reference, feed)
+        if changed is None:
+            model = candidate
+        else:
+            log.warning("preparation pass %r would change what the model computes (%s); it is skipped for this "
+                        "model", name, changed)
+    return model
+
+
+def _checked(
+    original: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None,
+    sample_feed: Mapping[str, np.ndarray] | None,
+) -> onnx.ModelProto:
+    """The prepared copy of `original`, whose outputs on `sample_feed` (else random data matching the inputs) are
+    those of the model before the optional passes. Costs one run of each; a pass is looked for only on a mismatch.
+    A pass that grows the model past protobuf's 2 GB limit cannot be run from bytes and so is dropped as well."""
+    layout, passes = WeightsLayout.INLINE, _optional(WeightsLayout.INLINE)
+    base = _required(copy.deepcopy(original), input_shapes, layout)
+    try:
+        feed = dict(sample_feed) if sample_feed is not None else random_feed(graph_inputs(base))
+        reference = run_model(base, feed)
+    except Exception as exc:  # a model ONNX Runtime cannot run on such a sample is prepared unchecked
+        log.info("preparation is not checked: the model does not run on a sample feed (%s)", exc)
+        return _apply(base, passes)
+    prepared = _apply(base, passes)  # `base` is consumed: passes rewrite in place
+    if difference(prepared, reference, feed) is None:
+        return prepared
+    del prepared
+    return _replay(_required(copy.deepcopy(original), input_shapes, layout), passes, reference, feed)
+
+
+def prepare_model(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None,
+    sample_feed: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """All preparation passes on a copy of `model`. Preparation never changes what the model computes: a pass
+    whose result gives other outputs on `sample_feed` (default: random data matching the inputs) is dropped, with a
+    warning naming it and the difference. The weights_layout is decided once, and again after the passes, which
+    may make a model of another size (folded constants)."""
+    layout = weights_layout(model)
+    check_model(model, layout)
+    if layout is WeightsLayout.EXTERNAL:
+        # Weights on disk or over 2 GB: onnxslim and the opset converter leave such a model as it is, and running it
+        # twice would need its weights written out to files twice, so its preparation is not checked.
+        prepared = _apply(_required(copy.deepcopy(model), input_shapes, layout), _optional(layout))
+    else:
+        prepared = _checked(model, input_shapes, sample_feed)
+    layout = weights_layout(prepared)
+    prepared = infer_shapes(prepared, layout)
+    check_model(prepared, layout)
+    return prepared

@@ -70,6 +70,8 @@ class Report:
     model_format: str
     #: indices of the batches of train_dataloader / eval_dataloader skipped for NaN or inf values
     skipped_batches: dict[str, list[int]] = field(default_factory=dict)
+    #: what the user should know about the result as a whole (a metric drop beyond the tolerance), first in the HTML
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def speedup(self) -> float:
@@ -113,6 +115,7 @@ class Report:
             "hardware": self.hardware.to_dict(),
             "data": skipped,
             "model": {"source": self.model_source, "format": self.model_format},
+            "warnings": list(self.warnings),
         })
 
 
