@@ -51,6 +51,9 @@ class GlobalConfig(Section):
     target_speedup: Optional[Union[float, str]] = None
     #: Largest relative metric drop the automatic choice accepts (0.01 = 1%; for EMD, 1% of the outputs' spread).
     auto_max_relative_drop: float = Field(0.01, ge=0.0)
+    #: Seconds the automatic choice may take in all (no strategy section). Unset: 600 s for a model of at most
+    #: 1 GMAC on 2 or more cores, proportional to the MACs above 1 GMAC, doubled on 1 core (strategy/targets.py).
+    time_budget: Optional[float] = Field(None, gt=0)
     #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
     latency_threads: int = Field(1, ge=1)
     #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or

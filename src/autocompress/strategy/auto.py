@@ -1,15 +1,19 @@
 """Automatic strategy choice, used when the config names no strategy.
 
 Without target_speedup (ACT's flow, with thresholds that make sense):
-  CNN: a cheap PTQ trial (plus a variant that keeps depthwise convs in float, whose int8 kernels are often slower
-  on CPUs); keep the fastest candidate whose metric drop is within Global.auto_max_relative_drop (1% by default;
-  for EMD, 1% of the spread of the original outputs). Else a full PTQ search; else QAT with distillation.
-  Transformer: TransformerPrune + distillation, then PTQ.
-  If no int8 candidate is faster than the float model on the deploy hardware, the float model is kept and the
-  report says why: an int8 model that runs slower is no compression a user wants.
+  A cheap PTQ trial (plus a variant that keeps depthwise convs in float, whose int8 kernels are often slower on
+  CPUs); a model with attention blocks also tries TransformerPrune + distillation, then PTQ. If no plan keeps the
+  metric drop within Global.auto_max_relative_drop (1% by default; for EMD, 1% of the spread of the original
+  outputs): a full PTQ search, then QAT with distillation.
 With target_speedup: cheap candidates (uniform channel pruning at several ratios without fine-tuning, int8 with a
 quick calibration, and both) are measured on the deploy hardware; the least aggressive plan that reaches the
-target is then run with fine-tuning. Latencies are cached per model and hardware, so a rerun is quick.
+target is then run with fine-tuning, with quick int8 as its fallback. Latencies are cached per model and hardware,
+so a rerun is quick.
+
+Whatever the path, the contract (strategy/auto_contract.py): a plan that fails or does not fit Global.time_budget
+is recorded with its reason and the next one is tried; only a plan within the tolerance can be chosen, the fastest
+of them; and it is kept only if it beats the float model by MIN_INT8_GAIN at 1 thread and at all cores, measured
+side by side. Otherwise the float model is kept, with the figures in the report.
 """
 
 from __future__ import annotations
@@ -18,23 +22,38 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import onnx
 
 from autocompress.config.loader import CompressConfig
-from autocompress.config.strategies import ChannelPrune, Distillation, HyperParameterOptimization, QuantPost, TransformerPrune
-from autocompress.errors import AutoCompressError, StrategyNotImplementedError
+from autocompress.config.strategies import (
+    ChannelPrune,
+    Distillation,
+    HyperParameterOptimization,
+    QuantAware,
+    QuantPost,
+    TransformerPrune,
+)
 from autocompress.graph.index import attribute
-from autocompress.graph.naming import stable_names
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
+from autocompress.prune.stats import count_params_and_macs
 from autocompress.runtime.ort import measure_latency
+from autocompress.strategy.auto_contract import (
+    Budget,
+    all_cores,
+    guarded,
+    rejected,
+    speed_figures,
+    training_seconds,
+)
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, stage_class
 from autocompress.strategy.records import Candidate, StageInfo
-from autocompress.strategy.targets import detect_model_type, parse_target_speedup
+from autocompress.strategy.targets import default_time_budget, detect_model_type, parse_target_speedup
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +61,23 @@ log = logging.getLogger(__name__)
 TRIAL_BATCHES = 8
 #: Channel-pruning ratios probed for target_speedup, least aggressive first.
 PRUNE_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-#: An int8 model must beat the float one by this factor to be worth keeping.
+#: A compressed model must beat the float one by this factor, at 1 thread and at all cores, to be worth keeping.
 MIN_INT8_GAIN = 1.05
+#: Accepted plans, fastest first, whose speed against the float model is checked before the float model is kept.
+SPEED_CHECKS = 2
 
 
 def _sub_config(config: CompressConfig, strategies: dict[str, Any]) -> CompressConfig:
     sub = copy.copy(config)
     sub.strategies = strategies
     return sub
+
+
+def _depthwise_weights(model: onnx.ModelProto) -> list[str]:
+    """The weights of the depthwise convs: QuantPost's BN folding keeps a conv's weight name, so they name the
+    convs on the folded model the stage receives as well as on this one."""
+    return [node.input[1] for node in model.graph.node
+            if node.op_type == "Conv" and attribute(node, "group", 1) > 1 and len(node.input) > 1]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,132 +102,188 @@ class AutoStage(Stage):
         self.target = parse_target_speedup(config.global_.target_speedup)
         self.plan: list[str] = []
         self.reasons: list[str] = []
+        self.candidates: list[Candidate] = []
+        self.details: dict[str, Any] = {}
+        self.budget = Budget(0.0)
+        #: seconds of the first PTQ run (calibration, quantization, evaluation): the unit of the cost estimates
+        self.trial_s: float | None = None
 
     @property
     def name(self) -> str:
         return "Auto[" + " -> ".join(self.plan) + "]" if self.plan else "Auto"
 
+    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
+        self.budget = Budget(self._time_budget(model, ctx))
+        kind = detect_model_type(model)
+        self.reasons.append(f"model type: {kind}")
+        if not ctx.hardware.measured:
+            self.reasons.append(ctx.hardware.note)
+        plans = self._for_target(model, ctx) if self.target is not None else self._choose(model, ctx, kind)
+        result = self._settle(model, plans, ctx)
+        result.info.plan, result.info.reasons = self.plan, self.reasons
+        result.info.details = {"model_type": kind, **self.details, **result.info.details,
+                               "time_budget_s": round(self.budget.seconds, 3),
+                               "elapsed_s": round(self.budget.elapsed(), 3)}  # fmt: skip
+        return result
+
+    def _time_budget(self, model: onnx.ModelProto, ctx: CompressionContext) -> float:
+        """Global.time_budget, or the default for this model's MACs and the cores here."""
+        configured = self.config.global_.time_budget
+        if configured is not None:
+            return configured
+        shapes = {name: list(value.shape) for name, value in ctx.sample_feed.items()}
+        return default_time_budget(count_params_and_macs(model, shapes).macs, all_cores())
+
+    # -- running and scoring plans ---------------------------------------------------------------------------
+    def _try(self, label: str, plan: Callable[[], Candidate]) -> Candidate:
+        """One plan under the guard; its candidate joins the report whatever became of it."""
+        candidate = guarded(label, plan)
+        self.candidates.append(candidate)
+        return candidate
+
     def _run_sub(self, strategies: dict[str, Any], model, ctx) -> StageResult:
-        """Run the stages of `strategies` in order; their records become sub-stages of this one's."""
+        """Run the stages of `strategies` in order; their records become the plan's sub-stages, their names its
+        steps."""
         sub = _sub_config(self.config, strategies)
         keys = [k for k in sub.stage_keys if not (k == "Distillation" and len(strategies) > 1)]
-        result = StageResult(model)
+        result = StageResult(model, StageInfo(plan=[]))
         for key in keys:
             stage = stage_class(key)(sub)
             out = stage.run(result.model, ctx)
             result.model = out.model
             result.info.stages[key] = out.info
-            result.candidates += out.candidates
-            self.plan.append(stage.name)
+            result.info.plan.append(stage.name)
+            self.candidates += out.candidates
         return result
+
+    def _scored(self, label: str, result: StageResult, ctx) -> Candidate:
+        """A plan's model as a candidate: scored with the user's metric (unless the plan's record holds its score,
+        as QuantPost's does), measured, and accepted only when its drop is within Global.auto_max_relative_drop."""
+        metric = result.info.metric if result.info.metric is not None else ctx.evaluator(result.model)
+        drop = ctx.evaluator.drop(ctx.baseline_metric, metric)
+        tolerance = ctx.evaluator.tolerance(ctx.baseline_metric, self.config.global_.auto_max_relative_drop)
+        accepted = drop <= tolerance
+        result.info.metric = metric
+        return Candidate(
+            label=label,
+            params={"variant": label},
+            metric=metric,
+            latency_ms=self._latency(result.model, ctx),
+            size_mb=round(model_size_mb(result.model), 4),
+            accepted=accepted,
+            reason=None if accepted else f"metric drop {drop:.6g} beyond the tolerance {tolerance:.6g}",
+            model=result.model,
+            info=result.info,
+        )
 
     def _latency(self, model, ctx) -> float:
         return measure_latency(model, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=3, runs=20, max_seconds=10).median_ms
 
-    def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
-        kind = detect_model_type(model)
-        self.reasons.append(f"model type: {kind}")
-        if not ctx.hardware.measured:
-            self.reasons.append(ctx.hardware.note)
-        if self.target is not None:
-            result = self._for_target(model, ctx)
-        elif kind == "transformer":
-            self.reasons.append("transformer: prune heads/FFN with distillation, then int8")
-            result = self._run_sub({"TransformerPrune": TransformerPrune(), "Distillation": Distillation(),
-                                    "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES)}, model, ctx)
-        else:
-            result = self._cnn(model, ctx)
-        result.info.plan, result.info.reasons = self.plan, self.reasons
-        result.info.details = {"model_type": kind, **result.info.details}
-        return result
-
-    # -- CNN without a speed target -------------------------------------------------------------------------
-    def _acceptable(self, ctx, metric: float) -> bool:
-        tolerance = ctx.evaluator.tolerance(ctx.baseline_metric, self.config.global_.auto_max_relative_drop)
-        return ctx.evaluator.drop(ctx.baseline_metric, metric) <= tolerance
-
-    def _ptq(self, label: str, strategies: dict[str, Any], model, ctx) -> tuple[Candidate, list[Candidate]]:
-        """One QuantPost run as a candidate of the choice (the model and record kept), and the candidates it tried."""
+    def _ptq(self, label: str, strategies: dict[str, Any], model, ctx) -> Candidate:
+        """One QuantPost run (with HyperParameterOptimization when `strategies` has it) as a candidate."""
+        started = time.perf_counter()
         out = stage_class("QuantPost")(_sub_config(self.config, strategies)).run(model, ctx)
-        accepted = self._acceptable(ctx, out.info.metric)
-        tried = Candidate(
-            label=label,
-            params={"variant": label},
-            metric=out.info.metric,
-            latency_ms=self._latency(out.model, ctx),
-            size_mb=round(model_size_mb(out.model), 4),
-            accepted=accepted,
-            reason=None if accepted else "metric drop beyond the tolerance",
-            model=out.model,
-            info=out.info,
-        )
-        return tried, out.candidates
+        self.candidates += out.candidates
+        if self.trial_s is None:
+            self.trial_s = time.perf_counter() - started
+        info = StageInfo(metric=out.info.metric, plan=[f"QuantPost: {label}"], stages={"QuantPost": out.info})
+        return self._scored(label, StageResult(out.model, info), ctx)
 
-    def _cnn(self, model, ctx) -> StageResult:
-        base_latency = self._latency(model, ctx)
-        # stable names: QuantPost's BN folding keeps them on the folded convs (graph/naming.py)
-        nodes = model.graph.node
-        depthwise = [name for node, name in zip(nodes, stable_names(nodes))
-                     if node.op_type == "Conv" and attribute(node, "group", 1) > 1]
+    def _trial_seconds(self, model, ctx) -> float:
+        """The measured cost of one PTQ trial; before any, the cost of one evaluation of the float model."""
+        if self.trial_s is None:
+            started = time.perf_counter()
+            ctx.evaluator(model)
+            self.trial_s = time.perf_counter() - started
+        return self.trial_s
+
+    def _trained(self, label: str, strategies: dict[str, Any], model, ctx, extra_s: float = 0.0) -> Candidate:
+        """A plan that fine-tunes (QAT, pruning with distillation), run only when its estimated training, plus
+        `extra_s`, fits in the time left."""
+        self.budget.require(training_seconds(model, ctx, self._trial_seconds(model, ctx)) + extra_s)
+        return self._scored(label, self._run_sub(strategies, model, ctx), ctx)
+
+    # -- without a speed target ------------------------------------------------------------------------------
+    def _choose(self, model, ctx, kind: str) -> list[Candidate]:
+        """The PTQ trials (and, for a transformer, pruning with distillation), then, when none is within the
+        tolerance, the PTQ search and QAT."""
+        trials = self._ptq_trials(model, ctx)
+        plans = list(trials)
+        if kind == "transformer":
+            self.reasons.append("transformer: prune heads/FFN with distillation, then int8")
+            plans.append(self._try("prune heads/FFN + int8", lambda: self._transformer(model, ctx)))
+        if any(p.accepted for p in plans):
+            return plans
+        if all(t.model is None for t in trials):
+            why = "skipped: every PTQ trial failed, and the search and QAT quantize the same ops"
+            self.reasons.append("every PTQ trial failed: no PTQ search, no QAT")
+            self.candidates += [rejected("int8 (searched)", why), rejected("QAT + distillation", why)]
+            return plans
+        return plans + self._beyond_trials(model, ctx)
+
+    def _transformer(self, model, ctx) -> Candidate:
+        """TransformerPrune with distillation, then the PTQ trial's int8 (whose cost is counted in the estimate)."""
+        strategies = {"TransformerPrune": TransformerPrune(), "Distillation": Distillation(),
+                      "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES)}  # fmt: skip
+        return self._trained("prune heads/FFN + int8", strategies, model, ctx, extra_s=self._trial_seconds(model, ctx))
+
+    def _ptq_trials(self, model, ctx) -> list[Candidate]:
+        """The cheap PTQ trial, and its variant with the depthwise convs in float when the model has some."""
         variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
+        depthwise = _depthwise_weights(model)
         if depthwise:
-            variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise)
-        tried = [self._ptq(label, {"QuantPost": section}, model, ctx)[0] for label, section in variants.items()]
-        candidates = list(tried)
-        accepted = [t for t in tried if t.accepted]
-        if not accepted:
-            self.reasons.append("PTQ trial dropped the metric beyond tolerance: full PTQ search")
-            search = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": HyperParameterOptimization()}
-            searched, trials = self._ptq("int8 (searched)", search, model, ctx)
-            candidates += trials
-            tried.append(searched)
-            if searched.accepted:
-                accepted = [searched]
-            else:
-                best_ptq = min(tried, key=lambda t: ctx.evaluator.drop(ctx.baseline_metric, t.metric))
-                qat = self._qat_if_better(model, ctx, best_ptq.metric)
-                if qat is not None:
-                    return StageResult(qat.model, qat.info, candidates + qat.candidates)
-                accepted = [best_ptq]
-                self.reasons.append("no int8 plan met the tolerance; the most accurate one is kept")
-        return self._fastest(model, base_latency, tried, accepted, candidates, ctx)
+            variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL",
+                                                                 skip_tensor_list=depthwise)  # fmt: skip
+        trials = []
+        for label, section in variants.items():
+            def trial(label: str = label, section: QuantPost = section) -> Candidate:
+                self.budget.require(self.trial_s or 0.0)
+                return self._ptq(label, {"QuantPost": section}, model, ctx)
 
-    def _fastest(
-        self, model, base_latency: float, tried: list[Candidate], accepted: list[Candidate], candidates: list[Candidate], ctx
-    ) -> StageResult:
-        """The fastest accepted int8 model, or the float model when no int8 one is faster on the deploy hardware."""
-        fastest = min(accepted, key=lambda t: t.latency_ms)
-        if fastest.latency_ms * MIN_INT8_GAIN > base_latency:
-            self.reasons.append(
-                f"int8 is not faster on {ctx.hardware.name} ({fastest.latency_ms:.3f} ms vs float "
-                f"{base_latency:.3f} ms): the float model is kept"
-            )
-            self.plan.append("float (int8 slower here)")
-            return StageResult(model, StageInfo(details={"trials": [t.info.to_dict() for t in tried]}), candidates)
-        self.plan.append(f"QuantPost: {fastest.label}")
-        self.reasons.append(f"chose {fastest.label}: metric {fastest.metric:.6g}, {fastest.latency_ms:.3f} ms")
-        return StageResult(fastest.model, StageInfo(stages={"QuantPost": fastest.info}), candidates)
+            trials.append(self._try(label, trial))
+        return trials
 
-    def _qat_if_better(self, model, ctx, best_ptq_metric: float) -> StageResult | None:
-        """QAT with distillation, kept only if it beats the best PTQ model: a short QAT can end below a searched
-        PTQ of the same int8 layers, and then it is no improvement."""
-        try:
-            stage_class("QuantAware")
-        except StrategyNotImplementedError:
-            return None
-        self.reasons.append("PTQ search missed the tolerance: quantization-aware training with distillation")
-        from autocompress.config.strategies import QuantAware  # noqa: PLC0415
+    def _beyond_trials(self, model, ctx) -> list[Candidate]:
+        """The full PTQ search and, if it misses the tolerance too, QAT with distillation."""
+        self.reasons.append("PTQ trial dropped the metric beyond tolerance: full PTQ search")
+        search = HyperParameterOptimization()
 
-        plan_before = list(self.plan)
-        qat = self._run_sub({"QuantAware": QuantAware(), "Distillation": Distillation()}, model, ctx)
-        qat_metric = ctx.evaluator(qat.model)
-        drop = lambda metric: ctx.evaluator.drop(ctx.baseline_metric, metric)  # noqa: E731
-        if drop(qat_metric) <= drop(best_ptq_metric):
-            return qat
-        self.plan = plan_before
-        self.reasons.append(f"QAT reached metric {qat_metric:.6g}, below the best PTQ's {best_ptq_metric:.6g}: "
-                            "the PTQ model is kept")
-        return None
+        def searched() -> Candidate:
+            self.budget.require(search.max_quant_count * self._trial_seconds(model, ctx))
+            strategies = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": search}
+            return self._ptq("int8 (searched)", strategies, model, ctx)
+
+        plans = [self._try("int8 (searched)", searched)]
+        if plans[0].accepted:
+            return plans
+        self.reasons.append("no PTQ plan met the tolerance: quantization-aware training with distillation")
+        qat = {"QuantAware": QuantAware(), "Distillation": Distillation()}
+        return plans + [self._try("QAT + distillation", lambda: self._trained("QAT + distillation", qat, model, ctx))]
+
+    # -- the choice ------------------------------------------------------------------------------------------
+    def _settle(self, model, plans: list[Candidate], ctx) -> StageResult:
+        """The fastest plan within the tolerance that beats the float model at 1 thread and at all cores, or the
+        float model with the reason and the figures."""
+        accepted = sorted((p for p in plans if p.accepted), key=lambda p: p.latency_ms)
+        figures: dict[str, dict] = {}
+        for plan in accepted[:SPEED_CHECKS]:
+            figures = speed_figures(model, plan.model, ctx)
+            if min(f["speedup"] for f in figures.values()) >= MIN_INT8_GAIN:
+                self.plan += plan.info.plan
+                self.reasons.append(f"chose {plan.label}: metric {plan.metric:.6g}, speedup {_describe(figures)}")
+                info = StageInfo(metric=plan.metric, stages=plan.info.stages, details={"latency_check": figures})
+                return StageResult(plan.model, info, self.candidates)
+            plan.accepted, plan.reason = False, f"not {MIN_INT8_GAIN}x faster than float: {_describe(figures)}"
+        for plan in accepted[SPEED_CHECKS:]:
+            plan.accepted, plan.reason = False, "slower than plans that were not faster than float"
+        if accepted:
+            self.reasons.append(f"no plan is faster on {ctx.hardware.name} ({_describe(figures)}): the float model "
+                                "is kept")  # fmt: skip
+            self.plan.append("float (no faster plan here)")
+        else:
+            self.reasons.append("no plan kept the metric within the tolerance: the float model is kept")
+            self.plan.append("float (no plan within tolerance)")
+        return StageResult(model, StageInfo(details={"latency_check": figures}), self.candidates)
 
     # -- target speedup --------------------------------------------------------------------------------------
     def _latency_cache(self, model, ctx) -> tuple[Path, dict[str, float]]:
@@ -210,8 +294,24 @@ class AutoStage(Stage):
         table = json.loads(path.read_text()) if path.is_file() else {}
         return path, table
 
-    def _for_target(self, model, ctx) -> StageResult:
+    def _for_target(self, model, ctx) -> list[Candidate]:
+        """The least aggressive probed plan that reaches the target (else the fastest), fine-tuned, with quick
+        int8 as the fallback when it fails or misses the tolerance."""
         base, options = self._probe_options(model, ctx)
+        self.candidates = [o.candidate(base) for o in options] + self.candidates
+        if not options:
+            self.reasons.append("no plan could be probed: the float model is kept")
+            return []
+        chosen, reaching = self._pick_option(base, options, ctx)
+        self.details.update(target_speedup=self.target, reachable=reaching)
+        plans = [self._try(chosen.label, lambda: self._target_plan(chosen, model, ctx))]
+        if not plans[0].accepted and chosen.label != "int8":
+            quick = {"QuantPost": QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)}
+            plans.append(self._try("int8", lambda: self._ptq("int8", quick, model, ctx)))
+        return plans
+
+    def _pick_option(self, base: float, options: list[_Option], ctx) -> tuple[_Option, bool]:
+        """The option to run and whether it reaches the target."""
         # least aggressive first: less pruning, then float before int8 at equal pruning
         order = sorted(options, key=lambda o: (o.prune_ratio, o.int8))
         reaching = [o for o in order if base / o.latency_ms >= self.target]
@@ -220,12 +320,15 @@ class AutoStage(Stage):
             self.reasons.append(
                 f"target {self.target:.2f}x: '{chosen.label}' measures {base / chosen.latency_ms:.2f}x on {ctx.hardware.name}"
             )
-        else:
-            chosen = min(options, key=lambda o: o.latency_ms)
-            self.reasons.append(
-                f"target {self.target:.2f}x is not reachable with these strategies on {ctx.hardware.name}; the best "
-                f"reachable is {base / chosen.latency_ms:.2f}x ('{chosen.label}'), which is used"
-            )
+            return chosen, True
+        chosen = min(options, key=lambda o: o.latency_ms)
+        self.reasons.append(
+            f"target {self.target:.2f}x is not reachable with these strategies on {ctx.hardware.name}; the best "
+            f"reachable is {base / chosen.latency_ms:.2f}x ('{chosen.label}'), which is used"
+        )
+        return chosen, False
+
+    def _target_plan(self, chosen: _Option, model, ctx) -> Candidate:
         strategies: dict[str, Any] = {}
         if chosen.prune_ratio > 0:
             # the same MACs as the uniform ratio the latency was probed at, taken where the outputs change least
@@ -235,32 +338,44 @@ class AutoStage(Stage):
             strategies["Distillation"] = Distillation()
         if chosen.int8:
             strategies["QuantPost"] = QuantPost(algo="KL", batch_nums=TRIAL_BATCHES)
-        result = self._run_sub(strategies, model, ctx)
-        result.candidates = [o.candidate(base) for o in options] + result.candidates
-        result.info.details.update(target_speedup=self.target, reachable=bool(reaching))
-        return result
+        if chosen.prune_ratio > 0:
+            return self._trained(chosen.label, strategies, model, ctx, extra_s=self._trial_seconds(model, ctx))
+        return self._scored(chosen.label, self._run_sub(strategies, model, ctx), ctx)
 
     def _probe_options(self, model, ctx) -> tuple[float, list[_Option]]:
-        """The float latency and the latency of each cheap plan (uniform pruning, quick int8, both), cached."""
+        """The float latency and the latency of each cheap plan (uniform pruning, quick int8, both), cached; a
+        plan that cannot be built is left out, with the reason."""
         path, table = self._latency_cache(model, ctx)
 
-        def latency(label: str, build) -> float:
-            if label not in table:
-                table[label] = self._latency(build(), ctx)
-            return table[label]
+        def option(label: str, ratio: float, int8: bool, build: Callable[[], onnx.ModelProto]) -> _Option | None:
+            try:
+                if label not in table:
+                    table[label] = self._latency(build(), ctx)
+            except Exception as exc:  # noqa: BLE001 - a plan that cannot be built is no option, the others are
+                self.reasons.append(f"'{label}' unavailable: {type(exc).__name__}: {exc}")
+                log.warning("automatic choice: probe %r failed: %s", label, exc)
+                return None
+            return _Option(label, ratio, int8, table[label])
 
         quick_int8 = lambda m: stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": QuantPost(batch_nums=2, algo="abs_max")})).run(m, ctx).model  # noqa: E731
-        base = latency("fp32", lambda: model)
-        options = [_Option("int8", 0.0, True, latency("int8", lambda: quick_int8(model)))]
+        if "fp32" not in table:
+            table["fp32"] = self._latency(model, ctx)
+        base = table["fp32"]
+        options = [option("int8", 0.0, True, lambda: quick_int8(model))]
         for ratio in PRUNE_RATIOS:
             try:
                 pruned, _ = prune_channels(model, ratio, input_shapes={k: list(v.shape) for k, v in ctx.sample_feed.items()})
-            except AutoCompressError as exc:
-                self.reasons.append(f"channel pruning unavailable: {exc}")
+            except Exception as exc:  # noqa: BLE001 - no prunable group, or a pass that fails: int8 alone remains
+                self.reasons.append(f"channel pruning unavailable: {type(exc).__name__}: {exc}")
                 break
-            options.append(_Option(f"prune {ratio:.0%}", ratio, False, latency(f"prune{ratio}", lambda: pruned)))
-            options.append(_Option(f"prune {ratio:.0%} + int8", ratio, True,
-                                   latency(f"prune{ratio}+int8", lambda: quick_int8(pruned))))
+            options.append(option(f"prune {ratio:.0%}", ratio, False, lambda: pruned))
+            options.append(option(f"prune {ratio:.0%} + int8", ratio, True, lambda: quick_int8(pruned)))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(table, indent=1))
-        return base, options
+        return base, [o for o in options if o is not None]
+
+
+def _describe(figures: dict[str, dict]) -> str:
+    """The speedups of speed_figures as text: '1.31x at 1 thread, 1.12x at 2 threads'."""
+    return ", ".join(f"{f['speedup']:.2f}x at {threads} thread{'s' if threads != '1' else ''}"
+                     for threads, f in figures.items())  # fmt: skip

@@ -75,3 +75,14 @@ def count_attention_blocks(model: onnx.ModelProto) -> int:
 def detect_model_type(model: onnx.ModelProto) -> str:
     """'transformer' if the graph has attention blocks, else 'cnn'."""
     return "transformer" if count_attention_blocks(model) > 0 else "cnn"
+
+
+#: Seconds of the automatic choice on a model of at most 1 GMAC with 2 or more cores.
+BASE_TIME_BUDGET_S = 600.0
+
+
+def default_time_budget(macs: int, cores: int) -> float:
+    """Global.time_budget when unset: BASE_TIME_BUDGET_S up to 1 GMAC on 2 cores, proportional to the MACs above
+    that, doubled on a single core. More cores do not shrink it, since calibration, the torch training steps and
+    the 1-thread latency measurements do not speed up with them."""
+    return BASE_TIME_BUDGET_S * max(1.0, macs / 1e9) * max(1.0, 2.0 / max(cores, 1))

@@ -1,0 +1,156 @@
+"""What the automatic choice promises whatever the model: no crash, a bounded run time, never a slower result.
+
+Each plan runs under `guarded`: a failure becomes a rejected Candidate with its reason and the next plan is tried.
+`Budget` tracks the time since the automatic stage started; a plan whose estimated cost exceeds what is left is
+not started (`OverBudget`). `speed_figures` measures the float model and a candidate in alternating rounds at 1
+thread and at all cores, so that a change of machine load during the measurement affects both alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+from autocompress import progress
+from autocompress.config.train import TrainConfig
+from autocompress.errors import ConfigError
+from autocompress.runtime.ort import HardwareTarget, create_session
+from autocompress.runtime.torch_graph import TorchGraph
+from autocompress.strategy.base import CompressionContext
+from autocompress.strategy.records import Candidate
+from autocompress.train.loop import training_steps
+
+log = logging.getLogger(__name__)
+
+#: One training step (student forward and backward, teacher forward, optimizer, fake-quant or masks) costs about
+#: this many plain forward-and-backward passes of the student.
+TRAIN_STEP_FACTOR = 3.0
+#: Fixed start-up of the training loop (optimizer construction, whose first call imports much of torch.optim).
+TRAINING_START_S = 2.0
+#: Alternating rounds of the final speed check, runs of each model per round, and the most seconds per thread count.
+SPEED_ROUNDS, RUNS_PER_ROUND, SPEED_SECONDS = 5, 4, 10.0
+
+
+class OverBudget(Exception):
+    """A plan that was not started because its estimated cost exceeds the time left."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if abs(value) >= 10 else f"{value:.1f} s"
+
+
+@dataclass
+class Budget:
+    """The seconds the automatic stage may take, counted from its start."""
+
+    seconds: float
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self) -> float:
+        return max(0.0, self.seconds - self.elapsed())
+
+    def require(self, estimate: float) -> None:
+        """Raise OverBudget when a plan estimated at `estimate` seconds does not fit in what is left."""
+        left = self.left()
+        if estimate > left:
+            raise OverBudget(f"skipped: estimated {_seconds(estimate)}, {_seconds(left)} left")
+
+
+def rejected(label: str, reason: str) -> Candidate:
+    """The record of a plan that produced no model."""
+    return Candidate(label=label, params={"variant": label}, accepted=False, reason=reason)
+
+
+def guarded(label: str, plan: Callable[[], Candidate]) -> Candidate:
+    """Run one plan. A plan that does not fit the budget or fails (an unsupported op, a pass that raises, a stage
+    with nothing to do) becomes a rejected candidate with its reason, so the automatic choice goes on with the next
+    one; only errors that leave the process unable to go on (out of memory, interrupts) pass through."""
+    try:
+        return plan()
+    except OverBudget as exc:
+        log.info("automatic choice: plan %r %s", label, exc)
+        return rejected(label, str(exc))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a pass leaves the other plans worth trying
+        reason = f"failed: {type(exc).__name__}: {exc}"
+        log.warning("automatic choice: plan %r %s; trying the next plan", label, reason)
+        return rejected(label, reason)
+
+
+def all_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def interleaved_latency(
+    models: Sequence[onnx.ModelProto], feed: Mapping[str, np.ndarray], hardware: HardwareTarget, threads: int
+) -> list[float]:
+    """Median ms per inference of each model at `threads`, the models taking turns round after round."""
+    sessions = [create_session(model, hardware, threads, prepack=True) for model in models]
+    feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
+    for session in sessions:
+        session.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    deadline = time.perf_counter() + SPEED_SECONDS
+    with progress.bar(desc=f"latency at {threads} threads", total=SPEED_ROUNDS, unit="round") as bar:
+        for _ in range(SPEED_ROUNDS):
+            for session, series in zip(sessions, times):
+                for _ in range(RUNS_PER_ROUND):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    series.append((time.perf_counter() - start) * 1000.0)
+            bar.update()
+            if time.perf_counter() > deadline:
+                break
+    return [statistics.median(series) for series in times]
+
+
+def speed_figures(float_model: onnx.ModelProto, model: onnx.ModelProto, ctx: CompressionContext) -> dict[str, dict]:
+    """The float model's and `model`'s latency and the speedup, at 1 thread and at all cores (keyed by count)."""
+    figures = {}
+    for threads in sorted({1, all_cores()}):
+        base, ms = interleaved_latency([float_model, model], ctx.sample_feed, ctx.hardware, threads)
+        figures[str(threads)] = {"float_ms": round(base, 4), "ms": round(ms, 4), "speedup": round(base / ms, 3)}
+    return figures
+
+
+def probe_training(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Seconds to set up training (the torch graph built and its first forward and backward pass) and of one
+    training step, from a second such pass scaled by TRAIN_STEP_FACTOR, on one batch."""
+    started = time.perf_counter()
+    graph = TorchGraph(model).train()
+    inputs = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feed.items()}
+    ends = []
+    for _ in range(2):
+        outputs = [out for out in graph(inputs).values() if out.is_floating_point() and out.requires_grad]
+        if outputs:
+            torch.stack([out.float().pow(2).mean() for out in outputs]).sum().backward()
+        ends.append(time.perf_counter())
+    return ends[0] - started, (ends[1] - ends[0]) * TRAIN_STEP_FACTOR
+
+
+def training_seconds(model: onnx.ModelProto, ctx: CompressionContext, evaluation_seconds: float) -> float:
+    """The estimated cost of fine-tuning `model` under TrainConfig: the setup of the student and of the teacher,
+    its steps at the probed step time, and one evaluation every eval_iter steps and one at the end."""
+    if ctx.train_batches is None:
+        raise ConfigError("training plans (QAT, pruning with distillation) need train_dataloader; pass one")
+    config = ctx.config.train or TrainConfig()
+    steps = training_steps(config, ctx.train_batches)
+    evaluations = steps // config.eval_iter + 1
+    setup_s, step_s = probe_training(model, ctx.train_batches.first()[0])
+    log.info("training estimate: setup %.3f s, %d steps of %.3f s, %d evaluations of %.3f s", setup_s, steps, step_s,
+             evaluations, evaluation_seconds)
+    return TRAINING_START_S + 2 * setup_s + steps * step_s + evaluations * evaluation_seconds
