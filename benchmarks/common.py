@@ -81,6 +81,14 @@ def cpu_session(path: str | Path, threads: int, optimized_model_path: str | None
 
 
 def interleaved_latency(
+    models: Mapping[str, str | Path], feed: Mapping[str, np.ndarray], threads: int, **rounds: float
+) -> dict[str, float]:
+    """Median ms of one inference per model; `rounds` sizes the measurement as `interleaved_times` takes it."""
+    times = interleaved_times(models, feed, threads, **rounds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_times(
     models: Mapping[str, str | Path],
     feed: Mapping[str, np.ndarray],
     threads: int,
@@ -88,8 +96,8 @@ def interleaved_latency(
     seconds: float = 8.0,
     min_runs: int = 20,
     max_runs: int = 400,
-) -> dict[str, float]:
-    """Median ms of one inference per model, measured in interleaved rounds.
+) -> dict[str, list[float]]:
+    """Every measured ms of one inference per model, measured in interleaved rounds.
 
     On a shared machine load changes over seconds; running every model a few times per round, rounds in
     rotating order, spreads that noise evenly over the models instead of penalising whichever ran last.
@@ -116,7 +124,7 @@ def interleaved_latency(
                 start = time.perf_counter()
                 session.run(None, feed)
                 times[name].append((time.perf_counter() - start) * 1000.0)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def child_peak_rss_mb(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[float, str]:
