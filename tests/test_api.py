@@ -189,7 +189,7 @@ def _ops(report: dict) -> dict[str, dict]:
 def test_quant_post_report_names_the_metric_counts_params_once_and_says_what_each_op_became(
     tiny_cnn, tiny_batches, tmp_path
 ):
-    from autocompress.report.summary import thread_counts
+    from autocompress.runtime.ort import thread_counts
 
     config = {"QuantPost": {"skip_tensor_list": ["/head/Gemm"]}}
     result = AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "o", strategy_config=config,

@@ -25,8 +25,8 @@ from autocompress.graph.large import WeightsLayout, save_external, stores_extern
 from autocompress.graph.prepare import check_structure, input_signature, prepare_model
 from autocompress.report.html import write_html
 from autocompress.report.record import HardwareInfo, Report, StageRecord
-from autocompress.report.summary import ModelSummary, latencies_by_threads, summarize, thread_counts
-from autocompress.runtime.ort import Predictor, resolve_hardware
+from autocompress.report.summary import ModelSummary, latencies_by_threads, summarize
+from autocompress.runtime.ort import Predictor, resolve_hardware, thread_counts
 from autocompress.identity import input_files, run_identity
 from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult

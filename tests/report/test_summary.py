@@ -7,7 +7,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress.quant.qdq import write_qdq_model
-from autocompress.report.summary import all_cores, latencies_by_threads, summarize, thread_counts
+from autocompress.report.summary import latencies_by_threads, summarize
+from autocompress.runtime.ort import all_cores, thread_counts
 from autocompress.runtime.ort import resolve_hardware
 
 

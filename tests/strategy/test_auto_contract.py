@@ -16,7 +16,8 @@ from autocompress import AutoCompression
 from autocompress.errors import ConfigError
 from autocompress.runtime.ort import Predictor, resolve_hardware
 from autocompress.strategy import auto
-from autocompress.strategy.auto_contract import all_cores, guarded, speed_figures
+from autocompress.runtime.ort import all_cores
+from autocompress.strategy.auto_contract import guarded, speed_figures
 from autocompress.strategy.base import StageResult, stage_class
 from autocompress.strategy.records import Candidate, StageInfo
 from autocompress.strategy.targets import default_time_budget, detect_model_type

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -11,7 +10,7 @@ import onnx
 
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.stats import count_params_and_macs
-from autocompress.runtime.ort import HardwareTarget, measure_latency
+from autocompress.runtime.ort import HardwareTarget, interleaved_latency, measure_latency
 
 
 @dataclass
@@ -57,26 +56,12 @@ def summarize(
     )
 
 
-def all_cores() -> int:
-    """The CPU cores this process may run on: its affinity where the system reports one, else the CPU count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
-
-
-def thread_counts() -> list[int]:
-    """The thread counts every report compares: 1 and all cores (one count on a single-core machine)."""
-    return sorted({1, all_cores()})
-
-
 def latencies_by_threads(
     models: Sequence[onnx.ModelProto], feed: Mapping[str, np.ndarray], hardware: HardwareTarget, counts: Sequence[int]
 ) -> list[dict[str, float]]:
-    """Median latency in ms of each model at each thread count. At each count the models are measured in turn,
-    so a machine that speeds up or slows down during the measurement skews neither model's ratio much."""
+    """Median latency in ms of each model at each thread count, the models measured in interleaved rounds."""
     measured: list[dict[str, float]] = [{} for _ in models]
     for threads in counts:
-        for model, by_threads in zip(models, measured):
-            by_threads[str(threads)] = round(measure_latency(model, feed, hardware, threads=threads).median_ms, 4)
+        for by_threads, ms in zip(measured, interleaved_latency(models, feed, hardware, threads)):
+            by_threads[str(threads)] = round(ms, 4)
     return measured

@@ -42,10 +42,9 @@ from autocompress.graph.index import attribute
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
 from autocompress.prune.stats import count_params_and_macs
-from autocompress.runtime.ort import measure_latency
+from autocompress.runtime.ort import all_cores, measure_latency
 from autocompress.strategy.auto_contract import (
     Budget,
-    all_cores,
     guarded,
     rejected,
     speed_figures,

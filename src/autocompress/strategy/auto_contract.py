@@ -9,8 +9,6 @@ thread and at all cores, so that a change of machine load during the measurement
 from __future__ import annotations
 
 import logging
-import os
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ import torch
 from autocompress import progress
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
-from autocompress.runtime.ort import HardwareTarget, create_session
+from autocompress.runtime.ort import all_cores, interleaved_latency
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext
 from autocompress.strategy.records import Candidate
@@ -35,9 +33,6 @@ log = logging.getLogger(__name__)
 TRAIN_STEP_FACTOR = 3.0
 #: Fixed start-up of the training loop (optimizer construction, whose first call imports much of torch.optim).
 TRAINING_START_S = 2.0
-#: Alternating rounds of the final speed check, runs of each model per round, and the most seconds per thread count.
-SPEED_ROUNDS, RUNS_PER_ROUND, SPEED_SECONDS = 5, 4, 10.0
-
 
 class OverBudget(Exception):
     """A plan that was not started because its estimated cost exceeds the time left."""
@@ -87,35 +82,6 @@ def guarded(label: str, plan: Callable[[], Candidate]) -> Candidate:
         reason = f"failed: {type(exc).__name__}: {exc}"
         log.warning("automatic choice: plan %r %s; trying the next plan", label, reason)
         return rejected(label, reason)
-
-
-def all_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system has one)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-
-
-def interleaved_latency(
-    models: Sequence[onnx.ModelProto], feed: Mapping[str, np.ndarray], hardware: HardwareTarget, threads: int
-) -> list[float]:
-    """Median ms per inference of each model at `threads`, the models taking turns round after round."""
-    sessions = [create_session(model, hardware, threads, prepack=True) for model in models]
-    feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
-    for session in sessions:
-        session.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
-    deadline = time.perf_counter() + SPEED_SECONDS
-    with progress.bar(desc=f"latency at {threads} threads", total=SPEED_ROUNDS, unit="round") as bar:
-        for _ in range(SPEED_ROUNDS):
-            for session, series in zip(sessions, times):
-                for _ in range(RUNS_PER_ROUND):
-                    start = time.perf_counter()
-                    session.run(None, feed)
-                    series.append((time.perf_counter() - start) * 1000.0)
-            bar.update()
-            if time.perf_counter() > deadline:
-                break
-    return [statistics.median(series) for series in times]
 
 
 def speed_figures(float_model: onnx.ModelProto, model: onnx.ModelProto, ctx: CompressionContext) -> dict[str, dict]:
