@@ -4,13 +4,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from autocompress.errors import ConfigError, DataError
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
 from autocompress.quant.ranges import ALGORITHMS
 from autocompress.quant.statistics import collect_statistics, statistics_from_arrays
 
-from .conftest import cosine, make_batches, run
+from .conftest import cosine, export, make_batches, run
 
 INT8_CONV = {("", "QLinearConv"), ("com.microsoft", "QLinearConv"), ("", "ConvInteger"),
              ("com.microsoft", "NhwcQLinearConv")}
@@ -93,3 +94,29 @@ def test_a_shared_weight_cache_gives_the_same_model_and_corrects_each_weight_onc
     assert len(calls) == 2 * per_model and any(
         not np.array_equal(weights(without)[k], v) for k, v in weights(alone).items()
     )  # bias_correct is part of the key
+
+
+class _SharedConv(torch.nn.Module):
+    """One Conv applied twice: both Conv nodes read the same weight initializer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.shared = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        return self.shared(torch.relu(self.shared(x)))
+
+
+def test_a_weight_read_by_two_convs_is_stored_once_with_the_weight_cache(tmp_path):
+    torch.manual_seed(0)
+    model = export(_SharedConv(), torch.randn(1, 3, 16, 16), tmp_path / "shared.onnx")
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs[1].input[1] == convs[2].input[1]  # the exporter shares the initializer
+    batches = make_batches(2, shape=(1, 3, 16, 16))
+    stats = collect_statistics(model, batches, calibration_tensors(model))
+    quantized, _ = quantize_post_training(model, stats, algo="abs_max", weight_cache={})
+    names = [n.name for n in quantized.graph.node]
+    assert len(names) == len(set(names))
+    assert cosine(run(quantized, batches[0]), run(model, batches[0])) > 0.99

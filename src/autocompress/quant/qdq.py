@@ -416,11 +416,11 @@ class _GraphWriter:
         value = self.index.constant_value(name).astype(np.float32)
         if scale is None and self.weight_cache is not None:
             # the int8 weight depends on the values and the settings only: a search re-uses it across trials
-            key = (hashlib.blake2b(value.tobytes(), digest_size=16).digest(), value.shape, axis, bits,
-                   self.options.bias_correct)
-            if key not in self.weight_cache:
-                self.weight_cache[key] = self._quantized(name, value, axis, bits, None)
-            q, scale = self.weight_cache[key]
+            content = (hashlib.blake2b(value.tobytes(), digest_size=16).digest(), value.shape, axis, bits,
+                       self.options.bias_correct)
+            if content not in self.weight_cache:
+                self.weight_cache[content] = self._quantized(name, value, axis, bits, None)
+            q, scale = self.weight_cache[content]
         else:
             q, scale = self._quantized(name, value, axis, bits, scale)
         base = name if not any(k[0] == name for k in self.weights) else f"{name}_axis{axis}"
