@@ -141,6 +141,9 @@ class QuantPost(_QuantCommon):
     simulate_activation_quant: bool = False
     #: Accuracy-driven fallback: largest allowed metric drop; the most harmful ops return to float until met.
     max_metric_drop: Optional[float] = Field(None, ge=0.0)
+    #: Per-op precision: auto keeps in float the ops whose int8 form is slower on the target, too sensitive for the
+    #: allowed drop (max_metric_drop, else Global.auto_max_relative_drop) or next to mixed-range tensors.
+    mixed_precision: Literal["auto", "none"] = "none"
     unapplied_keys: ClassVar[dict[str, str]] = {
         **_QuantCommon.unapplied_keys,
         "batch_size": "calibration reads the train_dataloader's batches as they come; set the batch size there",

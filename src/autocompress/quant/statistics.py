@@ -551,3 +551,32 @@ def _checked_feed(batch: Mapping[str, np.ndarray], input_names: Sequence[str], b
             raise DataError(f"calibration batch {batch_index}: input {name!r} contains NaN or Inf")
         feed[name] = value
     return feed
+
+
+def channel_ranges(
+    model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]], axes: Mapping[str, int | None],
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel (min, max) of each tensor of `axes` along its channel axis, over the batches: a tensor whose
+    channels span very different ranges (boxes in pixels next to scores in [0, 1]) loses its narrow channels to
+    one per-tensor scale, which the scalar statistics cannot show. An axis of None means the layout's channel
+    axis: 1 of a 4-d (NCHW) tensor, else the last (a detector's [batch, boxes, 4 + classes])."""
+    names = list(axes)
+    session = create_session(model, HardwareTarget("calibration", tuple(providers), True), outputs=names)
+    input_names = [i.name for i in session.get_inputs()]
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for count, batch in enumerate(batches):
+        for name, value in zip(names, session.run(names, _checked_feed(batch, input_names, count))):
+            low, high = _channel_min_max(np.asarray(value, dtype=np.float64), axes[name])
+            if name in ranges:
+                low, high = np.minimum(ranges[name][0], low), np.maximum(ranges[name][1], high)
+            ranges[name] = (low, high)
+    return ranges
+
+
+def _channel_min_max(value: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    value = np.atleast_1d(value)
+    if axis is None:
+        axis = 1 if value.ndim == 4 else -1
+    channels = np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
+    return channels.min(axis=1), channels.max(axis=1)

@@ -21,13 +21,14 @@ import onnx
 from autocompress.config.strategies import HyperParameterOptimization, QuantPost
 from autocompress.graph.prepare import simplify
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
+from autocompress.quant.mixed_precision import MixedPrecisionJob, MixedPrecisionPlan, OpChoice, plan_mixed_precision
 from autocompress.quant.ptq import PTQInfo, all_float, calibration_tensors, quantize_post_training
-from autocompress.quant.qdq import QDQOptions, WeightCache, check_skip_names
+from autocompress.quant.qdq import NodeDecision, QDQOptions, WeightCache, check_skip_names
 from autocompress.quant.statistics import ActivationStatistics, collect_statistics
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import Trial, search_ptq
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import OPS_KEY, Candidate, StageInfo, quantization_ops
+from autocompress.strategy.records import OPS_KEY, Candidate, OpRecord, StageInfo, quantization_ops
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,13 @@ class QuantPostStage(Stage):
             ]
 
         float_nodes: list[str] = []
-        if cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
+        mixed: MixedPrecisionPlan | None = None
+        if cfg.mixed_precision == "auto":
+            mixed = self._mixed_precision(model, stats, ctx, best_params)
+            best_model, ptq_info = self._with_float_ops(model, stats, best_params, ptq_info, mixed.float_ops)
+            best_score, best_metric = score_of(best_model)
+            info.update(mixed.record())
+        elif cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
             fallback = self._fallback(model, stats, ctx, best_params, ptq_info, cfg.max_metric_drop)
             best_model, best_score, best_metric, ptq_info = fallback.model, fallback.drop, fallback.metric, fallback.ptq
             float_nodes = fallback.float_nodes
@@ -159,8 +166,34 @@ class QuantPostStage(Stage):
         info.update({"params": best_params, "score": best_score, "metric": best_metric,
                      **_precision_record(ptq_info, float_nodes)})
         info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
-        info[OPS_KEY] = quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ()))
+        info[OPS_KEY] = (mixed_precision_ops(ptq_info.decisions, mixed.choices) if mixed else
+                         quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ())))
         return StageResult(best_model, StageInfo.from_mapping(info), candidates)
+
+    def _mixed_precision(self, model, stats, ctx: CompressionContext, params: dict[str, Any]) -> MixedPrecisionPlan:
+        """The per-op plan of QuantPost.mixed_precision: auto, within max_metric_drop (metric units) or else
+        Global.auto_max_relative_drop (relative), on the calibration batches and the deploy target."""
+        cfg: QuantPost = self.section
+        scale = max(abs(ctx.baseline_metric), 1e-12)
+        relative = ctx.config.global_.auto_max_relative_drop
+        max_drop = relative * scale if cfg.max_metric_drop is None else cfg.max_metric_drop
+        job = MixedPrecisionJob(
+            model=model, options=self._options,
+            quantize=lambda float_ops: self._quantize(model, stats, params, float_ops)[0],
+            feeds=list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES)), sample_feed=ctx.sample_feed,
+            hardware=ctx.hardware, threads=ctx.threads, tolerance=max_drop / scale, max_drop=max_drop,
+            drop_of=lambda candidate: ctx.evaluator.drop(ctx.baseline_metric, ctx.evaluator(candidate)),
+            cache_dir=ctx.config.global_.resolved_cache_dir(), settings=json.dumps(params, sort_keys=True),
+        )
+        return plan_mixed_precision(job)
+
+    def _with_float_ops(
+        self, model, stats, params, quantized: PTQInfo, float_ops: list[str]
+    ) -> tuple[onnx.ModelProto, PTQInfo]:
+        """The model with float_ops in float; with every quantized op among them, the float model itself."""
+        if set(quantized.quantized_nodes) <= set(float_ops):
+            return model, all_float(quantized)
+        return self._quantize(model, stats, params, float_ops)
 
     def _search(self, model, stats, ctx: CompressionContext, hpo: HyperParameterOptimization,
                 score_of: Callable[[onnx.ModelProto], tuple[float, float]], latency: LatencyProbe) -> list[Trial]:
@@ -231,6 +264,21 @@ class _Fallback:
     def record(self) -> dict[str, Any]:
         out = {"float_fallback_nodes": self.float_nodes, "sensitivity": self.sensitivity}
         return {**out, "warnings": self.warnings} if self.warnings else out
+
+
+def mixed_precision_ops(decisions: Iterable[NodeDecision], choices: Iterable[OpChoice]) -> list[OpRecord]:
+    """The per-op rows of a mixed-precision model: the plan's precision, reason, sensitivity and gain for the ops
+    it weighed, the writer's verdict for the others."""
+    planned = {choice.name: choice for choice in choices}
+    rows = []
+    for decision in decisions:
+        choice = planned.get(decision.node)
+        if choice is None:
+            rows.append(OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason))
+        else:
+            rows.append(OpRecord(choice.name, choice.op_type, "int8" if choice.int8 else "float", choice.reason,
+                                 sensitivity=float(f"{choice.sensitivity:.4g}"), gain_ms=round(choice.gain_ms, 4)))
+    return rows
 
 
 def _precision_record(ptq: PTQInfo, fallback_nodes: list[str]) -> dict[str, Any]:

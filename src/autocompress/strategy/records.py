@@ -25,7 +25,9 @@ class OpRecord:
     """What a stage did to one op or weight, and why: a row of the report's per-op table.
 
     `action` is "int8" or "float" (quantization), "pruned" or "kept" (channels, with `kept` of `original`
-    channels), "sparse" or "dense" (weight sparsity, with the fraction of zeros in `sparsity`).
+    channels), "sparse" or "dense" (weight sparsity, with the fraction of zeros in `sparsity`). A mixed-precision
+    plan adds the two numbers it chose from: `sensitivity` (relative output error of the op alone in int8) and
+    `gain_ms` (its float time minus its int8 time with the Q/DQ it needs, on the target).
     """
 
     name: str
@@ -35,13 +37,16 @@ class OpRecord:
     kept: int | None = None
     original: int | None = None
     sparsity: float | None = None
+    sensitivity: float | None = None
+    gain_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as report.json lists it; fields that do not apply are left out."""
         out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "action": self.action}
         if self.reason:
             out["reason"] = self.reason
-        optional = {"kept": self.kept, "original": self.original, "sparsity": self.sparsity}
+        optional = {"kept": self.kept, "original": self.original, "sparsity": self.sparsity,
+                    "sensitivity": self.sensitivity, "gain_ms": self.gain_ms}
         out.update({key: value for key, value in optional.items() if value is not None})
         return out
 

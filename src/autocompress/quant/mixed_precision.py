@@ -1,0 +1,267 @@
+"""Per-op mixed precision: which ops run in int8, chosen from their sensitivity and their int8 gain on the target.
+
+Quantizing every supported op alike makes small mobile nets slower than float (int8 depthwise and thin convs, Q/DQ
+pairs around ops without an integer kernel) and loses a detector's scores when they share one scale with box
+coordinates. So each op gets two numbers: its sensitivity (quant/op_sensitivity.py, the relative output error it
+causes alone in int8) and its gain (runtime/profile.py, float time minus int8 time with the Q/DQ it needs). Ops
+are taken greedily by gain per unit of sensitivity while the summed sensitivity stays within the allowed drop;
+ops whose int8 form is slower, and ops that write or read a tensor whose channels span very different ranges,
+stay float. The whole model is then verified with the user's metric and with latency measured interleaved with
+the float model; when either disagrees, the most sensitive (or least gainful) int8 ops go back to float, for a
+bounded number of rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from autocompress.graph.index import GraphIndex, attribute
+from autocompress.quant.fold import fold_conv_affine
+from autocompress.quant.op_sensitivity import op_sensitivity
+from autocompress.quant.qdq import QDQOptions, QuantPlan, plan_quantization
+from autocompress.quant.statistics import channel_ranges
+from autocompress.runtime.ort import HardwareTarget, measure_latency
+from autocompress.runtime.profile import QDQOwners, node_times, price_ops
+
+log = logging.getLogger(__name__)
+
+#: Why an op runs in int8 or stays float (OpChoice.reason).
+CHOSEN = "best gain per sensitivity within tolerance"
+SLOWER = "slower in int8 on the target"
+OVER_TOLERANCE = "over tolerance: its sensitivity would cross the allowed drop"
+MIXED_RANGE = "mixed-range tensor: its channels span very different ranges"
+STEPPED_BACK = "over tolerance: put back after the whole-model metric missed the allowed drop"
+STEPPED_BACK_SLOW = "slower in int8: put back after the whole model measured no faster than float"
+UNVERIFIED = "no plan passed the whole-model check"
+#: Widest over narrowest channel span beyond which the narrow channels get at most one step of an 8-bit scale
+#: fitted to the whole tensor.
+MIXED_RANGE_RATIO = 256.0
+#: Whole-model verifications before the plan gives up and stays float.
+MAX_ROUNDS = 4
+#: Runs per profile and latency rounds per verification: medians over a few, since single times jump.
+PROFILE_RUNS = 5
+LATENCY_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class OpChoice:
+    """One op's precision in the plan and why, with the two numbers it was chosen from."""
+
+    name: str
+    op_type: str
+    int8: bool
+    reason: str
+    sensitivity: float
+    gain_ms: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One whole-model check: the metric drop and the interleaved latencies."""
+
+    int8_ops: int
+    drop: float
+    float_ms: float
+    int8_ms: float
+    within_tolerance: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.within_tolerance and self.int8_ms < self.float_ms
+
+
+def mixed_range_candidates(model: onnx.ModelProto) -> dict[str, int | None]:
+    """The tensors whose channels may mix ranges, with their channel axis: Concat outputs (the Concat's axis) and
+    graph outputs (None: the layout's channel axis)."""
+    candidates: dict[str, int | None] = {n.output[0]: attribute(n, "axis", 1) for n in model.graph.node
+                                         if n.op_type == "Concat"}  # fmt: skip
+    for output in model.graph.output:
+        candidates.setdefault(output.name, None)
+    return candidates
+
+
+def mixed_range_tensors(ranges: Mapping[str, tuple[np.ndarray, np.ndarray]], ratio: float = MIXED_RANGE_RATIO) -> list[str]:
+    """The tensors whose widest channel span exceeds `ratio` times their narrowest non-constant one."""
+    mixed = []
+    for name, (low, high) in ranges.items():
+        spans = np.asarray(high, np.float64) - np.asarray(low, np.float64)
+        spans = spans[np.isfinite(spans) & (spans > 0)]
+        if spans.size > 1 and spans.max() > ratio * spans.min():
+            mixed.append(name)
+    return mixed
+
+
+def mixed_range_ops(model: onnx.ModelProto, tensors: Sequence[str], ops: Sequence[str]) -> list[str]:
+    """The ops of `ops` that write a mixed tensor (a Concat and the last of `ops` on each of its inputs) or read it."""
+    index = GraphIndex(model)
+    involved: set[str] = set()
+    for tensor in tensors:
+        writer = index.producer.get(tensor)
+        if writer is not None:
+            involved.add(writer.name)
+            if writer.op_type == "Concat":
+                involved |= {_last_op(index, name, set(ops)) for name in writer.input}
+        involved |= {reader.name for reader in index.consumers.get(tensor, [])}
+    return [op for op in ops if op in involved]
+
+
+def _last_op(index: GraphIndex, tensor: str, ops: set[str]) -> str:
+    """The nearest op of `ops` upstream of tensor along first inputs (a Sigmoid or a folded Mul is passed over);
+    "" when there is none."""
+    node = index.producer.get(tensor)
+    while node is not None and node.name not in ops and node.input:
+        node = index.producer.get(node.input[0])
+    return node.name if node is not None and node.name in ops else ""
+
+
+def greedy_plan(
+    op_types: Mapping[str, str], sensitivity: Mapping[str, float], gains: Mapping[str, float], tolerance: float,
+    forced: Mapping[str, str],
+) -> list[OpChoice]:
+    """int8 for the ops with the best gain per unit of sensitivity while the summed sensitivity stays within
+    `tolerance`; ops with no gain, over the tolerance or in `forced` (op -> reason) stay float."""
+    choices: dict[str, OpChoice] = {}
+    ranked = sorted(op_types, key=lambda op: -gains.get(op, 0.0) / max(sensitivity.get(op, 0.0), 1e-12))
+    spent = 0.0
+    for op in ranked:
+        score, gain = sensitivity.get(op, 0.0), gains.get(op, 0.0)
+        if op in forced or gain <= 0:
+            reason, int8 = forced.get(op, SLOWER), False
+        elif spent + score > tolerance:
+            reason, int8 = OVER_TOLERANCE, False
+        else:
+            reason, int8, spent = CHOSEN, True, spent + score
+        choices[op] = OpChoice(op, op_types[op], int8, reason, score, gain)
+    return [choices[op] for op in op_types]
+
+
+def step_back(choices: Sequence[OpChoice], slower: bool) -> list[OpChoice]:
+    """A third (at least one) of the int8 ops back to float: the least gainful when the model was not faster,
+    else the most sensitive."""
+    int8 = [c for c in choices if c.int8]
+    key = (lambda c: c.gain_ms) if slower else (lambda c: -c.sensitivity)
+    back = {c.name for c in sorted(int8, key=key)[: max(1, math.ceil(len(int8) / 3))]}
+    reason = STEPPED_BACK_SLOW if slower else STEPPED_BACK
+    return [replace(c, int8=False, reason=reason) if c.name in back else c for c in choices]
+
+
+def verified_plan(
+    choices: list[OpChoice], verify: Callable[[list[str]], Verification], rounds: int = MAX_ROUNDS
+) -> tuple[list[OpChoice], list[Verification]]:
+    """The plan after at most `rounds` whole-model checks (`verify(float_ops)`), stepping back after each failure;
+    with none passed, every op stays float."""
+    history: list[Verification] = []
+    for _ in range(rounds):
+        if not any(c.int8 for c in choices):
+            return choices, history
+        history.append(verify([c.name for c in choices if not c.int8]))
+        if history[-1].accepted:
+            return choices, history
+        choices = step_back(choices, slower=history[-1].within_tolerance)
+    return [replace(c, int8=False, reason=UNVERIFIED) if c.int8 else c for c in choices], history
+
+
+def interleaved_latency(
+    float_model: onnx.ModelProto, int8_model: onnx.ModelProto, feed: Mapping[str, np.ndarray],
+    hardware: HardwareTarget, threads: int, rounds: int = LATENCY_ROUNDS,
+) -> tuple[float, float]:
+    """(float ms, int8 ms): medians of rounds that measure the two models one after the other, so that a change
+    of the machine's load hits both alike."""
+    float_ms, int8_ms = [], []
+    for _ in range(rounds):
+        for model, times in ((float_model, float_ms), (int8_model, int8_ms)):
+            latency = measure_latency(model, feed, hardware, threads, warmup=1, runs=PROFILE_RUNS, max_seconds=2.0)
+            times.append(latency.median_ms)
+    return statistics.median(float_ms), statistics.median(int8_ms)
+
+
+@dataclass
+class MixedPrecisionJob:
+    """What the planner needs: the float model, how it is quantized (`quantize(float_ops)`), the calibration
+    feeds, the target, and the allowed drop: `tolerance` as a relative output error for the greedy choice,
+    `max_drop` in the metric's units for `drop_of`, the user's metric's drop of a model."""
+
+    model: onnx.ModelProto
+    options: QDQOptions
+    quantize: Callable[[list[str]], onnx.ModelProto]
+    feeds: Sequence[Mapping[str, np.ndarray]]
+    sample_feed: Mapping[str, np.ndarray]
+    hardware: HardwareTarget
+    threads: int
+    tolerance: float
+    max_drop: float
+    drop_of: Callable[[onnx.ModelProto], float]
+    cache_dir: str | None = None
+    settings: str = ""
+
+
+@dataclass
+class MixedPrecisionPlan:
+    """The chosen precision per op, the verifications that led there, and what the user should know."""
+
+    choices: list[OpChoice]
+    verifications: list[Verification] = field(default_factory=list)
+    mixed_tensors: list[str] = field(default_factory=list)
+
+    @property
+    def float_ops(self) -> list[str]:
+        return [c.name for c in self.choices if not c.int8]
+
+    def record(self) -> dict:
+        """The plan's figures for the stage's details (the per-op rows are written from `choices`)."""
+        return {
+            "mixed_precision": {
+                "int8_ops": sum(c.int8 for c in self.choices), "float_ops": len(self.float_ops),
+                "mixed_range_tensors": self.mixed_tensors,
+                "verifications": [{**vars(v), "accepted": v.accepted} for v in self.verifications],
+            }
+        }
+
+
+def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
+    """The per-op plan for job.model: sensitivity, int8 gain and mixed ranges, then the verified greedy choice."""
+    plan = plan_quantization(fold_conv_affine(job.model, keep=job.options.skip_names)[0], job.options)
+    op_types = {p.node.name: p.node.op_type for p in plan.nodes}
+    ops = list(op_types)
+    mixed = mixed_range_tensors(channel_ranges(job.model, job.feeds, mixed_range_candidates(job.model)))
+    forced = dict.fromkeys(mixed_range_ops(job.model, mixed, ops), MIXED_RANGE)
+    sensitivity = op_sensitivity(job.model, ops, job.quantize, job.feeds, job.cache_dir, job.settings)
+    gains = _gains(job, plan, ops)
+    choices = greedy_plan(op_types, sensitivity, gains, job.tolerance, forced)
+    choices, history = verified_plan(choices, lambda float_ops: _verify(job, ops, float_ops))
+    log.info("mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops),
+             len(history))
+    return MixedPrecisionPlan(choices, history, mixed)
+
+
+def _gains(job: MixedPrecisionJob, plan: QuantPlan, ops: list[str]) -> dict[str, float]:
+    """Each op's int8 gain in ms on the target, from profiles of the float and the all-int8 model."""
+    readers: dict[str, list[str]] = {}
+    for node_plan in plan.nodes:
+        for name in node_plan.node.input:
+            readers.setdefault(name, []).append(node_plan.node.name)
+    writers = {p.output: p.node.name for p in plan.nodes if p.output}
+    owners = QDQOwners({k: tuple(v) for k, v in readers.items()}, writers)
+    profile = {"hardware": job.hardware, "threads": job.threads, "runs": PROFILE_RUNS}
+    float_times = node_times(job.model, job.sample_feed, **profile)
+    int8_times = node_times(job.quantize([]), job.sample_feed, **profile)
+    outputs = {p.node.output[0]: p.node.name for p in plan.nodes}
+    prices = price_ops(ops, float_times, int8_times, owners, outputs)
+    return {op: price.gain_ms for op, price in prices.items()}
+
+
+def _verify(job: MixedPrecisionJob, ops: list[str], float_ops: list[str]) -> Verification:
+    """The whole model with `float_ops` in float, judged by the user's metric and by interleaved latency."""
+    candidate = job.quantize(float_ops)
+    drop = job.drop_of(candidate)
+    float_ms, int8_ms = interleaved_latency(job.model, candidate, job.sample_feed, job.hardware, job.threads)
+    log.info("mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float", len(ops) - len(float_ops),
+             drop, int8_ms, float_ms)
+    return Verification(len(ops) - len(float_ops), drop, float_ms, int8_ms, drop <= job.max_drop)

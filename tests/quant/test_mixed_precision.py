@@ -1,0 +1,100 @@
+"""Mixed precision: a mixed-range output stays float, the greedy plan and its verification, QuantPost's option."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from autocompress import AutoCompression
+from autocompress.quant.mixed_precision import (
+    CHOSEN, MIXED_RANGE, OVER_TOLERANCE, SLOWER, STEPPED_BACK, UNVERIFIED, Verification, greedy_plan,
+    mixed_range_candidates, mixed_range_ops, mixed_range_tensors, verified_plan,
+)
+from autocompress.quant.ptq import calibration_tensors, quantize_post_training
+from autocompress.quant.statistics import channel_ranges, collect_statistics
+from tests.quant.conftest import run
+
+
+def _detector() -> onnx.ModelProto:
+    """Boxes in pixels (a Conv times 1000) concatenated with sigmoid scores, then a 1x1 MaxPool: one int8 scale
+    over the Concat would leave the scores less than one step."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "wx"),
+             numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "wb"),
+             numpy_helper.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "ws"),
+             numpy_helper.from_array(np.array(1000.0, np.float32), "pixels")]
+    nodes = [
+        helper.make_node("Conv", ["x", "wx"], ["t"], name="stem"),
+        helper.make_node("Conv", ["t", "wb"], ["b"], name="box_conv"),
+        helper.make_node("Mul", ["b", "pixels"], ["boxes"], name="to_pixels"),
+        helper.make_node("Conv", ["t", "ws"], ["s"], name="score_conv"),
+        helper.make_node("Sigmoid", ["s"], ["scores"], name="sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["det"], name="join", axis=1),
+        helper.make_node("MaxPool", ["det"], ["y"], name="pool", kernel_shape=[1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_concat_of_boxes_and_scores_is_found_and_kept_float():
+    model = _detector()
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    candidates = mixed_range_candidates(model)
+    assert candidates == {"det": 1, "y": None}
+    ranges = channel_ranges(model, feeds, candidates)
+    assert ranges["det"][0].shape == (6,)
+    mixed = mixed_range_tensors(ranges)
+    assert "det" in mixed
+    stats = collect_statistics(model, feeds, calibration_tensors(model), algorithms=["abs_max"])
+    all_int8, info = quantize_post_training(model, stats, algo="abs_max")
+    kept = mixed_range_ops(model, mixed, info.quantized_nodes)
+    # the Concat, the last quantized op of each branch (the x1000 folds into box_conv), and its reader
+    assert set(kept) == {"join", "box_conv", "score_conv", "pool"}  # the stem stays int8
+    mixed_model, _ = quantize_post_training(model, stats, algo="abs_max", skip_names=kept)
+    reference = run(model, feeds[0])[:, 4:]
+    assert np.abs(run(all_int8, feeds[0])[:, 4:] - reference).max() > 0.3  # the scores are lost in int8
+    assert np.abs(run(mixed_model, feeds[0])[:, 4:] - reference).max() < 0.05
+    choices = greedy_plan({op: "" for op in info.quantized_nodes}, {}, dict.fromkeys(info.quantized_nodes, 1.0),
+                          1.0, dict.fromkeys(kept, MIXED_RANGE))
+    assert {c.name for c in choices if c.reason == MIXED_RANGE} == set(kept)
+
+
+def test_greedy_takes_gain_per_sensitivity_within_tolerance_and_verification_steps_back():
+    sensitivity = {"a": 0.004, "b": 0.001, "c": 0.008, "d": 0.0}
+    gains = {"a": 1.0, "b": 0.5, "c": 4.0, "d": -0.2}
+    choices = greedy_plan(dict.fromkeys("abcd", "Conv"), sensitivity, gains, 0.01, {})
+    assert [(c.name, c.int8, c.reason) for c in choices] == [
+        ("a", False, OVER_TOLERANCE), ("b", True, CHOSEN), ("c", True, CHOSEN), ("d", False, SLOWER)]
+    checks = []
+
+    def verify(float_ops):
+        checks.append(sorted(float_ops))
+        return Verification(4 - len(float_ops), 0.02 if "c" not in float_ops else 0.0, 2.0, 1.0, "c" in float_ops)
+
+    stepped, history = verified_plan(choices, verify)
+    assert checks == [["a", "d"], ["a", "c", "d"]]  # the most sensitive int8 op went back first
+    assert [c.name for c in stepped if c.int8] == ["b"] and history[-1].accepted
+    assert next(c for c in stepped if c.name == "c").reason == STEPPED_BACK
+    never, _ = verified_plan(choices, lambda ops: Verification(1, 1.0, 1.0, 2.0, False), rounds=1)
+    assert not any(c.int8 for c in never)
+    assert {c.reason for c in never if c.name in "bc"} == {STEPPED_BACK, UNVERIFIED}
+
+
+def test_quant_post_mixed_precision_auto_lists_per_op_decisions(tiny_cnn, tmp_path):
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
+    config = {"Global": {"cache_dir": str(tmp_path / "cache")},
+              "QuantPost": {"mixed_precision": "auto", "algo": "abs_max"}}
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data)
+    report = result.compress().report
+    info = report["timeline"][0]["info"]
+    plan = info["mixed_precision"]
+    ops = [op for op in info["ops"] if "sensitivity" in op]
+    assert ops and all("gain_ms" in op and op["action"] in ("int8", "float") and op["reason"] for op in ops)
+    assert plan["int8_ops"] == sum(op["action"] == "int8" for op in ops)
+    if plan["int8_ops"]:  # a plan kept in int8 passed the whole-model check: within tolerance and faster
+        assert plan["verifications"][-1]["accepted"]
+    assert sum(op["sensitivity"] for op in ops if op["action"] == "int8") <= 0.01 + 1e-9
