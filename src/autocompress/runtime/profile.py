@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -42,16 +43,15 @@ def node_times(
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    with model_source(model) as source:
-        session = ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
-    for _ in range(runs + 1):
-        session.run(None, dict(feed))
-    path = session.end_profiling()
-    try:
-        with open(path, encoding="utf-8") as handle:
+    # ORT writes its profile into the working directory unless told otherwise: keep it in a folder of our own
+    with tempfile.TemporaryDirectory(prefix="autocompress-profile-") as folder:
+        options.profile_file_prefix = os.path.join(folder, "ort_profile")
+        with model_source(model) as source:
+            session = ort.InferenceSession(source, sess_options=options, providers=list(target.providers))
+        for _ in range(runs + 1):
+            session.run(None, dict(feed))
+        with open(session.end_profiling(), encoding="utf-8") as handle:
             events = json.load(handle)
-    finally:
-        os.remove(path)
     return _median_times(events, runs)
 
 
