@@ -59,8 +59,13 @@ def run_batch(name: str, examples: int, rng_seed: int, out: Path) -> None:
         strategy, run_one = harness(name, Path(tmp))
 
         @seed(rng_seed)
-        @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def body(case):
             (out / "case.txt").write_text(repr(case)[:2000])
@@ -73,8 +78,18 @@ def run_batch(name: str, examples: int, rng_seed: int, out: Path) -> None:
 
 def launch(name: str, examples: int, rng_seed: int, out: Path) -> dict:
     out.mkdir(parents=True)
-    cmd = [sys.executable, __file__, "--batch-of", name, "--examples", str(examples), "--seed", str(rng_seed),
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--batch-of",
+        name,
+        "--examples",
+        str(examples),
+        "--seed",
+        str(rng_seed),
+        "--out",
+        str(out),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=examples * HARNESSES[name][1])
         status, stderr = proc.returncode, proc.stderr[-300:]

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from autocompress import AutoCompression  # noqa: E402
-from autocompress.graph.prepare import fix_input_shapes, prepare_model  # noqa: E402
 from autocompress.config.strategies import ChannelPrune  # noqa: E402
+from autocompress.graph.prepare import fix_input_shapes, prepare_model  # noqa: E402
 from autocompress.prune.channel import prune_channels  # noqa: E402
 from autocompress.prune.sensitivity import sensitivity_ratios  # noqa: E402
 from autocompress.prune.stats import count_params_and_macs  # noqa: E402
@@ -157,13 +157,22 @@ def compress(case: PruneCase, config: dict, save_dir: Path, source: Path | None 
     source = source or case.fp32_path
     started = time.perf_counter()
     result = AutoCompression(
-        source.parent, case.train_loader, model_filename=source.name, save_dir=save_dir,
-        config={"Global": {"deploy_hardware": "cpu"}, **config}, eval_callback=case.evaluate,
+        source.parent,
+        case.train_loader,
+        model_filename=source.name,
+        save_dir=save_dir,
+        config={"Global": {"deploy_hardware": "cpu"}, **config},
+        eval_callback=case.evaluate,
         input_shapes=case.input_shapes,
     ).compress()
     info = {t["stage"]: t["info"] for t in result.report["timeline"]}
-    return Variant(save_dir.name, result.model_path, result.report["compressed"]["metric"],
-                   seconds=time.perf_counter() - started, info=info)
+    return Variant(
+        save_dir.name,
+        result.model_path,
+        result.report["compressed"]["metric"],
+        seconds=time.perf_counter() - started,
+        info=info,
+    )
 
 
 def scored(case: PruneCase, name: str, path: Path, seconds: float = 0.0) -> Variant:
@@ -177,9 +186,14 @@ def build_variants(case: PruneCase, budget: Budget, workdir: Path, tp_python: st
     variants = {"fp32": scored(case, "fp32", case.fp32_path)}
     name = prune_name(case)
     log.info("%s: ChannelPrune %.0f%% + distillation", case.name, case.channel_ratio * 100)
-    prune_train = {**train, "TrainConfig": train_config(
-        case.channel_train_iter or budget.train_iter, case.channel_learning_rate or case.learning_rate,
-        cosine=case.channel_train_iter is not None)}
+    prune_train = {
+        **train,
+        "TrainConfig": train_config(
+            case.channel_train_iter or budget.train_iter,
+            case.channel_learning_rate or case.learning_rate,
+            cosine=case.channel_train_iter is not None,
+        ),
+    }
     variants[name] = compress(case, {"ChannelPrune": prune_section(case.channel_ratio), **prune_train}, workdir / name)
     log.info("%s: QuantPost on the pruned model", case.name)
     variants[f"{name}_int8"] = compress(case, quant, workdir / f"{name}_int8", variants[name].path)
@@ -188,13 +202,23 @@ def build_variants(case: PruneCase, budget: Budget, workdir: Path, tp_python: st
     variants["int8"] = compress(case, quant, workdir / "int8")
     if case.sparse:
         log.info("%s: UnstructurePrune %.0f%% conv1x1 + distillation", case.name, SPARSE_RATIO * 100)
-        sparse = {"UnstructurePrune": {
-            "prune_ratio": SPARSE_RATIO, "prune_mode": "ratio", "prune_params_type": "conv1x1_only",
-            "local_sparsity": True, "prune_strategy": "gmp",
-            "gmp_config": {"stable_iterations": 0, "pruning_iterations": max(2, budget.train_iter // 3),
-                           "tunning_iterations": max(2, budget.train_iter // 3), "pruning_steps": 2,
-                           "initial_ratio": 0.15, "resume_iteration": -1},
-        }}
+        sparse = {
+            "UnstructurePrune": {
+                "prune_ratio": SPARSE_RATIO,
+                "prune_mode": "ratio",
+                "prune_params_type": "conv1x1_only",
+                "local_sparsity": True,
+                "prune_strategy": "gmp",
+                "gmp_config": {
+                    "stable_iterations": 0,
+                    "pruning_iterations": max(2, budget.train_iter // 3),
+                    "tunning_iterations": max(2, budget.train_iter // 3),
+                    "pruning_steps": 2,
+                    "initial_ratio": 0.15,
+                    "resume_iteration": -1,
+                },
+            }
+        }
         variants["sparse75"] = compress(case, {**sparse, **train}, workdir / "sparse75")
     else:
         variants.update(no_fine_tune_variants(case, workdir, tp_python))
@@ -223,9 +247,16 @@ def no_fine_tune_variants(case: PruneCase, workdir: Path, tp_python: str | None)
     out = {}
     for name, build in (
         ("prune30_noft", lambda: prune_channels(model, CHANNEL_RATIO, input_shapes=case.count_shapes)),
-        ("prune30_sens_noft", lambda: prune_channels(
-            model, sensitivity_ratios(model, CHANNEL_RATIO, calibration, "output_error", input_shapes=case.count_shapes),
-            "output_error", input_shapes=case.count_shapes, calibration=calibration)),
+        (
+            "prune30_sens_noft",
+            lambda: prune_channels(
+                model,
+                sensitivity_ratios(model, CHANNEL_RATIO, calibration, "output_error", input_shapes=case.count_shapes),
+                "output_error",
+                input_shapes=case.count_shapes,
+                calibration=calibration,
+            ),
+        ),
     ):
         started = time.perf_counter()
         pruned, _ = build()
@@ -238,9 +269,16 @@ def no_fine_tune_variants(case: PruneCase, workdir: Path, tp_python: str | None)
         tp_path = workdir / "torch_pruning30_noft" / "exported.onnx"
         tp_path.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [tp_python, str(ROOT / "benchmarks" / "torch_pruning_export.py"), str(tp_path),
-             "--ratio", str(CHANNEL_RATIO)],
-            capture_output=True, text=True, check=True,
+            [
+                tp_python,
+                str(ROOT / "benchmarks" / "torch_pruning_export.py"),
+                str(tp_path),
+                "--ratio",
+                str(CHANNEL_RATIO),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         fixed = tp_path.with_name("model.onnx")
         onnx.save_model(fix_input_shapes(onnx.load(str(tp_path)), case.input_shapes), str(fixed))
@@ -267,15 +305,20 @@ def efficientnet_case(workdir: Path, budget: Budget) -> PruneCase:
     split = imagenet_photo_split(budget.photo_train, budget.photo_eval, seed=0)
     shapes = {"x": [-1, 3, 224, 224]}
     return PruneCase(
-        name="efficientnet_lite0", fp32_path=path, input_shapes=shapes,
+        name="efficientnet_lite0",
+        fp32_path=path,
+        input_shapes=shapes,
         train_loader=BatchLoader(split.calibration, budget.photo_batch, "x"),
         evaluate=make_agreement_eval(ort_predictor(path), split.evaluation, 32, "x"),
-        metric_name="top-1 agreement with fp32", latency_feeds={"224x224": {"x": split.evaluation[:1]}},
+        metric_name="top-1 agreement with fp32",
+        latency_feeds={"224x224": {"x": split.evaluation[:1]}},
         count_shapes={"x": [1, 3, 224, 224]},
         distillation={"loss": "soft_label", "node": ["teacher_logits", "logits"], "alpha": 1.0},
-        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("efficientnet_lite0", {})}, learning_rate=3e-5, channel_ratio=0.1,
+        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("efficientnet_lite0", {})},
+        learning_rate=3e-5,
+        channel_ratio=0.1,
         note=f"{budget.photo_train} train crops of {', '.join(CALIBRATION_PHOTOS)}; "
-             f"{budget.photo_eval} eval crops of {', '.join(EVALUATION_PHOTOS)}",
+        f"{budget.photo_eval} eval crops of {', '.join(EVALUATION_PHOTOS)}",
     )
 
 
@@ -287,16 +330,25 @@ def det_case(workdir: Path, budget: Budget) -> PruneCase:
         scene = build_det_data(1, 1, side, 1, seed=2).eval_data.inputs
         feeds[f"{side}x{side}"] = {"x": scene[:1]}
     return PruneCase(
-        name="ocr_det", fp32_path=rapidocr_model_dir() / DET_MODEL_FILENAME, input_shapes={"x": [-1, 3, -1, -1]},
-        train_loader=data.train_loader, evaluate=data.eval_callback, metric_name="Total IoU",
-        latency_feeds=feeds, count_shapes={"x": [1, 3, budget.det_latency_sizes[0], budget.det_latency_sizes[0]]},
+        name="ocr_det",
+        fp32_path=rapidocr_model_dir() / DET_MODEL_FILENAME,
+        input_shapes={"x": [-1, 3, -1, -1]},
+        train_loader=data.train_loader,
+        evaluate=data.eval_callback,
+        metric_name="Total IoU",
+        latency_feeds=feeds,
+        count_shapes={"x": [1, 3, budget.det_latency_sizes[0], budget.det_latency_sizes[0]]},
         distillation={"loss": "l2", "node": ["teacher_sigmoid_0.tmp_0", "sigmoid_0.tmp_0"], "alpha": 1.0},
-        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})}, learning_rate=3e-4, channel_ratio=0.75,
-        channel_learning_rate=2e-4, channel_train_iter=budget.det_prune_iter, sparse=True,
+        quant_post={**OURS_DEFAULT, **OURS_BY_MODEL.get("ocr_det", {})},
+        learning_rate=3e-4,
+        channel_ratio=0.75,
+        channel_learning_rate=2e-4,
+        channel_train_iter=budget.det_prune_iter,
+        sparse=True,
         test=make_iou_eval(test.inputs, test.masks, budget.det_batch),
         note=f"PP-OCRv4 det; rendered {budget.det_size}x{budget.det_size} scenes: {budget.det_train} train, "
-             f"{budget.det_eval} eval (picks the fine-tuned state kept), {budget.det_test} test (the metric "
-             "column); H/W dynamic",
+        f"{budget.det_eval} eval (picks the fine-tuned state kept), {budget.det_test} test (the metric "
+        "column); H/W dynamic",
     )
 
 
@@ -329,34 +381,40 @@ def target_line(case: PruneCase, variants: dict[str, Variant]) -> str:
     speedup = fp32.latency_ms[(label, 1)] / best.latency_ms[(label, 1)]
     drop = fp32.metric - best.metric
     met = speedup >= SPEEDUP_TARGET and drop <= MAX_DROP_TARGET
-    return (f"{case.name}: ChannelPrune {case.channel_ratio:.0%} + int8 is {speedup:.2f}x faster than fp32 at 1 thread ({label}) with a "
-            f"metric drop of {drop:+.4f}; target >= {SPEEDUP_TARGET:.0f}x at <= {MAX_DROP_TARGET:.0%} drop: "
-            f"{'met' if met else 'NOT met'}.")
+    return (
+        f"{case.name}: ChannelPrune {case.channel_ratio:.0%} + int8 is {speedup:.2f}x faster than fp32 at 1 thread ({label}) with a "
+        f"metric drop of {drop:+.4f}; target >= {SPEEDUP_TARGET:.0f}x at <= {MAX_DROP_TARGET:.0%} drop: "
+        f"{'met' if met else 'NOT met'}."
+    )
 
 
 def sparsity_lines(variant: Variant) -> str:
     info = variant.info["UnstructurePrune"]
     per_layer = info["sparsity"]
     rows = [[name, f"{value:.3f}"] for name, value in per_layer.items()]
-    return "\n".join([
-        f"UnstructurePrune {SPARSE_RATIO:.0%} (conv1x1_only, local_sparsity, GMP) + distillation: total sparsity of "
-        f"the {len(per_layer)} 1x1 conv weights {info['total_sparsity']:.4f}; model {info['dense_size_mb']:.2f} MB "
-        f"dense, {info['compressed_size_mb']:.2f} MB zlib-compressed; metric {variant.metric:.4f}; "
-        f"{info['steps']} steps in {info['train_seconds']:.0f} s.",
-        "",
-        "<details><summary>per-layer sparsity</summary>",
-        "",
-        markdown_table(["weight", "sparsity"], rows),
-        "",
-        "</details>",
-    ])
+    return "\n".join(
+        [
+            f"UnstructurePrune {SPARSE_RATIO:.0%} (conv1x1_only, local_sparsity, GMP) + distillation: total sparsity of "
+            f"the {len(per_layer)} 1x1 conv weights {info['total_sparsity']:.4f}; model {info['dense_size_mb']:.2f} MB "
+            f"dense, {info['compressed_size_mb']:.2f} MB zlib-compressed; metric {variant.metric:.4f}; "
+            f"{info['steps']} steps in {info['train_seconds']:.0f} s.",
+            "",
+            "<details><summary>per-layer sparsity</summary>",
+            "",
+            markdown_table(["weight", "sparsity"], rows),
+            "",
+            "</details>",
+        ]
+    )
 
 
 def det_readme_rows(case: PruneCase, variants: dict[str, Variant], label: str) -> str:
     fp32 = variants["fp32"].latency_ms[(label, 1)]
     rows = []
-    for title, name in (("稀疏 / UnstructurePrune 75% conv1x1 + distillation", "sparse75"),
-                        (f"通道剪枝+离线量化 / ChannelPrune {case.channel_ratio:.0%} + QuantPost", f"{prune_name(case)}_int8")):
+    for title, name in (
+        ("稀疏 / UnstructurePrune 75% conv1x1 + distillation", "sparse75"),
+        (f"通道剪枝+离线量化 / ChannelPrune {case.channel_ratio:.0%} + QuantPost", f"{prune_name(case)}_int8"),
+    ):
         v = variants[name]
         ms = v.latency_ms[(label, 1)]
         rows.append(f"| {title} | {v.metric:.4f} | {ms:.2f} | {fp32 / ms:.2f} |")
@@ -364,8 +422,12 @@ def det_readme_rows(case: PruneCase, variants: dict[str, Variant], label: str) -
 
 
 def render(
-    results: list[tuple[PruneCase, dict[str, Variant]]], sparse_layers: list[LayerTiming], machine: MachineInfo,
-    command: str, loads: tuple[str, str], budget: Budget,
+    results: list[tuple[PruneCase, dict[str, Variant]]],
+    sparse_layers: list[LayerTiming],
+    machine: MachineInfo,
+    command: str,
+    loads: tuple[str, str],
+    budget: Budget,
 ) -> str:
     parts = [
         f"Command: `{command}`",
@@ -385,12 +447,23 @@ def render(
         header += [f"ms {label} t={t}" for label in case.latency_feeds for t in THREADS]
         header += [case.metric_name, "drop", "build s"]
         lrs = f"fine-tune lr {case.learning_rate:g}" + (
-            f" (ChannelPrune {case.channel_learning_rate:g})" if case.channel_learning_rate else "")
+            f" (ChannelPrune {case.channel_learning_rate:g})" if case.channel_learning_rate else ""
+        )
         if case.channel_train_iter:
-            lrs += (f"; ChannelPrune fine-tunes {case.channel_train_iter} iterations, lr on a cosine to 0, evaluated "
-                    f"every {max(1, case.channel_train_iter // 4)}")
-        parts += [f"### {case.name}", "", f"{case.note}; {lrs}.", "",
-                  markdown_table(header, variant_rows(case, variants)), "", target_line(case, variants), ""]
+            lrs += (
+                f"; ChannelPrune fine-tunes {case.channel_train_iter} iterations, lr on a cosine to 0, evaluated "
+                f"every {max(1, case.channel_train_iter // 4)}"
+            )
+        parts += [
+            f"### {case.name}",
+            "",
+            f"{case.note}; {lrs}.",
+            "",
+            markdown_table(header, variant_rows(case, variants)),
+            "",
+            target_line(case, variants),
+            "",
+        ]
         if "torch_pruning30_noft" in variants:
             tp = variants["torch_pruning30_noft"]
             parts += [
@@ -400,23 +473,35 @@ def render(
                 "weights, neither fine-tuned. Torch-Pruning prunes the output channels of every layer incl. the "
                 "stem and the depthwise-separable blocks' expansions. `prune30_sens_noft`: the same MACs as our "
                 "uniform 30%, chosen by sensitivity (criterion output_error, mean compensation, "
-                "ratio_allocation sensitivity, on 4 training batches).", ""]
+                "ratio_allocation sensitivity, on 4 training batches).",
+                "",
+            ]
         if "sparse75" in variants:
             parts += [sparsity_lines(variants["sparse75"]), ""]
             label = next(iter(case.latency_feeds))
-            parts += [f"Rows for examples/ocr_det/README.md (thread=1, {label}):", "",
-                      "```", det_readme_rows(case, variants, label), "```", ""]
+            parts += [
+                f"Rows for examples/ocr_det/README.md (thread=1, {label}):",
+                "",
+                "```",
+                det_readme_rows(case, variants, label),
+                "```",
+                "",
+            ]
     if sparse_layers:
-        parts += ["### Sparse 1x1 convolutions in ONNX Runtime", "",
-                  "Each layer alone, batch 1, at its input size in the det model at the largest latency size; "
-                  "the weight is the trained UnstructurePrune weight (75%) or the original magnitude-pruned (90%). "
-                  "Dense: the 1x1 Conv as in the model. SparseToDenseMatMul: com.microsoft op, weight fed as an ORT "
-                  "sparse tensor (COO or CSR), activations as [Cin, H*W]; sparse initializers are densified at load, "
-                  "so "
-                  "the weight must be a sparse graph input. scipy CSR: `csr @ x` in NumPy/SciPy, outside ORT, as the "
-                  "best case of a plain sparse kernel. 1 thread, median ms.", "",
-                  markdown_table(["weight", "shape", "H*W", "sparsity", *KERNELS], [t.row() for t in sparse_layers]),
-                  ""]
+        parts += [
+            "### Sparse 1x1 convolutions in ONNX Runtime",
+            "",
+            "Each layer alone, batch 1, at its input size in the det model at the largest latency size; "
+            "the weight is the trained UnstructurePrune weight (75%) or the original magnitude-pruned (90%). "
+            "Dense: the 1x1 Conv as in the model. SparseToDenseMatMul: com.microsoft op, weight fed as an ORT "
+            "sparse tensor (COO or CSR), activations as [Cin, H*W]; sparse initializers are densified at load, "
+            "so "
+            "the weight must be a sparse graph input. scipy CSR: `csr @ x` in NumPy/SciPy, outside ORT, as the "
+            "best case of a plain sparse kernel. 1 thread, median ms.",
+            "",
+            markdown_table(["weight", "shape", "H*W", "sparsity", *KERNELS], [t.row() for t in sparse_layers]),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -432,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     tp_python = args.tp_python if args.tp_python and Path(args.tp_python).exists() else None
     if tp_python is None:
         log.warning("no torch-pruning venv at %s: the Torch-Pruning row is skipped", args.tp_python)
-    start_load = "%.2f / %.2f / %.2f" % load_average()
+    start_load = "{:.2f} / {:.2f} / {:.2f}".format(*load_average())
     results = []
     sparse_layers: list[LayerTiming] = []
     with tempfile.TemporaryDirectory(prefix="prune_bench_") as tmp:
@@ -445,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
                 side = budget.det_latency_sizes[0]
                 layers = heaviest_conv1x1(onnx.load(str(variants["sparse75"].path)), {"x": [1, 3, side, side]}, 4)
                 sparse_layers = time_sparse_layers(layers, SPARSE_EXTRA_RATIOS, seconds=budget.latency_seconds / 4)
-    end_load = "%.2f / %.2f / %.2f" % load_average()
+    end_load = "{:.2f} / {:.2f} / {:.2f}".format(*load_average())
     command = "PYTHONPATH=src .venv/bin/python benchmarks/prune_bench.py" + (" --quick" if args.quick else "")
     body = render(results, sparse_layers, MachineInfo.current(), command, (start_load, end_load), budget)
     write_section(args.out, HEADING, body)

@@ -110,12 +110,16 @@ class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.shortcut = (
             nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout else nn.Identity()
+            if stride != 1 or cin != cout
+            else nn.Identity()
         )
 
     def forward(self, x):
@@ -133,12 +137,18 @@ def export_resnet18_like(path: Path, bn_images: np.ndarray, seed: int = 0) -> Pa
     model.train()
     with torch.no_grad():
         for start in range(0, len(bn_images), 16):
-            model(torch.from_numpy(bn_images[start:start + 16]))
+            model(torch.from_numpy(bn_images[start : start + 16]))
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, (torch.zeros(1, 3, 224, 224),), str(path), input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False,
+        model,
+        (torch.zeros(1, 3, 224, 224),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
     )
     return path
 
@@ -147,9 +157,14 @@ def _photo_case(name: str, fp32_path: Path, sizes: DataSizes, note: str) -> Case
     split = imagenet_photo_split(sizes.photo_calibration, sizes.photo_evaluation, seed=0)
     evaluate = make_agreement_eval(ort_predictor(fp32_path), split.evaluation, 32, "x")
     return Case(
-        name=name, fp32_path=fp32_path, calibration=list(BatchLoader(split.calibration, sizes.photo_batch, "x")),
-        evaluate=evaluate, metric_name="top-1 agreement with fp32", latency_feed={"x": split.evaluation[:1]},
-        quant_post=_quant_post(name), note=note,
+        name=name,
+        fp32_path=fp32_path,
+        calibration=list(BatchLoader(split.calibration, sizes.photo_batch, "x")),
+        evaluate=evaluate,
+        metric_name="top-1 agreement with fp32",
+        latency_feed={"x": split.evaluation[:1]},
+        quant_post=_quant_post(name),
+        note=note,
     )
 
 
@@ -175,9 +190,13 @@ def det_case(workdir: Path, sizes: DataSizes) -> Case:
     calibration = ocr_det_dataset(sizes.det_calibration, seed=0, size=(side, side))
     evaluation = ocr_det_dataset(sizes.det_evaluation, seed=1, size=(side, side))
     return Case(
-        name="ocr_det", fp32_path=path, calibration=list(BatchLoader(calibration.inputs, 1, "x")),
-        evaluate=make_iou_eval(evaluation.inputs, evaluation.masks, 1, "x"), metric_name="Total IoU",
-        latency_feed={"x": latency_scene.inputs}, quant_post=_quant_post("ocr_det"),
+        name="ocr_det",
+        fp32_path=path,
+        calibration=list(BatchLoader(calibration.inputs, 1, "x")),
+        evaluate=make_iou_eval(evaluation.inputs, evaluation.masks, 1, "x"),
+        metric_name="Total IoU",
+        latency_feed={"x": latency_scene.inputs},
+        quant_post=_quant_post("ocr_det"),
         note=f"PP-OCRv4 det, rendered scenes {side}x{side}, latency at {sizes.det_latency_size}",
     )
 
@@ -188,9 +207,13 @@ def cls_case(workdir: Path, sizes: DataSizes) -> Case:
     calibration = ocr_cls_dataset(sizes.cls_calibration, seed=0)
     evaluation = ocr_cls_dataset(sizes.cls_evaluation, seed=1)
     return Case(
-        name="ocr_cls", fp32_path=path, calibration=list(BatchLoader(calibration.inputs, sizes.cls_batch, "x")),
-        evaluate=make_top1_eval(evaluation.inputs, evaluation.labels, 64, "x"), metric_name="accuracy 0/180",
-        latency_feed={"x": evaluation.inputs[:1]}, quant_post=_quant_post("ocr_cls"),
+        name="ocr_cls",
+        fp32_path=path,
+        calibration=list(BatchLoader(calibration.inputs, sizes.cls_batch, "x")),
+        evaluate=make_top1_eval(evaluation.inputs, evaluation.labels, 64, "x"),
+        metric_name="accuracy 0/180",
+        latency_feed={"x": evaluation.inputs[:1]},
+        quant_post=_quant_post("ocr_cls"),
         note="PP-OCR cls v2, rendered lines 48x192",
     )
 

@@ -63,7 +63,9 @@ RESNET_SPEEDUP_TARGET = 2.2
 HPO_OVERHEAD_TARGET = 1.3
 RSS_GROWTH_TARGET = 0.10  # "flat": the 200-batch peak at most 10 % above the 10-batch peak
 HPO_SPACE = {
-    "ptq_algo": ["KL", "hist", "avg", "mse"], "bias_correct": [True, False], "hist_percent": [0.98, 0.9999],
+    "ptq_algo": ["KL", "hist", "avg", "mse"],
+    "bias_correct": [True, False],
+    "hist_percent": [0.98, 0.9999],
     "weight_quantize_type": ["channel_wise_abs_max"],
 }
 PER_CHANNEL_OPSET = 13
@@ -135,8 +137,9 @@ def ort_preprocess(fp32_path: Path, out_path: Path) -> tuple[float, str]:
             quant_pre_process(source, str(out_path))
             how = "quant_pre_process"
         except Exception as exc:  # noqa: BLE001 - any failure of ORT's inference means: retry without it
-            log.warning("quant_pre_process failed (%s: %s); retrying with skip_symbolic_shape=True",
-                        type(exc).__name__, exc)
+            log.warning(
+                "quant_pre_process failed (%s: %s); retrying with skip_symbolic_shape=True", type(exc).__name__, exc
+            )
             quant_pre_process(source, str(out_path), skip_symbolic_shape=True)
             how = "quant_pre_process(skip_symbolic_shape)"
     return time.perf_counter() - start, " + ".join([*steps, how])
@@ -151,8 +154,14 @@ def quantize_with_ort(pre_path: Path, feeds, method: CalibrationMethod, out_path
     start = time.perf_counter()
     with contextlib.chdir(out_path.parent):
         quantize_static(
-            str(pre_path), str(out_path), FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+            str(pre_path),
+            str(out_path),
+            FeedReader(feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
         )
     return time.perf_counter() - start
 
@@ -164,8 +173,13 @@ def quantize_with_ours(case: Case, workdir: Path, quant_post: dict, hpo: dict | 
     if hpo:
         config["HyperParameterOptimization"] = hpo
     result = AutoCompression(
-        model_dir=str(case.fp32_path.parent), model_filename=case.fp32_path.name, train_dataloader=case.calibration,
-        save_dir=str(save_dir), config=config, eval_callback=case.evaluate, deploy_hardware="cpu",
+        model_dir=str(case.fp32_path.parent),
+        model_filename=case.fp32_path.name,
+        train_dataloader=case.calibration,
+        save_dir=str(save_dir),
+        config=config,
+        eval_callback=case.evaluate,
+        deploy_hardware="cpu",
     ).compress()
     stage = next(s for s in result.report["timeline"] if s["stage"].startswith("QuantPost"))
     return result.model_path, {"stage_seconds": stage["seconds"], **stage["info"]}
@@ -210,7 +224,9 @@ def quantize_case(case: Case, workdir: Path, full_quantize: bool) -> dict[str, V
     for name, quant_post in ours_runs.items():
         log.info("%s: %s", case.name, name)
         path, info = quantize_with_ours(case, workdir / name, quant_post)
-        variants[name] = Variant(name, path, describe_settings(info, quant_post), extra={"stage_seconds": info["stage_seconds"]})
+        variants[name] = Variant(
+            name, path, describe_settings(info, quant_post), extra={"stage_seconds": info["stage_seconds"]}
+        )
     pre_path = workdir / "ort" / "preprocessed.onnx"
     pre_path.parent.mkdir(parents=True, exist_ok=True)
     pre_seconds, pre_how = ort_preprocess(case.fp32_path, pre_path)
@@ -219,7 +235,10 @@ def quantize_case(case: Case, workdir: Path, full_quantize: bool) -> dict[str, V
         out = workdir / "ort" / f"{name}.onnx"
         seconds = quantize_with_ort(pre_path, case.calibration, method, out)
         variants[name] = Variant(
-            name, out, f"{pre_how} + quantize_static({method.name})", quantize_seconds=seconds + pre_seconds,
+            name,
+            out,
+            f"{pre_how} + quantize_static({method.name})",
+            quantize_seconds=seconds + pre_seconds,
             extra={"preprocess_seconds": pre_seconds},
         )
     return variants
@@ -269,8 +288,16 @@ def time_hpo(case: Case, workdir: Path, trials: int, eval_seconds: float) -> Hpo
     path, info = quantize_with_ours(case, workdir / "ours_hpo", case.quant_post, hpo)
     best = Variant("ours_hpo", path, describe_settings(info, case.quant_post) + f"; best of {trials}-trial HPO")
     trial_seconds = float(np.mean([t["seconds"] for t in info["trials"]]))
-    return HpoTiming(case.name, trials, len(info["trials"]), info["stage_seconds"], calibration_seconds(case, n),
-                     eval_seconds, trial_seconds, best)
+    return HpoTiming(
+        case.name,
+        trials,
+        len(info["trials"]),
+        info["stage_seconds"],
+        calibration_seconds(case, n),
+        eval_seconds,
+        trial_seconds,
+        best,
+    )
 
 
 # ---------------------------------------------------------------- peak RSS of calibration
@@ -283,7 +310,7 @@ class RenderedLines:
         self.batches = batches
 
     def __iter__(self):
-        from examples.common.ocr_data import ocr_cls_dataset  # noqa: PLC0415
+        from examples.common.ocr_data import ocr_cls_dataset
 
         for i in range(self.batches):
             yield {"x": ocr_cls_dataset(2, seed=1000 + i).inputs}
@@ -322,18 +349,36 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def results_table(results: Sequence[CaseResult]) -> str:
-    header = ["model", "variant", "metric", "Δ vs fp32", "ms 1T", "speedup 1T", "ms 2T", "speedup 2T",
-              "calib+quant s", "settings"]
+    header = [
+        "model",
+        "variant",
+        "metric",
+        "Δ vs fp32",
+        "ms 1T",
+        "speedup 1T",
+        "ms 2T",
+        "speedup 2T",
+        "calib+quant s",
+        "settings",
+    ]
     rows = []
     for result in results:
         fp32 = result.variants["fp32"]
         for name, v in result.variants.items():
-            rows.append([
-                result.case.name, name, _fmt(v.metric), _fmt(v.metric - fp32.metric) if name != "fp32" else "",
-                _fmt(v.latency_ms.get(1), 2), f"{result.speedup(name, 1):.2f}x" if 1 in v.latency_ms else "-",
-                _fmt(v.latency_ms.get(2), 2), f"{result.speedup(name, 2):.2f}x" if 2 in v.latency_ms else "-",
-                _fmt(v.quantize_seconds, 1), v.settings,
-            ])
+            rows.append(
+                [
+                    result.case.name,
+                    name,
+                    _fmt(v.metric),
+                    _fmt(v.metric - fp32.metric) if name != "fp32" else "",
+                    _fmt(v.latency_ms.get(1), 2),
+                    f"{result.speedup(name, 1):.2f}x" if 1 in v.latency_ms else "-",
+                    _fmt(v.latency_ms.get(2), 2),
+                    f"{result.speedup(name, 2):.2f}x" if 2 in v.latency_ms else "-",
+                    _fmt(v.quantize_seconds, 1),
+                    v.settings,
+                ]
+            )
     return markdown_table(header, rows)
 
 
@@ -352,31 +397,57 @@ def targets_table(results: Sequence[CaseResult], hpo: HpoTiming | None, rss: dic
     resnet = next((r for r in results if r.case.name == "resnet18_like"), None)
     if resnet is not None:
         s = resnet.speedup("ours", 1)
-        rows.append([f"ResNet-style int8 speedup at 1 thread >= {RESNET_SPEEDUP_TARGET}x", f"{s:.2f}x",
-                     "yes" if s >= RESNET_SPEEDUP_TARGET else "no"])
+        rows.append(
+            [
+                f"ResNet-style int8 speedup at 1 thread >= {RESNET_SPEEDUP_TARGET}x",
+                f"{s:.2f}x",
+                "yes" if s >= RESNET_SPEEDUP_TARGET else "no",
+            ]
+        )
     if hpo is not None:
-        rows.append([f"{hpo.trials}-trial HPO <= {HPO_OVERHEAD_TARGET}x (1 calibration + {hpo.trials} evaluations)",
-                     f"{hpo.ratio:.2f}x", "yes" if hpo.ratio <= HPO_OVERHEAD_TARGET else "no"])
+        rows.append(
+            [
+                f"{hpo.trials}-trial HPO <= {HPO_OVERHEAD_TARGET}x (1 calibration + {hpo.trials} evaluations)",
+                f"{hpo.ratio:.2f}x",
+                "yes" if hpo.ratio <= HPO_OVERHEAD_TARGET else "no",
+            ]
+        )
     if rss:
         low, high = sorted({b for _, b in rss})
         growth = rss["ours", high] / rss["ours", low] - 1
-        rows.append([f"calibration peak RSS flat ({low} -> {high} batches, growth <= {RSS_GROWTH_TARGET:.0%})",
-                     f"{rss['ours', low]:.0f} -> {rss['ours', high]:.0f} MB ({growth:+.0%})",
-                     "yes" if growth <= RSS_GROWTH_TARGET else "no"])
+        rows.append(
+            [
+                f"calibration peak RSS flat ({low} -> {high} batches, growth <= {RSS_GROWTH_TARGET:.0%})",
+                f"{rss['ours', low]:.0f} -> {rss['ours', high]:.0f} MB ({growth:+.0%})",
+                "yes" if growth <= RSS_GROWTH_TARGET else "no",
+            ]
+        )
     for result in results:
         ort_best = max(result.variants[n].metric for n in ORT_METHODS)
         ours = result.variants["ours"]
-        rows.append([f"{result.case.name}: ours metric >= best ORT", f"{ours.metric:.4f} vs {ort_best:.4f}",
-                     "yes" if ours.metric >= ort_best else "no"])
+        rows.append(
+            [
+                f"{result.case.name}: ours metric >= best ORT",
+                f"{ours.metric:.4f} vs {ort_best:.4f}",
+                "yes" if ours.metric >= ort_best else "no",
+            ]
+        )
         for threads in THREADS:
             ort_fast = min(result.variants[n].latency_ms[threads] for n in ORT_METHODS)
             mine = ours.latency_ms[threads]
-            rows.append([f"{result.case.name}: ours latency <= ORT at {threads}T", f"{mine:.2f} vs {ort_fast:.2f} ms",
-                         "yes" if mine <= ort_fast else "no"])
+            rows.append(
+                [
+                    f"{result.case.name}: ours latency <= ORT at {threads}T",
+                    f"{mine:.2f} vs {ort_fast:.2f} ms",
+                    "yes" if mine <= ort_fast else "no",
+                ]
+            )
     return markdown_table(["target", "measured", "met"], rows)
 
 
-def render(results, hpo, rss, machine, command, loads, sizes: DataSizes, wall_seconds: float, revision: str = "") -> str:
+def render(
+    results, hpo, rss, machine, command, loads, sizes: DataSizes, wall_seconds: float, revision: str = ""
+) -> str:
     parts = [
         f"Command: `{command}` (source {revision})",
         "",
@@ -408,11 +479,28 @@ def render(results, hpo, rss, machine, command, loads, sizes: DataSizes, wall_se
             "### HPO cost",
             "",
             markdown_table(
-                ["model", "trials (distinct)", "HPO stage s", "1 calibration s", "1 evaluation s", "mean trial s",
-                 "ratio", "best"],
-                [[hpo.model, f"{hpo.trials} ({hpo.distinct})", f"{hpo.hpo_seconds:.1f}",
-                  f"{hpo.calibration_seconds:.1f}", f"{hpo.eval_seconds:.2f}", f"{hpo.trial_seconds:.2f}",
-                  f"{hpo.ratio:.2f}x", hpo.best.settings]],
+                [
+                    "model",
+                    "trials (distinct)",
+                    "HPO stage s",
+                    "1 calibration s",
+                    "1 evaluation s",
+                    "mean trial s",
+                    "ratio",
+                    "best",
+                ],
+                [
+                    [
+                        hpo.model,
+                        f"{hpo.trials} ({hpo.distinct})",
+                        f"{hpo.hpo_seconds:.1f}",
+                        f"{hpo.calibration_seconds:.1f}",
+                        f"{hpo.eval_seconds:.2f}",
+                        f"{hpo.trial_seconds:.2f}",
+                        f"{hpo.ratio:.2f}x",
+                        hpo.best.settings,
+                    ]
+                ],
             ),
         ]
     if rss:
@@ -420,8 +508,10 @@ def render(results, hpo, rss, machine, command, loads, sizes: DataSizes, wall_se
             "",
             "### Peak RSS of calibration (cls model, batches of 2 rendered lines, one fresh process each)",
             "",
-            markdown_table(["calibrator", "batches", "peak RSS MB"],
-                           [[tool, batches, f"{mb:.0f}"] for (tool, batches), mb in sorted(rss.items())]),
+            markdown_table(
+                ["calibrator", "batches", "peak RSS MB"],
+                [[tool, batches, f"{mb:.0f}"] for (tool, batches), mb in sorted(rss.items())],
+            ),
         ]
     parts += ["", "### What ORT runs", "", ops_table(results)]
     return "\n".join(parts)
@@ -462,8 +552,9 @@ def run(args: argparse.Namespace) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data and few runs (a smoke run, not results)")
-    parser.add_argument("--models", default=",".join(CASE_BUILDERS),
-                        help=f"comma-separated subset of {','.join(CASE_BUILDERS)}")
+    parser.add_argument(
+        "--models", default=",".join(CASE_BUILDERS), help=f"comma-separated subset of {','.join(CASE_BUILDERS)}"
+    )
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="markdown file to write the section to")
     parser.add_argument("--hpo-model", default="efficientnet_lite0", help="model whose HPO is timed ('' for none)")
     parser.add_argument("--hpo-trials", type=int, default=20)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, MachineInfo, child_peak_rss_mb, load_average, markdown_table, source_revision, write_section  # noqa: E402
+from common import ROOT, MachineInfo, child_peak_rss_mb, load_average, markdown_table, source_revision, write_section
 
 SCRIPT = str(Path(__file__).resolve())
 HEADINGS = {
@@ -49,14 +49,14 @@ PREFETCH_BATCHES, PREFETCH_ROUNDS = 40, 3
 
 def child_ddp(threads: int, out: str) -> None:
     """Train an MLP student toward a teacher with train_loop; one rank's median step time (s) to `out`."""
-    import torch  # noqa: PLC0415
-    from torch import nn  # noqa: PLC0415
+    import torch
+    from torch import nn
 
-    from autocompress.config.train import TrainConfig  # noqa: PLC0415
-    from autocompress.distill.distiller import Distiller  # noqa: PLC0415
-    from autocompress.distill.nodes import DistillTerm  # noqa: PLC0415
-    from autocompress.train import distributed  # noqa: PLC0415
-    from autocompress.train.loop import train_loop  # noqa: PLC0415
+    from autocompress.config.train import TrainConfig
+    from autocompress.distill.distiller import Distiller
+    from autocompress.distill.nodes import DistillTerm
+    from autocompress.train import distributed
+    from autocompress.train.loop import train_loop
 
     torch.set_num_threads(threads)
 
@@ -64,8 +64,9 @@ def child_ddp(threads: int, out: str) -> None:
         def __init__(self, seed: int):
             super().__init__()
             torch.manual_seed(seed)
-            self.net = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
-                                     nn.Linear(WIDTH, 10))  # fmt: skip
+            self.net = nn.Sequential(
+                nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 10)
+            )
 
         def forward(self, feeds, capture=()):
             return {"logits": self.net(feeds["x"])}
@@ -76,14 +77,22 @@ def child_ddp(threads: int, out: str) -> None:
     distiller = Distiller(student, [MLP(2)], [DistillTerm("l2", ("logits",), ("logits",), 1.0)])
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as work:
-        train_loop(student, distiller, batches, TrainConfig(train_iter=STEPS, eval_iter=STEPS, logging_iter=STEPS),
-                   None, True, Path(work), on_step=lambda _: stamps.append(time.perf_counter()))  # fmt: skip
+        train_loop(
+            student,
+            distiller,
+            batches,
+            TrainConfig(train_iter=STEPS, eval_iter=STEPS, logging_iter=STEPS),
+            None,
+            True,
+            Path(work),
+            on_step=lambda _: stamps.append(time.perf_counter()),
+        )
     if distributed.is_primary():
         Path(out).write_text(json.dumps(float(np.median(np.diff(stamps[WARMUP:])))))
 
 
 def _conv_model():
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3), dtype=np.float32) * 0.3, "w1")
@@ -94,8 +103,13 @@ def _conv_model():
         helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
         helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
     ]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 64, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 64, 64])], [w1, w2])  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 64, 64])],
+        [w1, w2],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -114,36 +128,38 @@ class LazyBatches:
 
 
 def child_calibrate(count: int) -> None:
-    from autocompress.quant.statistics import collect_statistics  # noqa: PLC0415
+    from autocompress.quant.statistics import collect_statistics
 
     stats = collect_statistics(_conv_model(), LazyBatches(count), ["x", "r1", "y"])
     print(stats.num_batches)
 
 
 def child_evaluate(count: int) -> None:
-    from autocompress.data.batches import BatchAdapter, input_specs  # noqa: PLC0415
-    from autocompress.evaluation import Evaluator  # noqa: PLC0415
-    from autocompress.runtime.ort import resolve_hardware  # noqa: PLC0415
+    from autocompress.data.batches import BatchAdapter, input_specs
+    from autocompress.evaluation import Evaluator
+    from autocompress.runtime.ort import resolve_hardware
 
     model = _conv_model()
-    evaluator = Evaluator(model, resolve_hardware("cpu"), eval_batches=BatchAdapter(LazyBatches(count), input_specs(model), "eval"))
+    evaluator = Evaluator(
+        model, resolve_hardware("cpu"), eval_batches=BatchAdapter(LazyBatches(count), input_specs(model), "eval")
+    )
     for _ in range(2):  # a second evaluation reads the kept reference outputs
         evaluator(model)
     print(evaluator.tolerance(0.0, 0.01))
 
 
 def child_build_large(path: str) -> None:
-    import onnx  # noqa: PLC0415
+    import onnx
 
     sys.path.insert(0, str(ROOT))
-    from tests.test_large_model import _chain_model  # noqa: PLC0415
+    from tests.test_large_model import _chain_model
 
     onnx.save_model(_chain_model(LARGE_WIDTH, LARGE_LAYERS), path, save_as_external_data=True, location="big.onnx.data")
 
 
 def child_calibrate_large(path: str) -> None:
-    from autocompress.graph.load import load_model  # noqa: PLC0415
-    from autocompress.quant.statistics import collect_statistics  # noqa: PLC0415
+    from autocompress.graph.load import load_model
+    from autocompress.quant.statistics import collect_statistics
 
     start = time.perf_counter()
     model = load_model(path)
@@ -156,13 +172,17 @@ def child_calibrate_large(path: str) -> None:
 
 def child_compress_large(path: str, work: str) -> None:
     """A full QuantPost compress() of the large model: load, prepare, baseline, calibrate, QDQ, evaluate, save."""
-    from autocompress import AutoCompression  # noqa: PLC0415
+    from autocompress import AutoCompression
 
     rng = np.random.default_rng(0)
     batches = [{"x": rng.standard_normal((2, LARGE_WIDTH), dtype=np.float32)} for _ in range(2)]
-    result = AutoCompression(path, batches, save_dir=str(Path(work) / "out"), eval_dataloader=batches,
-                             config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(Path(work) / "cache")}}
-                             ).compress()  # fmt: skip
+    result = AutoCompression(
+        path,
+        batches,
+        save_dir=str(Path(work) / "out"),
+        eval_dataloader=batches,
+        config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(Path(work) / "cache")}},
+    ).compress()
     saved = sum(p.stat().st_size for p in result.save_dir.glob("model.onnx*")) / 2**30
     print(json.dumps({"stages": {t["stage"]: t["seconds"] for t in result.report["timeline"]}, "saved_gib": saved}))
 
@@ -182,8 +202,8 @@ class SlowLoader:
 def child_prefetch() -> None:
     """Calibration wall time with prefetch 0 and 2, interleaved rounds; the loader waits as long as one batch's
     calibration takes, measured first."""
-    from autocompress.data.batches import BatchAdapter, input_specs  # noqa: PLC0415
-    from autocompress.quant.statistics import collect_statistics  # noqa: PLC0415
+    from autocompress.data.batches import BatchAdapter, input_specs
+    from autocompress.quant.statistics import collect_statistics
 
     model = _conv_model()
     specs = input_specs(model)
@@ -204,10 +224,15 @@ def child_prefetch() -> None:
     print(json.dumps({"compute_s": compute, "delay_s": delay, "walls": walls}))
 
 
-CHILDREN = {"ddp": lambda a: child_ddp(int(a[0]), a[1]), "calibrate": lambda a: child_calibrate(int(a[0])),
-            "evaluate": lambda a: child_evaluate(int(a[0])), "build-large": lambda a: child_build_large(a[0]),
-            "calibrate-large": lambda a: child_calibrate_large(a[0]),
-            "compress-large": lambda a: child_compress_large(a[0], a[1]), "prefetch": lambda a: child_prefetch()}  # fmt: skip
+CHILDREN = {
+    "ddp": lambda a: child_ddp(int(a[0]), a[1]),
+    "calibrate": lambda a: child_calibrate(int(a[0])),
+    "evaluate": lambda a: child_evaluate(int(a[0])),
+    "build-large": lambda a: child_build_large(a[0]),
+    "calibrate-large": lambda a: child_calibrate_large(a[0]),
+    "compress-large": lambda a: child_compress_large(a[0], a[1]),
+    "prefetch": lambda a: child_prefetch(),
+}
 
 
 # -------------------------------------------------------------------------------------------------- parent
@@ -232,12 +257,19 @@ def ddp_table() -> str:
     times = {run: step_time(*run) for run in runs}
     base = times[(1, 1)]
     rows = [
-        (ranks, threads, ranks * threads, f"{times[(ranks, threads)] * 1000:.1f}",
-         f"{base / times[(ranks, threads)]:.2f}", f"{base / times[(ranks, threads)] / (ranks * threads):.2f}")
+        (
+            ranks,
+            threads,
+            ranks * threads,
+            f"{times[(ranks, threads)] * 1000:.1f}",
+            f"{base / times[(ranks, threads)]:.2f}",
+            f"{base / times[(ranks, threads)] / (ranks * threads):.2f}",
+        )
         for ranks, threads in runs
-    ]  # fmt: skip
-    return markdown_table(["ranks", "threads per rank", "cores used", "step ms (median)", "speedup vs 1x1",
-                           "efficiency per core"], rows)  # fmt: skip
+    ]
+    return markdown_table(
+        ["ranks", "threads per rank", "cores used", "step ms (median)", "speedup vs 1x1", "efficiency per core"], rows
+    )
 
 
 def memory_table() -> str:
@@ -247,8 +279,9 @@ def memory_table() -> str:
         start = time.perf_counter()
         evaluate, _ = child_peak_rss_mb([sys.executable, SCRIPT, "--child", "evaluate", str(count)], _env())
         rows.append((count, f"{calib:.0f}", f"{evaluate:.0f}", f"{time.perf_counter() - start:.1f}"))
-    return markdown_table(["batches", "calibration peak RSS MB", "EMD evaluation (2 evals) peak RSS MB",
-                           "evaluation wall s"], rows)  # fmt: skip
+    return markdown_table(
+        ["batches", "calibration peak RSS MB", "EMD evaluation (2 evals) peak RSS MB", "evaluation wall s"], rows
+    )
 
 
 def large_table() -> str:
@@ -262,30 +295,59 @@ def large_table() -> str:
         times = json.loads(out)
         with tempfile.TemporaryDirectory(dir=ROOT) as work:
             start = time.perf_counter()
-            compress_peak, out = child_peak_rss_mb([sys.executable, SCRIPT, "--child", "compress-large", path, work], _env())
+            compress_peak, out = child_peak_rss_mb(
+                [sys.executable, SCRIPT, "--child", "compress-large", path, work], _env()
+            )
             compress_wall = time.perf_counter() - start
         compressed = json.loads(out)
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in compressed["stages"].items())
     rows = [
-        ("load_model + collect_statistics (3 batches, 4 tensors)", f"{size:.2f}",
-         f"load {times['load_s']:.1f} s, calibration {times['calibrate_s']:.1f} s", f"{calib_wall:.1f}",
-         f"{calib_peak / 1024:.2f}", f"{calib_peak / 1024 / size:.1f}"),
-        (f"compress() QuantPost, 2 batches (saved model.onnx + .data: {compressed['saved_gib']:.2f} GiB)",
-         f"{size:.2f}", stages, f"{compress_wall:.1f}", f"{compress_peak / 1024:.2f}",
-         f"{compress_peak / 1024 / size:.1f}"),
-    ]  # fmt: skip
-    description = (f"{LARGE_LAYERS} MatMul+Relu layers with float32 [{LARGE_WIDTH}, {LARGE_WIDTH}] weights, stored "
-                   "with external data; each row is one fresh process.")
-    return description + "\n\n" + markdown_table(
-        ["run", "model GiB", "phases", "process wall s", "peak RSS GiB", "peak RSS / model size"], rows)
+        (
+            "load_model + collect_statistics (3 batches, 4 tensors)",
+            f"{size:.2f}",
+            f"load {times['load_s']:.1f} s, calibration {times['calibrate_s']:.1f} s",
+            f"{calib_wall:.1f}",
+            f"{calib_peak / 1024:.2f}",
+            f"{calib_peak / 1024 / size:.1f}",
+        ),
+        (
+            f"compress() QuantPost, 2 batches (saved model.onnx + .data: {compressed['saved_gib']:.2f} GiB)",
+            f"{size:.2f}",
+            stages,
+            f"{compress_wall:.1f}",
+            f"{compress_peak / 1024:.2f}",
+            f"{compress_peak / 1024 / size:.1f}",
+        ),
+    ]
+    description = (
+        f"{LARGE_LAYERS} MatMul+Relu layers with float32 [{LARGE_WIDTH}, {LARGE_WIDTH}] weights, stored "
+        "with external data; each row is one fresh process."
+    )
+    return (
+        description
+        + "\n\n"
+        + markdown_table(
+            ["run", "model GiB", "phases", "process wall s", "peak RSS GiB", "peak RSS / model size"], rows
+        )
+    )
 
 
 def prefetch_table() -> str:
-    result = json.loads(subprocess.run([sys.executable, SCRIPT, "--child", "prefetch"], env=_env(), check=True,
-                                       capture_output=True, text=True).stdout)  # fmt: skip
+    result = json.loads(
+        subprocess.run(
+            [sys.executable, SCRIPT, "--child", "prefetch"], env=_env(), check=True, capture_output=True, text=True
+        ).stdout
+    )
     walls = {int(k): float(np.median(v)) for k, v in result["walls"].items()}
-    rows = [(prefetch, f"{walls[prefetch]:.2f}", f"{walls[0] / walls[prefetch]:.2f}",
-             " / ".join(f"{w:.2f}" for w in result["walls"][str(prefetch)])) for prefetch in sorted(walls)]  # fmt: skip
+    rows = [
+        (
+            prefetch,
+            f"{walls[prefetch]:.2f}",
+            f"{walls[0] / walls[prefetch]:.2f}",
+            " / ".join(f"{w:.2f}" for w in result["walls"][str(prefetch)]),
+        )
+        for prefetch in sorted(walls)
+    ]
     description = (
         f"collect_statistics over {PREFETCH_BATCHES} [4, 3, 64, 64] batches of the two-conv model through a "
         f"BatchAdapter whose loader waits {result['delay_s'] * 1000:.0f} ms before each batch: as long as one batch's "
@@ -293,22 +355,28 @@ def prefetch_table() -> str:
         f"{PREFETCH_ROUNDS} interleaved rounds in one process; the loader alone waits "
         f"{result['delay_s'] * PREFETCH_BATCHES:.2f} s."
     )
-    return description + "\n\n" + markdown_table(
-        ["prefetch_batches", "calibration wall s (median)", "speedup vs 0", "rounds s"], rows)
+    return (
+        description
+        + "\n\n"
+        + markdown_table(["prefetch_batches", "calibration wall s (median)", "speedup vs 0", "rounds s"], rows)
+    )
 
 
 def ddp_part() -> str:
-    return (f"train_loop on an MLP student ({WIDTH}-{WIDTH}-{WIDTH}-10) distilled toward a teacher, global batch "
-            f"{GLOBAL_BATCH}, median of steps {WARMUP + 1}..{STEPS}; 2 ranks each train on 128 rows and average "
-            "gradients with DistributedDataParallel.\n\n" + ddp_table())  # fmt: skip
+    return (
+        f"train_loop on an MLP student ({WIDTH}-{WIDTH}-{WIDTH}-10) distilled toward a teacher, global batch "
+        f"{GLOBAL_BATCH}, median of steps {WARMUP + 1}..{STEPS}; 2 ranks each train on 128 rows and average "
+        "gradients with DistributedDataParallel.\n\n" + ddp_table()
+    )
 
 
 def memory_part() -> str:
-    return ("Two 3x3 convs (3->16->16 channels) on [4, 3, 64, 64] batches generated on the fly; one fresh process per "
-            "cell. Calibration keeps per-batch statistics of each tensor (a 4096-bin histogram and the threshold-search "
-            "losses, ~17 KB per tensor and batch, so any batch prefix can be re-ranged exactly) and no activation. "
-            "EMD evaluation keeps the original model's outputs up to 256 MB and recomputes the rest.\n\n"
-            + memory_table())  # fmt: skip
+    return (
+        "Two 3x3 convs (3->16->16 channels) on [4, 3, 64, 64] batches generated on the fly; one fresh process per "
+        "cell. Calibration keeps per-batch statistics of each tensor (a 4096-bin histogram and the threshold-search "
+        "losses, ~17 KB per tensor and batch, so any batch prefix can be re-ranged exactly) and no activation. "
+        "EMD evaluation keeps the original model's outputs up to 256 MB and recomputes the rest.\n\n" + memory_table()
+    )
 
 
 PARTS = {"ddp": ddp_part, "memory": memory_part, "large": large_table, "prefetch": prefetch_table}
@@ -317,8 +385,9 @@ PARTS = {"ddp": ddp_part, "memory": memory_part, "large": large_table, "prefetch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help="comma-separated parts; large needs ~9 GB RAM and 4.5 GB disk")  # fmt: skip
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated parts; large needs ~9 GB RAM and 4.5 GB disk"
+    )
     parser.add_argument("--write", action="store_true", help="write each part's subsection into BENCHMARKS.md")
     args = parser.parse_args()
     if args.child:
@@ -327,9 +396,11 @@ def main() -> None:
     for part in args.parts.split(","):
         load_before = load_average()[0]
         body = PARTS[part]()
-        footer = (f"Command: `PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py --parts {part} --write`. "
-                  f"{MachineInfo.current().markdown()} Load average before/after: {load_before:.1f}/"
-                  f"{load_average()[0]:.1f} (other jobs shared the machine). Source: {source_revision()}.")  # fmt: skip
+        footer = (
+            f"Command: `PYTHONPATH=src .venv/bin/python benchmarks/scale_out.py --parts {part} --write`. "
+            f"{MachineInfo.current().markdown()} Load average before/after: {load_before:.1f}/"
+            f"{load_average()[0]:.1f} (other jobs shared the machine). Source: {source_revision()}."
+        )
         text = f"{body}\n\n{NOTES[part]}\n\n{footer}"
         print(f"{HEADINGS[part]}\n\n{text}\n")
         if args.write:

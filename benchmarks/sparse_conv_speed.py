@@ -58,8 +58,13 @@ class LayerTiming:
 
     def row(self) -> list[object]:
         cout, cin = self.layer.weight.shape
-        return [self.layer.weight_name, f"{cout}x{cin}", self.layer.height * self.layer.width, f"{self.sparsity:.2f}",
-                *(f"{self.ms[k]:.3f}" for k in KERNELS)]
+        return [
+            self.layer.weight_name,
+            f"{cout}x{cin}",
+            self.layer.height * self.layer.width,
+            f"{self.sparsity:.2f}",
+            *(f"{self.ms[k]:.3f}" for k in KERNELS),
+        ]
 
 
 def heaviest_conv1x1(model: onnx.ModelProto, input_shapes: Mapping[str, list[int]], count: int) -> list[Conv1x1Layer]:
@@ -85,7 +90,8 @@ def heaviest_conv1x1(model: onnx.ModelProto, input_shapes: Mapping[str, list[int
 def dense_conv_model(weight: np.ndarray, height: int, width: int) -> onnx.ModelProto:
     cout, cin = weight.shape
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"])], "conv1x1",
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "conv1x1",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, height, width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, height, width])],
         initializer=[numpy_helper.from_array(weight[:, :, None, None], "w")],
@@ -101,7 +107,8 @@ def sparse_matmul_model(cout: int, cin: int, columns: int) -> onnx.ModelProto:
     for dim in (cout, cin):
         sparse_type.shape.dim.add().dim_value = dim
     graph = helper.make_graph(
-        [helper.make_node("SparseToDenseMatMul", ["w", "x"], ["y"], domain="com.microsoft")], "sparse1x1",
+        [helper.make_node("SparseToDenseMatMul", ["w", "x"], ["y"], domain="com.microsoft")],
+        "sparse1x1",
         [weight, helper.make_tensor_value_info("x", TensorProto.FLOAT, [cin, columns])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [cout, columns])],
     )
@@ -168,7 +175,7 @@ def interleaved_median_ms(
     block = max(1, int(seconds / max(sum(estimate.values()), 1e-6) / rounds))
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             for _ in range(block):
                 start = time.perf_counter()
                 kernels[name]()

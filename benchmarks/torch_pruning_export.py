@@ -26,20 +26,33 @@ def prune_and_export(path: str, ratio: float, round_to: int) -> dict:
     params_before = sum(p.numel() for p in model.parameters())
     # Uniform per-layer ratio, the classifier's 1000 outputs kept: the setting ChannelPrune uses.
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=[model._fc], round_to=round_to,
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[model._fc],
+        round_to=round_to,
     )
     pruner.step()
     params_after = sum(p.numel() for p in model.parameters())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
         torch.onnx.export(
-            model, (example,), path, input_names=["x"], output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False,
+            model,
+            (example,),
+            path,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=13,
+            dynamo=False,
         )
     return {
-        "torch_pruning": tp.__version__, "params_before": params_before, "params_after": params_after,
-        "ratio": ratio, "round_to": round_to,
+        "torch_pruning": tp.__version__,
+        "params_before": params_before,
+        "params_after": params_after,
+        "ratio": ratio,
+        "round_to": round_to,
     }
 
 

@@ -23,9 +23,14 @@ class TinyCNN(nn.Module):
     def __init__(self, classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(32, classes)
 
@@ -37,8 +42,14 @@ def export_tiny_cnn(path: Path, size: int = 16) -> Path:
     torch.manual_seed(0)
     model = TinyCNN().eval()
     torch.onnx.export(
-        model, torch.randn(1, 3, size, size), str(path), input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False,
+        model,
+        torch.randn(1, 3, size, size),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
     )
     return path
 
@@ -66,7 +77,8 @@ def constant_weight_model() -> onnx.ModelProto:
         onnx.helper.make_node("Relu", ["y"], ["out"]),
     ]
     graph = onnx.helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])],
         [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None)],
     )

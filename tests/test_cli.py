@@ -20,8 +20,17 @@ def _npy_folder(path, n=4):
 def test_compress_end_to_end_from_yaml(tiny_cnn, tmp_path, capsys):
     data = _npy_folder(tmp_path / "data")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"Global": {"model_dir": str(tiny_cnn), "save_dir": str(tmp_path / "out"),
-                                              "train_data": {"path": str(data), "format": "npy", "batch_size": 2}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "Global": {
+                    "model_dir": str(tiny_cnn),
+                    "save_dir": str(tmp_path / "out"),
+                    "train_data": {"path": str(data), "format": "npy", "batch_size": 2},
+                }
+            }
+        )
+    )
     assert main(["compress", "--config", str(cfg)]) == 0
     assert (tmp_path / "out" / "model.onnx").is_file()
     assert main(["report", str(tmp_path / "out")]) == 0
@@ -86,9 +95,12 @@ def test_bench_argument_errors_exit_2_with_one_line(tiny_cnn, capsys, args, mess
 
 def test_bench_of_a_model_with_a_custom_op_exits_2_naming_the_op(tmp_path, capsys):
     h = onnx.helper
-    graph = h.make_graph([h.make_node("Foo", ["x"], ["y"], name="foo", domain="my.ops")], "g",
-                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
-                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])])
+    graph = h.make_graph(
+        [h.make_node("Foo", ["x"], ["y"], name="foo", domain="my.ops")],
+        "g",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13), h.make_opsetid("my.ops", 1)], ir_version=8)
     onnx.save(model, str(tmp_path / "custom.onnx"))
     assert main(["bench", "--model", str(tmp_path / "custom.onnx"), "--runs", "1"]) == 2
@@ -100,13 +112,25 @@ def test_eval_of_models_with_different_inputs_exits_2(tiny_cnn, tmp_path, capsys
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"Global": {"eval_data": {"path": str(data), "format": "npy"}}}))
     other = onnx.load(str(tiny_cnn))
-    renamed = onnx.compose.add_prefix(other, "b_", rename_inputs=True, rename_outputs=False, rename_nodes=False,
-                                      rename_edges=False, rename_initializers=False, rename_value_infos=False)
+    renamed = onnx.compose.add_prefix(
+        other,
+        "b_",
+        rename_inputs=True,
+        rename_outputs=False,
+        rename_nodes=False,
+        rename_edges=False,
+        rename_initializers=False,
+        rename_value_infos=False,
+    )
     onnx.save(renamed, str(tmp_path / "renamed.onnx"))
-    assert main(["eval", "--model", str(tmp_path / "renamed.onnx"), "--reference", str(tiny_cnn),
-                 "--config", str(cfg)]) == 2
+    assert (
+        main(["eval", "--model", str(tmp_path / "renamed.onnx"), "--reference", str(tiny_cnn), "--config", str(cfg)])
+        == 2
+    )
     err = _one_line_error(capsys)
-    assert "--model has inputs ['b_x: float32, rank 4']" in err and "--reference has inputs ['x: float32, rank 4']" in err
+    assert (
+        "--model has inputs ['b_x: float32, rank 4']" in err and "--reference has inputs ['x: float32, rank 4']" in err
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,8 +139,10 @@ def test_eval_of_models_with_different_inputs_exits_2(tiny_cnn, tmp_path, capsys
         ('{"baseline": {"metric": 1.0, "metric_na', r"cannot be read as JSON \(Unterminated string"),
         ("[1, 2]", r"is a JSON array; expected an object with keys 'baseline' \(object\)"),
         ('{"baseline": {}, "compressed": {}, "speedup": 1.0}', r"lacks key 'strategy'"),
-        ('{"baseline": {"metric": 1}, "compressed": {}, "speedup": 1.0, "strategy": []}',
-         r"baseline lacks key 'metric_name'"),
+        (
+            '{"baseline": {"metric": 1}, "compressed": {}, "speedup": 1.0, "strategy": []}',
+            r"baseline lacks key 'metric_name'",
+        ),
         ('{"baseline": [], "compressed": {}, "speedup": 1.0, "strategy": []}', r"has a JSON array for key 'baseline'"),
     ],
 )

@@ -36,8 +36,9 @@ def test_the_baseline_evaluation_opens_one_session_of_the_original(tiny_cnn, tin
 
     assert evaluator(reference) == pytest.approx(0.0, abs=1e-12)
     assert opened == [reference]  # the reference outputs and the scored outputs come from one session
-    expected = emd_distance([Predictor(reference)(b) for b in tiny_batches],
-                            [Predictor(candidate)(b) for b in tiny_batches])  # fmt: skip
+    expected = emd_distance(
+        [Predictor(reference)(b) for b in tiny_batches], [Predictor(candidate)(b) for b in tiny_batches]
+    )
     assert evaluator(candidate) == pytest.approx(expected, rel=1e-12) and expected > 0
     assert opened == [reference, candidate]  # every reference output was cached: no second reference session
 
@@ -91,11 +92,14 @@ def test_metric_name_names_a_plain_callback_and_must_be_text(tiny_cnn):
         evaluation.Evaluator(model, resolve_hardware("cpu"), accuracy, metric_name=" ")
 
 
-@pytest.mark.parametrize(("returned", "message"), [
-    ({}, "returned an empty mapping"),
-    ({"top1": 0.5, "top5": "high"}, "'top5' is 'high'"),
-    ({1: 0.5}, "its keys must be metric names"),
-])
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ({}, "returned an empty mapping"),
+        ({"top1": 0.5, "top5": "high"}, "'top5' is 'high'"),
+        ({1: 0.5}, "its keys must be metric names"),
+    ],
+)
 def test_a_bad_mapping_from_the_callback_is_a_config_error(tiny_cnn, returned, message):
     model = onnx.load(str(tiny_cnn))
     evaluator = evaluation.Evaluator(model, resolve_hardware("cpu"), eval_callback=lambda predictor: returned)

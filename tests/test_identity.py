@@ -15,17 +15,20 @@ from autocompress.identity import content_hash, input_files, run_identity
 def _model(weight: float, height: int = 4) -> onnx.ModelProto:
     w = numpy_helper.from_array(np.full((64, 64), weight, np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [height, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [height, 64])], [w],
-    )  # fmt: skip
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [height, 64])],
+        [w],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def _external(folder, weight: float):
     folder.mkdir()
-    onnx.save_model(_model(weight), str(folder / "m.onnx"), save_as_external_data=True, location="m.bin",
-                    size_threshold=0)  # fmt: skip
+    onnx.save_model(
+        _model(weight), str(folder / "m.onnx"), save_as_external_data=True, location="m.bin", size_threshold=0
+    )
     return folder / "m.onnx"
 
 

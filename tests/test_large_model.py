@@ -26,8 +26,9 @@ from .conftest import export_tiny_cnn
 
 
 def _save_external(model: onnx.ModelProto, path: Path, location: str) -> None:
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
-                    size_threshold=0)  # fmt: skip
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0
+    )
 
 
 def test_external_data_model_goes_through_quant_post_end_to_end(tmp_path, tiny_batches):
@@ -38,9 +39,12 @@ def test_external_data_model_goes_through_quant_post_end_to_end(tmp_path, tiny_b
     before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
 
     result = AutoCompression(
-        model_dir, tiny_batches, save_dir=tmp_path / "out", eval_dataloader=tiny_batches,
+        model_dir,
+        tiny_batches,
+        save_dir=tmp_path / "out",
+        eval_dataloader=tiny_batches,
         config={"QuantPost": {"batch_nums": 2}},
-    ).compress()  # fmt: skip
+    ).compress()
 
     saved = onnx.load(str(result.model_path))
     assert any(n.op_type == "QuantizeLinear" for n in saved.graph.node)
@@ -51,10 +55,17 @@ def test_external_data_model_goes_through_quant_post_end_to_end(tmp_path, tiny_b
     assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # the user's files are only read
 
 
-@pytest.mark.parametrize("config", [
-    {"QuantPost": {"batch_nums": 2}},
-    {"UnstructurePrune": {"prune_ratio": 0.5}, "TrainConfig": {"train_iter": 4, "eval_iter": 4, "learning_rate": 0.01}},
-], ids=["QuantPost", "UnstructurePrune"])  # fmt: skip
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"QuantPost": {"batch_nums": 2}},
+        {
+            "UnstructurePrune": {"prune_ratio": 0.5},
+            "TrainConfig": {"train_iter": 4, "eval_iter": 4, "learning_rate": 0.01},
+        },
+    ],
+    ids=["QuantPost", "UnstructurePrune"],
+)
 @pytest.mark.parametrize("on_disk", [False, True], ids=["inline", "weights_on_disk"])
 def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, monkeypatch, caplog, config, on_disk):
     """The >2 GB branches (stub checker and shape inference, no onnxslim, ORT through a temporary file, parts-wise
@@ -71,11 +82,18 @@ def test_compress_takes_the_over_2gb_paths_end_to_end(tmp_path, tiny_batches, mo
         monkeypatch.setattr(load, "LAZY_EXTERNAL_BYTES", 0)
         assert any(is_on_disk(t) for t in load_model(model_dir).graph.initializer)
 
-    result = AutoCompression(model_dir, tiny_batches, save_dir=tmp_path / "out", eval_dataloader=tiny_batches,
-                             config={**config, "Global": {"cache_dir": str(tmp_path / "cache")}}).compress()  # fmt: skip
+    result = AutoCompression(
+        model_dir,
+        tiny_batches,
+        save_dir=tmp_path / "out",
+        eval_dataloader=tiny_batches,
+        config={**config, "Global": {"cache_dir": str(tmp_path / "cache")}},
+    ).compress()
     assert "onnxslim simplification (and BN folding) is skipped" in caplog.text
     assert sorted(p.name for p in result.save_dir.iterdir() if p.name.startswith("model")) == [
-        "model.onnx", "model.onnx.data"]  # fmt: skip
+        "model.onnx",
+        "model.onnx.data",
+    ]
     header = onnx.load(str(result.model_path), load_external_data=False)
     inline = [t.ByteSize() for t in header.graph.initializer if t.data_location != TensorProto.EXTERNAL]
     assert len(inline) < len(header.graph.initializer) and max(inline) < large.STUB_THRESHOLD
@@ -116,8 +134,13 @@ def _chain_model(width: int, layers: int) -> onnx.ModelProto:
         nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [f"mm{i}"], name=f"matmul{i}"))
         nodes.append(helper.make_node("Relu", [f"mm{i}"], [f"relu{i}"], name=f"relu{i}"))
         current = f"relu{i}"
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["n", width])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["n", width])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -179,9 +202,13 @@ def test_compress_quant_post_on_a_model_over_2gb(tmp_path):
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((2, width), dtype=np.float32)} for _ in range(2)]
 
-    result = AutoCompression(model_dir, batches, save_dir=tmp_path / "out", eval_dataloader=batches,
-                             config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(tmp_path / "cache")}}
-                             ).compress()  # fmt: skip
+    result = AutoCompression(
+        model_dir,
+        batches,
+        save_dir=tmp_path / "out",
+        eval_dataloader=batches,
+        config={"QuantPost": {"batch_nums": 2}, "Global": {"cache_dir": str(tmp_path / "cache")}},
+    ).compress()
     assert sorted(p.name for p in result.save_dir.glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
     assert result.baseline.size_mb > 2147
     header = onnx.load(str(result.model_path), load_external_data=False)
@@ -218,8 +245,9 @@ def test_emd_evaluation_streams_within_its_memory_budget(tiny_cnn, monkeypatch):
         values = numpy_helper.to_array(tensor)
         tensor.CopyFrom(numpy_helper.from_array((values * 1.05).astype(values.dtype), tensor.name))
     monkeypatch.setattr(evaluation, "REFERENCE_CACHE_BYTES", 2 * 4 * 10 * 8)  # room for two batches of logits
-    evaluator = evaluation.Evaluator(reference, resolve_hardware("cpu"),
-                                     eval_batches=BatchAdapter(batches, input_specs(reference), "eval"))  # fmt: skip
+    evaluator = evaluation.Evaluator(
+        reference, resolve_hardware("cpu"), eval_batches=BatchAdapter(batches, input_specs(reference), "eval")
+    )
 
     ref_outputs = [Predictor(reference)(b) for b in batches]
     expected = emd_distance(ref_outputs, [Predictor(candidate)(b) for b in batches])

@@ -73,8 +73,11 @@ def test_stage_logs_one_info_line_with_its_best_metric(tiny_cnn, tiny_batches, t
     with caplog.at_level("INFO", logger="autocompress.progress"):
         _compress(tiny_cnn, tiny_batches, tmp_path / "out", {"QuantPost": {}})
     lines = [r.getMessage() for r in caplog.records if r.name == "autocompress.progress"]
-    assert len(lines) == 1 and re.fullmatch(r"stage QuantPost done in [\d.]+ s: best EMD [\d.e+-]+ over \d+ "
-                                            r"evaluations?", lines[0]), lines  # fmt: skip
+    assert len(lines) == 1 and re.fullmatch(
+        r"stage QuantPost done in [\d.]+ s: best EMD [\d.e+-]+ over \d+ "
+        r"evaluations?",
+        lines[0],
+    ), lines
 
 
 def test_library_prints_nothing_without_logging_configured(tiny_cnn, tmp_path):
@@ -100,9 +103,19 @@ def test_cli_quiet_shows_no_bar(tiny_cnn, tmp_path, quiet):
     for i in range(2):
         np.save(data / f"{i}.npy", np.random.default_rng(i).standard_normal((3, 16, 16)).astype(np.float32))
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"Global": {"model_dir": str(tiny_cnn), "save_dir": str(tmp_path / "out"),
-                                              "progress": True, "train_data": {"path": str(data), "format": "npy"}},
-                                   "QuantPost": {}}))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "Global": {
+                    "model_dir": str(tiny_cnn),
+                    "save_dir": str(tmp_path / "out"),
+                    "progress": True,
+                    "train_data": {"path": str(data), "format": "npy"},
+                },
+                "QuantPost": {},
+            }
+        )
+    )
     argv = ["--log-level", "ERROR", *(["--quiet"] if quiet else []), "compress", "--config", str(cfg)]
     assert _bars_on_a_terminal(lambda: main(argv)) is not quiet
 

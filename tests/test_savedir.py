@@ -28,8 +28,9 @@ TRAIN = {"Distillation": {}, "TrainConfig": {"train_iter": 6, "eval_iter": 2, "l
 
 
 def _compress(model: Path, batches, save_dir, config=None, **kwargs):
-    return AutoCompression(model, batches, save_dir=save_dir, config=config or QUICK, eval_dataloader=batches,
-                           **kwargs).compress()  # fmt: skip
+    return AutoCompression(
+        model, batches, save_dir=save_dir, config=config or QUICK, eval_dataloader=batches, **kwargs
+    ).compress()
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -49,7 +50,9 @@ def test_a_foreign_folder_is_refused_and_left_as_it_was(tiny_cnn, tiny_batches, 
     (mine / "data").mkdir()
     (mine / "data" / "x.npy").write_bytes(b"\x93NUMPY")
     before = _tree(tmp_path)
-    with pytest.raises(ConfigError, match=r"save_dir '.*mywork' is a folder holding data, thesis.tex \(no .autocompress"):
+    with pytest.raises(
+        ConfigError, match=r"save_dir '.*mywork' is a folder holding data, thesis.tex \(no .autocompress"
+    ):
         _compress(tiny_cnn, tiny_batches, mine)
     assert _tree(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "mywork"]
@@ -72,9 +75,14 @@ def test_the_null_device_is_refused_before_anything_is_touched(tiny_cnn, tiny_ba
 
 @pytest.mark.parametrize(
     "where, words",
-    [("empty string", "is empty"), ("cwd", "is the current directory"), ("above cwd", "contains the current directory"),
-     ("home", "is the home folder"), ("root", "is the filesystem root")],
-)  # fmt: skip
+    [
+        ("empty string", "is empty"),
+        ("cwd", "is the current directory"),
+        ("above cwd", "contains the current directory"),
+        ("home", "is the home folder"),
+        ("root", "is the filesystem root"),
+    ],
+)
 def test_places_that_are_never_save_dir(tiny_cnn, tiny_batches, tmp_path, monkeypatch, where, words):
     """Each of these would be replaced as a whole; even when empty (as here) they are refused."""
     (tmp_path / "work" / "here").mkdir(parents=True)
@@ -92,14 +100,17 @@ def test_an_empty_save_dir_from_the_config_is_refused(tiny_cnn, tiny_batches):
         AutoCompression(tiny_cnn, tiny_batches, config={"Global": {"save_dir": ""}}, eval_dataloader=tiny_batches)
 
 
-def test_the_save_dir_argument_wins_over_the_config_even_when_it_is_the_default(tiny_cnn, tiny_batches, tmp_path,
-                                                                               monkeypatch):  # fmt: skip
+def test_the_save_dir_argument_wins_over_the_config_even_when_it_is_the_default(
+    tiny_cnn, tiny_batches, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     config = {"Global": {"save_dir": str(tmp_path / "from_yaml")}}
     given = AutoCompression(tiny_cnn, tiny_batches, save_dir="./output", config=config, eval_dataloader=tiny_batches)
     assert given.save_dir == tmp_path / "output"
-    assert AutoCompression(tiny_cnn, tiny_batches, config=config, eval_dataloader=tiny_batches).save_dir == \
-        tmp_path / "from_yaml"  # fmt: skip
+    assert (
+        AutoCompression(tiny_cnn, tiny_batches, config=config, eval_dataloader=tiny_batches).save_dir
+        == tmp_path / "from_yaml"
+    )
 
 
 def test_a_symlink_is_refused_even_to_an_empty_folder(tiny_cnn, tiny_batches, tmp_path, monkeypatch):
@@ -192,9 +203,18 @@ def test_model_and_output_in_one_folder_through_the_cli(tiny_cnn, monkeypatch, c
     rng = np.random.default_rng(0)
     for i in range(4):
         np.save(folder / "data" / f"{i}.npy", rng.standard_normal((3, 16, 16)).astype(np.float32))
-    (folder / "cfg.yaml").write_text(yaml.safe_dump({**QUICK, "Global": {
-        "model_dir": tiny_cnn.name, "save_dir": "./output",
-        "train_data": {"path": "data", "format": "npy", "batch_size": 2}}}))  # fmt: skip
+    (folder / "cfg.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **QUICK,
+                "Global": {
+                    "model_dir": tiny_cnn.name,
+                    "save_dir": "./output",
+                    "train_data": {"path": "data", "format": "npy", "batch_size": 2},
+                },
+            }
+        )
+    )
     monkeypatch.chdir(folder)
     before = tiny_cnn.read_bytes()
     assert main(["compress", "--config", "cfg.yaml"]) == 0, capsys.readouterr().err
@@ -207,10 +227,20 @@ def test_external_data_inside_save_dir_is_refused_before_loading(tmp_path, tiny_
     model = onnx.load(str(_export(tmp_path / "src" / "src.onnx", seed=0)))
     (tmp_path / "m" / "weights").mkdir(parents=True)
     write_marker(tmp_path / "m" / "weights")
-    onnx.save_model(model, str(tmp_path / "m" / "model.onnx"), save_as_external_data=True,
-                    location="weights/w.bin", size_threshold=0)  # fmt: skip
-    compression = AutoCompression(tmp_path / "m" / "model.onnx", tiny_batches, save_dir=tmp_path / "m" / "weights",
-                                  config=QUICK, eval_dataloader=tiny_batches)  # fmt: skip
+    onnx.save_model(
+        model,
+        str(tmp_path / "m" / "model.onnx"),
+        save_as_external_data=True,
+        location="weights/w.bin",
+        size_threshold=0,
+    )
+    compression = AutoCompression(
+        tmp_path / "m" / "model.onnx",
+        tiny_batches,
+        save_dir=tmp_path / "m" / "weights",
+        config=QUICK,
+        eval_dataloader=tiny_batches,
+    )
     with pytest.raises(ConfigError, match="is the folder holding the model's file '.*w.bin'"):
         compression.compress()
     assert (tmp_path / "m" / "weights" / "w.bin").is_file()
@@ -226,9 +256,16 @@ class _Interrupted(Exception):
 def _export(path: Path, seed: int, classes: int = 10) -> Path:
     path.parent.mkdir(exist_ok=True)
     torch.manual_seed(seed)
-    torch.onnx.export(TinyCNN(classes).eval(), torch.randn(1, 3, 16, 16), str(path), input_names=["x"],
-                      output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=13, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        TinyCNN(classes).eval(),
+        torch.randn(1, 3, 16, 16),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
+    )
     return path
 
 
@@ -242,8 +279,14 @@ def _interrupt_after_a_checkpoint(model: Path, batches, save_dir: Path) -> None:
         return 0.5
 
     with pytest.raises(_Interrupted):
-        AutoCompression(model, batches, save_dir=save_dir, config=TRAIN, eval_callback=crash_once_checkpointed,
-                        higher_is_better=True).compress()  # fmt: skip
+        AutoCompression(
+            model,
+            batches,
+            save_dir=save_dir,
+            config=TRAIN,
+            eval_callback=crash_once_checkpointed,
+            higher_is_better=True,
+        ).compress()
     assert list(work_dir.rglob(CHECKPOINT_NAME)), "the interrupted run kept its checkpoint"
 
 
@@ -252,8 +295,9 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def _train(model: Path, batches, save_dir: Path):
-    return AutoCompression(model, batches, save_dir=save_dir, config=TRAIN, eval_callback=lambda predictor: 0.5,
-                           higher_is_better=True).compress()  # fmt: skip
+    return AutoCompression(
+        model, batches, save_dir=save_dir, config=TRAIN, eval_callback=lambda predictor: 0.5, higher_is_better=True
+    ).compress()
 
 
 def test_a_checkpoint_of_model_a_is_not_resumed_by_model_b(tmp_path, tiny_batches, caplog):
@@ -298,16 +342,26 @@ def test_no_work_folder_is_left_by_an_error_before_anything_was_checkpointed(tin
         return 0.5
 
     with pytest.raises(_Interrupted):
-        AutoCompression(tiny_cnn, tiny_batches, save_dir=tmp_path / "out", config=QUICK,
-                        eval_callback=failing_after_the_baseline).compress()  # fmt: skip
+        AutoCompression(
+            tiny_cnn, tiny_batches, save_dir=tmp_path / "out", config=QUICK, eval_callback=failing_after_the_baseline
+        ).compress()
     assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_an_empty_save_dir_in_the_cli_config_exits_2(tiny_cnn, tmp_path, capsys):
     (tmp_path / "data").mkdir()
     np.save(tmp_path / "data" / "0.npy", np.zeros((3, 16, 16), np.float32))
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"Global": {
-        "model_dir": str(tiny_cnn), "save_dir": "", "train_data": {"path": str(tmp_path / "data"), "format": "npy"}}}))
+    (tmp_path / "cfg.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "Global": {
+                    "model_dir": str(tiny_cnn),
+                    "save_dir": "",
+                    "train_data": {"path": str(tmp_path / "data"), "format": "npy"},
+                }
+            }
+        )
+    )
     assert main(["compress", "--config", str(tmp_path / "cfg.yaml")]) == 2
     assert "save_dir '' is empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "data", "model"]
@@ -316,9 +370,17 @@ def test_an_empty_save_dir_in_the_cli_config_exits_2(tiny_cnn, tmp_path, capsys)
 def test_an_empty_save_dir_on_the_cli_exits_2(tiny_cnn, tmp_path, capsys):
     (tmp_path / "data").mkdir()
     np.save(tmp_path / "data" / "0.npy", np.zeros((3, 16, 16), np.float32))
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"Global": {
-        "model_dir": str(tiny_cnn), "save_dir": str(tmp_path / "out"),
-        "train_data": {"path": str(tmp_path / "data"), "format": "npy"}}}))  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "Global": {
+                    "model_dir": str(tiny_cnn),
+                    "save_dir": str(tmp_path / "out"),
+                    "train_data": {"path": str(tmp_path / "data"), "format": "npy"},
+                }
+            }
+        )
+    )
     assert main(["compress", "--config", str(tmp_path / "cfg.yaml"), "--save-dir", ""]) == 2
     assert "save_dir '' is empty" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

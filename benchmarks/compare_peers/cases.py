@@ -37,7 +37,9 @@ def _photo_eval(case: Case, sizes: DataSizes) -> tuple[np.ndarray, np.ndarray]:
     inputs = imagenet_photo_split(sizes.photo_calibration, sizes.photo_evaluation, seed=0).evaluation
     predict = ort_predictor(case.fp32_path)
     step = EVAL_BATCH[case.name]
-    labels = np.concatenate([predict({"x": inputs[i:i + step]})[0].argmax(axis=1) for i in range(0, len(inputs), step)])
+    labels = np.concatenate(
+        [predict({"x": inputs[i : i + step]})[0].argmax(axis=1) for i in range(0, len(inputs), step)]
+    )
     return inputs, labels
 
 
@@ -65,9 +67,15 @@ def build_case(name: str, workdir: Path, sizes: DataSizes) -> tuple[Case, Path]:
     eval_inputs, eval_targets = EVAL_BUILDERS[name](case, sizes)
     feeds = case.calibration
     data = PeerData(
-        name=name, fp32_path=case.fp32_path, input_name="x", metric=METRICS[name],
-        calibration=np.concatenate([feed["x"] for feed in feeds]), calibration_batch=len(feeds[0]["x"]),
-        eval_inputs=eval_inputs, eval_targets=eval_targets, eval_batch=EVAL_BATCH[name],
+        name=name,
+        fp32_path=case.fp32_path,
+        input_name="x",
+        metric=METRICS[name],
+        calibration=np.concatenate([feed["x"] for feed in feeds]),
+        calibration_batch=len(feeds[0]["x"]),
+        eval_inputs=eval_inputs,
+        eval_targets=eval_targets,
+        eval_batch=EVAL_BATCH[name],
         paddle_model_dir=paddle_model_dir(name),
     )
     return case, save_case(workdir / "data" / name, data)

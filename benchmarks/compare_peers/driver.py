@@ -64,8 +64,9 @@ class CaseTable:
         return self.rows[0]
 
 
-def compare_case(name: str, peers: Sequence[str], workdir: Path, sizes: DataSizes, timeout: float,
-                 latency_seconds: float) -> CaseTable:
+def compare_case(
+    name: str, peers: Sequence[str], workdir: Path, sizes: DataSizes, timeout: float, latency_seconds: float
+) -> CaseTable:
     log.info("%s: building the case and exporting its data", name)
     case, case_dir = build_case(name, workdir, sizes)
     data = load_case(case_dir)
@@ -119,10 +120,21 @@ def table_rows(table: CaseTable) -> list[list[str]]:
             rss = outcome.peak_rss_mb
         known = outcome is not None and row.metric is not None and fp32.metric is not None
         delta = f"{row.metric - fp32.metric:+.4f}" if known else ""
-        rows.append([
-            table.name, row.tool, _num(row.metric, 4), delta, _num(row.latency_ms.get(1), 2), speedups[0],
-            _num(row.latency_ms.get(2), 2), speedups[1], seconds, _num(rss, 0), notes,
-        ])
+        rows.append(
+            [
+                table.name,
+                row.tool,
+                _num(row.metric, 4),
+                delta,
+                _num(row.latency_ms.get(1), 2),
+                speedups[0],
+                _num(row.latency_ms.get(2), 2),
+                speedups[1],
+                seconds,
+                _num(rss, 0),
+                notes,
+            ]
+        )
     return rows
 
 
@@ -133,42 +145,69 @@ def versions_line(tables: Sequence[CaseTable]) -> str:
         for row in table.rows:
             if row.outcome is not None:
                 found.setdefault(row.outcome.peer.venv or "main", {}).update(row.outcome.versions)
-    return "; ".join(f"{venv} venv: " + ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))
-                     for venv, packages in found.items() if packages)
+    return "; ".join(
+        f"{venv} venv: " + ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))
+        for venv, packages in found.items()
+        if packages
+    )
 
 
-def render(tables: Sequence[CaseTable], machine: MachineInfo, command: str, loads: tuple[str, str],
-           sizes: DataSizes, wall_seconds: float, revision: str, unfinished: Sequence[str] = ()) -> str:
+def render(
+    tables: Sequence[CaseTable],
+    machine: MachineInfo,
+    command: str,
+    loads: tuple[str, str],
+    sizes: DataSizes,
+    wall_seconds: float,
+    revision: str,
+    unfinished: Sequence[str] = (),
+) -> str:
     """The section's markdown; `unfinished` names the models still to come when it was written."""
-    header = ["model", "tool (mode)", "metric", "Δ vs fp32", "ms 1T", "speedup 1T", "ms 2T", "speedup 2T",
-              "compression s", "peak RSS MB", "notes"]
+    header = [
+        "model",
+        "tool (mode)",
+        "metric",
+        "Δ vs fp32",
+        "ms 1T",
+        "speedup 1T",
+        "ms 2T",
+        "speedup 2T",
+        "compression s",
+        "peak RSS MB",
+        "notes",
+    ]
     rows = [row for table in tables for row in table_rows(table)]
     metrics = "; ".join(f"{t.name}: {t.metric_name}" for t in tables)
-    return "\n".join([
-        f"Command: `{command}` (source {revision})"
-        + (f". Not measured when this was written: {', '.join(unfinished)} (a complete run rewrites this section)."
-           if unfinished else ""),
-        "",
-        machine.markdown() + f" Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}. "
-        f"Total wall time {wall_seconds:.0f} s. Versions: {versions_line(tables)}.",
-        "",
-        "Every tool gets the same fp32 model and the same calibration batches (those of the PTQ benchmark above: "
-        f"photo crops {sizes.photo_calibration} in batches of {sizes.photo_batch}, cls lines "
-        f"{sizes.cls_calibration} in batches of {sizes.cls_batch}, det scenes {sizes.det_calibration} at "
-        f"{sizes.det_size}x{sizes.det_size}), written once to .npz. Tools with an accuracy loop (autocompress auto, "
-        "NNCF accuracy control, INC, ACT) see the evaluation set the table reports "
-        f"({sizes.cls_evaluation} cls lines, {sizes.photo_evaluation} photo crops, {sizes.det_evaluation} det "
-        f"scenes) through the same metric code. Metrics: {metrics}. Every output model is scored here by that "
-        "metric in ONNX Runtime; ACT quantizes the Paddle original of the same model, exported to ONNX with "
-        "paddle2onnx 1.x as ACT's export_onnx does. ms 1T / 2T: latency of each tool's output model (int8 unless "
-        "its notes say float) at 1 and 2 intra-op threads, batch 1, median of interleaved rounds with the fp32 "
-        "model in the same run, one session at a time. compression s: the tool's own call(s), timed inside its "
-        "process (imports and data loading excluded); in brackets the whole process. peak RSS: the tool's whole process, framework imports "
-        "included. Each tool runs in a fresh process, the peers in their own venvs "
-        "(benchmarks/compare_peers/.venvs/, made by this command; none is a dependency of autocompress).",
-        "",
-        markdown_table(header, rows),
-    ])
+    return "\n".join(
+        [
+            f"Command: `{command}` (source {revision})"
+            + (
+                f". Not measured when this was written: {', '.join(unfinished)} (a complete run rewrites this section)."
+                if unfinished
+                else ""
+            ),
+            "",
+            machine.markdown() + f" Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}. "
+            f"Total wall time {wall_seconds:.0f} s. Versions: {versions_line(tables)}.",
+            "",
+            "Every tool gets the same fp32 model and the same calibration batches (those of the PTQ benchmark above: "
+            f"photo crops {sizes.photo_calibration} in batches of {sizes.photo_batch}, cls lines "
+            f"{sizes.cls_calibration} in batches of {sizes.cls_batch}, det scenes {sizes.det_calibration} at "
+            f"{sizes.det_size}x{sizes.det_size}), written once to .npz. Tools with an accuracy loop (autocompress auto, "
+            "NNCF accuracy control, INC, ACT) see the evaluation set the table reports "
+            f"({sizes.cls_evaluation} cls lines, {sizes.photo_evaluation} photo crops, {sizes.det_evaluation} det "
+            f"scenes) through the same metric code. Metrics: {metrics}. Every output model is scored here by that "
+            "metric in ONNX Runtime; ACT quantizes the Paddle original of the same model, exported to ONNX with "
+            "paddle2onnx 1.x as ACT's export_onnx does. ms 1T / 2T: latency of each tool's output model (int8 unless "
+            "its notes say float) at 1 and 2 intra-op threads, batch 1, median of interleaved rounds with the fp32 "
+            "model in the same run, one session at a time. compression s: the tool's own call(s), timed inside its "
+            "process (imports and data loading excluded); in brackets the whole process. peak RSS: the tool's whole process, framework imports "
+            "included. Each tool runs in a fresh process, the peers in their own venvs "
+            "(benchmarks/compare_peers/.venvs/, made by this command; none is a dependency of autocompress).",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -176,8 +215,9 @@ def render(tables: Sequence[CaseTable], machine: MachineInfo, command: str, load
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, of {','.join(CASE_BUILDERS)}")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, of {','.join(CASE_BUILDERS)}"
+    )
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {','.join(PEERS)}")
     parser.add_argument("--quick", action="store_true", help="small data, short latency loop (a smoke run)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds one tool may take on one model")
@@ -218,8 +258,16 @@ def run(args: argparse.Namespace) -> str:
         for name in args.models:
             tables.append(compare_case(name, args.peers, workdir, sizes, args.timeout, args.latency_seconds))
             loads = tuple(" / ".join(f"{x:.2f}" for x in load) for load in (load_start, load_average()))
-            body = render(tables, machine, command.strip(), loads, sizes, time.perf_counter() - started, revision,
-                          unfinished=args.models[len(tables):])
+            body = render(
+                tables,
+                machine,
+                command.strip(),
+                loads,
+                sizes,
+                time.perf_counter() - started,
+                revision,
+                unfinished=args.models[len(tables) :],
+            )
             write_section(args.out, HEADING, body)
     return body
 

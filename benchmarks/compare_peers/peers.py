@@ -36,17 +36,34 @@ class Peer:
     needs_paddle_model: bool = False
 
 
-PEERS: dict[str, Peer] = {p.name: p for p in (
-    Peer("autocompress", "autocompress (auto, config=None)", "autocompress_auto.py"),
-    Peer("ort", "ONNX Runtime quantize_static", "ort_static.py"),
-    Peer("nncf", "NNCF quantize", "nncf_ptq.py", ("quantize",), venv="nncf"),
-    Peer("nncf_ac", "NNCF quantize_with_accuracy_control", "nncf_ptq.py", ("accuracy_control",), venv="nncf"),
-    Peer("inc", "Intel Neural Compressor 2.x fit", "inc_ptq.py", venv="inc"),
-    Peer("act_ptq", "PaddleSlim ACT (QuantPost)", "paddleslim_act.py", ("quant_post",), venv="paddleslim",
-         env=(("FLAGS_enable_pir_api", "0"),), needs_paddle_model=True),
-    Peer("act_auto", "PaddleSlim ACT (auto, config=None)", "paddleslim_act.py", ("auto",), venv="paddleslim",
-         env=(("FLAGS_enable_pir_api", "0"),), needs_paddle_model=True),
-)}
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in (
+        Peer("autocompress", "autocompress (auto, config=None)", "autocompress_auto.py"),
+        Peer("ort", "ONNX Runtime quantize_static", "ort_static.py"),
+        Peer("nncf", "NNCF quantize", "nncf_ptq.py", ("quantize",), venv="nncf"),
+        Peer("nncf_ac", "NNCF quantize_with_accuracy_control", "nncf_ptq.py", ("accuracy_control",), venv="nncf"),
+        Peer("inc", "Intel Neural Compressor 2.x fit", "inc_ptq.py", venv="inc"),
+        Peer(
+            "act_ptq",
+            "PaddleSlim ACT (QuantPost)",
+            "paddleslim_act.py",
+            ("quant_post",),
+            venv="paddleslim",
+            env=(("FLAGS_enable_pir_api", "0"),),
+            needs_paddle_model=True,
+        ),
+        Peer(
+            "act_auto",
+            "PaddleSlim ACT (auto, config=None)",
+            "paddleslim_act.py",
+            ("auto",),
+            venv="paddleslim",
+            env=(("FLAGS_enable_pir_api", "0"),),
+            needs_paddle_model=True,
+        ),
+    )
+}
 
 
 @dataclass
@@ -118,11 +135,18 @@ print(json.dumps({"status": status, "maxrss_kb": resource.getrusage(resource.RUS
 """
 
 
-def run_measured(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                 timeout: float) -> tuple[int | None, int]:
+def run_measured(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, timeout: float
+) -> tuple[int | None, int]:
     """(exit code, None on timeout; peak RSS in KiB) of `argv` run with its output in `log_path`."""
-    done = subprocess.run([sys.executable, "-c", LAUNCHER, str(log_path), str(timeout), *argv], env=env, cwd=cwd,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(log_path), str(timeout), *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return report["status"], report["maxrss_kb"]
 

@@ -24,8 +24,16 @@ REQUIREMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "nncf": (("nncf", "onnx", "onnxruntime"),),
     "inc": (("neural-compressor<3", "six", "onnx<1.19", "onnxruntime"),),
     "paddleslim": (
-        ("paddleslim==2.6.0", "paddlepaddle==3.3.1", "six", "requests", "decorator", "numpy<2", "paddle2onnx<2",
-         "wheel"),
+        (
+            "paddleslim==2.6.0",
+            "paddlepaddle==3.3.1",
+            "six",
+            "requests",
+            "decorator",
+            "numpy<2",
+            "paddle2onnx<2",
+            "wheel",
+        ),
         ("--no-build-isolation", "smac==1.4.0"),
     ),
 }
@@ -60,8 +68,11 @@ def ensure_venv(name: str, root: Path = VENV_ROOT, base_python: str = "python3")
         _run([base_python, "-m", "venv", str(venv.path)], f"python3 -m venv {name}")
     env = {**os.environ, "PATH": os.pathsep.join([str(venv.python.parent), os.environ.get("PATH", "")])}
     for step in REQUIREMENTS[name]:
-        _run([str(venv.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *step],
-             f"pip install {' '.join(step)}", env)
+        _run(
+            [str(venv.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *step],
+            f"pip install {' '.join(step)}",
+            env,
+        )
     marker.write_text(marker_text(name), encoding="utf-8")
     return venv
 

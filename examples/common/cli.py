@@ -11,14 +11,18 @@ from typing import Any
 from .evaluation import EvalCallback
 
 
-def example_arg_parser(description: str, model_dir: str | None, model_filename: str | None, config_path: Path) -> argparse.ArgumentParser:
+def example_arg_parser(
+    description: str, model_dir: str | None, model_filename: str | None, config_path: Path
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model_dir", default=model_dir, help="folder of the model to compress")
     parser.add_argument("--model_filename", default=model_filename, help="model file inside model_dir")
     parser.add_argument("--params_filename", default=None, help="Paddle .pdiparams file; None for ONNX")
     parser.add_argument("--save_dir", default="./output", help="where model.onnx, config.yaml and report.json go")
     parser.add_argument("--devices", default="cpu", choices=["cpu", "gpu"], help="where training runs")
-    parser.add_argument("--config_path", default=str(config_path), help="YAML with Global/TrainConfig/strategy sections")
+    parser.add_argument(
+        "--config_path", default=str(config_path), help="YAML with Global/TrainConfig/strategy sections"
+    )
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="seed of the rendered or cropped data")
     return parser

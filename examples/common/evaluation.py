@@ -46,6 +46,8 @@ def make_top1_eval(inputs: np.ndarray, labels: np.ndarray, batch_size: int = 32,
     return eval_callback
 
 
-def make_agreement_eval(reference: Predictor, inputs: np.ndarray, batch_size: int = 32, input_name: str = "x") -> EvalCallback:
+def make_agreement_eval(
+    reference: Predictor, inputs: np.ndarray, batch_size: int = 32, input_name: str = "x"
+) -> EvalCallback:
     """Top-1 agreement with ``reference``'s classes, computed once here: the metric when no labels exist offline."""
     return make_top1_eval(inputs, predicted_classes(reference, inputs, batch_size, input_name), batch_size, input_name)

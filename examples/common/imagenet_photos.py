@@ -30,7 +30,9 @@ def imagenet_normalize(images_rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((scaled - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2))
 
 
-def photo_crops(n: int, seed: int, photo_names: tuple[str, ...], size: int = INPUT_SIZE) -> tuple[np.ndarray, list[str]]:
+def photo_crops(
+    n: int, seed: int, photo_names: tuple[str, ...], size: int = INPUT_SIZE
+) -> tuple[np.ndarray, list[str]]:
     """``n`` random crops (25-100 % of a photo's area, random flips) of the named photos, and their sources."""
     photos = natural_photos()
     unknown = sorted(set(photo_names) - set(photos))

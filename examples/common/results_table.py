@@ -43,7 +43,12 @@ def report(save_dir: Path) -> dict:
 
 
 def results_rows(
-    fp32: Path, baseline_dir: Path, rows: list[tuple[str, Path]], feed: dict[str, np.ndarray], threads: int, seconds: float
+    fp32: Path,
+    baseline_dir: Path,
+    rows: list[tuple[str, Path]],
+    feed: dict[str, np.ndarray],
+    threads: int,
+    seconds: float,
 ) -> list[list[str]]:
     """[method, metric, ms, speedup] per row, the fp32 model first (its metric from baseline_dir's report)."""
     models = {FP32: fp32, **{label: save_dir / "model.onnx" for label, save_dir in rows}}
@@ -61,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fp32", type=Path, required=True, help="the uncompressed ONNX model")
     parser.add_argument("--shape", type=parse_shape, action="append", required=True, help="input NAME=D0,D1,...")
-    parser.add_argument("--baseline_dir", type=Path, required=True, help="a run on the fp32 model: its report's baseline metric")
+    parser.add_argument(
+        "--baseline_dir", type=Path, required=True, help="a run on the fp32 model: its report's baseline metric"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=30.0, help="rough timing budget over all models")
     parser.add_argument("rows", type=parse_row, nargs="+", help="LABEL=SAVE_DIR of each compressed model")
@@ -72,8 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     table = results_rows(args.fp32, args.baseline_dir, args.rows, feed, args.threads, args.seconds)
     after = os.getloadavg()
     print(markdown_table(["Method", "Metric", f"ms thread={args.threads}", "speedup"], table))
-    print(f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
-          f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}")  # fmt: skip
+    print(
+        f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
+        f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,20 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `examples.*`
 
-from examples.common.cli import example_arg_parser, run_compression  # noqa: E402
-from examples.common.evaluation import make_agreement_eval  # noqa: E402
-from examples.common.imagenet_photos import INPUT_SIZE, imagenet_photo_split  # noqa: E402
-from examples.common.loader import BatchLoader  # noqa: E402
-from examples.common.models import EFFICIENTNET_INPUT_NAME, export_efficientnet_lite0, ort_predictor  # noqa: E402
+from examples.common.cli import example_arg_parser, run_compression
+from examples.common.evaluation import make_agreement_eval
+from examples.common.imagenet_photos import INPUT_SIZE, imagenet_photo_split
+from examples.common.loader import BatchLoader
+from examples.common.models import EFFICIENTNET_INPUT_NAME, export_efficientnet_lite0, ort_predictor
 
 HERE = Path(__file__).resolve().parent
 EXPORTED_FILENAME = "efficientnet_lite0.onnx"
 
 
 def main(argv: list[str] | None = None):
-    parser = example_arg_parser(
-        "Compress EfficientNet-Lite0", None, EXPORTED_FILENAME, HERE / "configs/baseline.yaml"
-    )
+    parser = example_arg_parser("Compress EfficientNet-Lite0", None, EXPORTED_FILENAME, HERE / "configs/baseline.yaml")
     parser.add_argument("--num_train", type=int, default=256, help="calibration/training crops")
     parser.add_argument("--num_eval", type=int, default=512, help="evaluation crops (other photos)")
     parser.set_defaults(batch_size=16)

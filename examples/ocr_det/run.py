@@ -1,6 +1,6 @@
 """Compress PP-OCRv4 det (DBNet) on rendered text scenes; the metric is total IoU of the text map.
 
-    python examples/ocr_det/run.py --config_path examples/ocr_det/configs/quant_post.yaml --save_dir out/det_ptq
+python examples/ocr_det/run.py --config_path examples/ocr_det/configs/quant_post.yaml --save_dir out/det_ptq
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `examples.*`
 
-from examples.common.cli import example_arg_parser, run_compression  # noqa: E402
-from examples.common.models import DET_MODEL_FILENAME, rapidocr_model_dir  # noqa: E402
-from examples.ocr_det.reader import build_det_data  # noqa: E402
+from examples.common.cli import example_arg_parser, run_compression
+from examples.common.models import DET_MODEL_FILENAME, rapidocr_model_dir
+from examples.ocr_det.reader import build_det_data
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None):
     parser = example_arg_parser(
-        "Compress PP-OCRv4 text detection", str(rapidocr_model_dir()), DET_MODEL_FILENAME, HERE / "configs/baseline.yaml"
+        "Compress PP-OCRv4 text detection",
+        str(rapidocr_model_dir()),
+        DET_MODEL_FILENAME,
+        HERE / "configs/baseline.yaml",
     )
     parser.add_argument("--num_train", type=int, default=64, help="rendered scenes for calibration/training")
     parser.add_argument("--num_eval", type=int, default=32, help="rendered scenes for the IoU evaluation")

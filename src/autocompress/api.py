@@ -7,9 +7,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,18 +21,18 @@ from autocompress.config.loader import CompressConfig, load_config, save_config
 from autocompress.data.batches import BatchAdapter, InputSpec, batch_one, input_specs
 from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.evaluation import Evaluator
-from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.large import WeightsLayout, save_external, stores_external_data, weights_layout
+from autocompress.graph.load import load_model, resolve_model_files
 from autocompress.graph.prepare import check_structure, input_signature, prepare_model
+from autocompress.identity import input_files, run_identity
 from autocompress.report.html import write_html
 from autocompress.report.record import HardwareInfo, Report, StageRecord
 from autocompress.report.summary import ModelSummary, latencies_by_threads, summarize
 from autocompress.runtime.ort import Predictor, resolve_hardware, thread_counts
-from autocompress.identity import input_files, run_identity
 from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult
-from autocompress.strategy.records import Candidate
 from autocompress.strategy.plan import plan_stages
+from autocompress.strategy.records import Candidate
 from autocompress.train import distributed
 from autocompress.train.loop import check_origin_metric
 
@@ -64,7 +65,7 @@ def validate_exported(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], ha
     """onnx.checker + one ORT run with finite outputs, before anything is committed to save_dir."""
     try:
         check_structure(model)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnx.checker raises ValidationError and C++ errors of several types
         raise AutoCompressError(f"the compressed model fails onnx.checker: {exc}") from None
     outputs = Predictor(model, hardware)(dict(feed))
     for name, value in zip([o.name for o in model.graph.output], outputs):
@@ -179,7 +180,9 @@ class AutoCompression:
             g.save_dir = DEFAULT_SAVE_DIR
         if g.model_dir is None:
             raise ConfigError("model_dir is not set: pass it or set Global.model_dir in the config")
-        self.kind, self.model_path, self.params_path = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
+        self.kind, self.model_path, self.params_path = resolve_model_files(
+            g.model_dir, g.model_filename, g.params_filename
+        )
         self.save_dir = check_save_dir(g.save_dir, [p for p in (self.model_path, self.params_path) if p is not None])
         self.hardware = resolve_hardware(g.deploy_hardware)
         self.train_dataloader = train_dataloader
@@ -257,15 +260,29 @@ class AutoCompression:
         """The evaluator and the original model's figures; a metric far from TrainConfig.origin_metric is an
         error, since it means the eval function is broken."""
         g = self.config.global_
-        evaluator = Evaluator(model, self.hardware, self.eval_callback, data.eval, g.higher_is_better, threads=None,
-                              metric_name=self.metric_name)
+        evaluator = Evaluator(
+            model,
+            self.hardware,
+            self.eval_callback,
+            data.eval,
+            g.higher_is_better,
+            threads=None,
+            metric_name=self.metric_name,
+        )
         metric = evaluator(model)
         log.info("baseline %s = %.6g", evaluator.name, metric)
         train = self.config.train
         if train is not None and train.origin_metric is not None:
             check_origin_metric(metric, train.origin_metric, train.origin_metric_tolerance)
-        summary = summarize(model, metric, evaluator.name, data.sample_feed, self.hardware, g.latency_threads,
-                            extra_metrics=evaluator.extra_metrics)
+        summary = summarize(
+            model,
+            metric,
+            evaluator.name,
+            data.sample_feed,
+            self.hardware,
+            g.latency_threads,
+            extra_metrics=evaluator.extra_metrics,
+        )
         return evaluator, summary
 
     def _finish(
@@ -351,8 +368,15 @@ class AutoCompression:
         validate_exported(model, ctx.sample_feed, self.hardware)
         metric = ctx.evaluator(model) if ran else ctx.baseline_metric
         g = self.config.global_
-        return summarize(model, metric, ctx.evaluator.name, ctx.sample_feed, self.hardware, g.latency_threads,
-                         extra_metrics=ctx.evaluator.extra_metrics)
+        return summarize(
+            model,
+            metric,
+            ctx.evaluator.name,
+            ctx.sample_feed,
+            self.hardware,
+            g.latency_threads,
+            extra_metrics=ctx.evaluator.extra_metrics,
+        )
 
     def _by_threads(
         self, ctx: CompressionContext, model: onnx.ModelProto, baseline: ModelSummary, compressed: ModelSummary
@@ -360,8 +384,10 @@ class AutoCompression:
         """The summaries with both models' latencies at 1 thread and at all cores, measured in turn, so the
         report's speedups compare runs made under the same machine load."""
         by_threads = latencies_by_threads([ctx.original, model], ctx.sample_feed, self.hardware, thread_counts())
-        return (replace(baseline, latency_ms_by_threads=by_threads[0]),
-                replace(compressed, latency_ms_by_threads=by_threads[1]))
+        return (
+            replace(baseline, latency_ms_by_threads=by_threads[0]),
+            replace(compressed, latency_ms_by_threads=by_threads[1]),
+        )
 
     def _save(self, model: onnx.ModelProto, report: Report, external: bool) -> None:
         """Write the result into a temp folder that replaces save_dir in one rename."""

@@ -40,10 +40,26 @@ def launch_command(args) -> list[str]:
     else:
         if not args.master_addr:
             raise AutoCompressError("--nnodes > 1 needs --master-addr: the address of the node with --node-rank 0")
-        cmd += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
-                "--master_addr", args.master_addr, "--master_port", str(args.master_port)]  # fmt: skip
-    cmd += ["-m", "autocompress.cli", "--log-level", args.log_level, *(["--quiet"] if args.quiet else []),
-            "compress", "--config", args.config]
+        cmd += [
+            "--nnodes",
+            str(args.nnodes),
+            "--node_rank",
+            str(args.node_rank),
+            "--master_addr",
+            args.master_addr,
+            "--master_port",
+            str(args.master_port),
+        ]
+    cmd += [
+        "-m",
+        "autocompress.cli",
+        "--log-level",
+        args.log_level,
+        *(["--quiet"] if args.quiet else []),
+        "compress",
+        "--config",
+        args.config,
+    ]
     if args.model:
         cmd += ["--model", args.model]
     if args.save_dir is not None:
@@ -77,8 +93,13 @@ def cmd_compress(args) -> int:
     train = _load_data(g.train_data, model, "train_data")
     evald = _load_data(g.eval_data, model, "eval_data") or train
     ac = AutoCompression(
-        g.model_dir, train, g.model_filename, g.params_filename, save_dir=g.save_dir,
-        config=config, eval_dataloader=evald,
+        g.model_dir,
+        train,
+        g.model_filename,
+        g.params_filename,
+        save_dir=g.save_dir,
+        config=config,
+        eval_dataloader=evald,
     )
     result = ac.compress()
     if not distributed.is_primary():
@@ -227,7 +248,9 @@ def _read_report(path: Path) -> dict[str, Any]:
 def cmd_report(args) -> int:
     path = Path(args.save_dir) / "report.json"
     if not path.is_file():
-        raise AutoCompressError(f"{str(path)!r} does not exist; is {args.save_dir!r} a save_dir written by autocompress?")
+        raise AutoCompressError(
+            f"{str(path)!r} does not exist; is {args.save_dir!r} a save_dir written by autocompress?"
+        )
     from autocompress.report.html import text_summary, write_html  # noqa: PLC0415
 
     report = _read_report(path)
@@ -273,9 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file or folder (overrides Global.model_dir)")
     p.add_argument("--save-dir", help="output folder (overrides Global.save_dir); must not be inside the model folder")
     launch = p.add_argument_group(
-        "data-parallel training", "train with several processes (torch.distributed, gloo on CPU, nccl on GPU); the "
+        "data-parallel training",
+        "train with several processes (torch.distributed, gloo on CPU, nccl on GPU); the "
         "batch size of the data is the global batch, split across all processes",
-    )  # fmt: skip
+    )
     launch.add_argument("--nproc", type=_positive, default=1, help="training processes on this node (default 1)")
     launch.add_argument("--nnodes", type=_positive, default=1, help="number of machines (default 1)")
     launch.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0..nnodes-1")

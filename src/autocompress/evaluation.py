@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterator, Mapping, Optional
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,11 +45,17 @@ class ReferenceOutputs:
     spread that tolerance() uses) without keeping them.
     """
 
-    def __init__(self, model: onnx.ModelProto, batches: BatchAdapter, hardware: HardwareTarget, threads: int | None,
-                 budget_bytes: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        batches: BatchAdapter,
+        hardware: HardwareTarget,
+        threads: int | None,
+        budget_bytes: int | None = None,
+    ):
         self.model, self.batches, self.hardware, self.threads = model, batches, hardware, threads
         self.budget_bytes = REFERENCE_CACHE_BYTES if budget_bytes is None else budget_bytes
-        self._cache: dict[int, list[Optional[np.ndarray]]] = {}
+        self._cache: dict[int, list[np.ndarray | None]] = {}
         self._cached_bytes = 0
         self._predictor: Predictor | None = None
         self._moments = (0, 0.0, 0.0)  # count, mean, sum of squared deviations of float output values
@@ -57,7 +64,7 @@ class ReferenceOutputs:
         #: eval batches in one pass: the data's len() if it has one, else known once a pass has finished
         self.batch_count: int | None = progress.known_length(batches)
 
-    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], list[Optional[np.ndarray]]]]:
+    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], list[np.ndarray | None]]]:
         """(feed, reference outputs) per eval batch."""
         index = -1
         for index, (feed, _) in enumerate(self.batches):
@@ -80,7 +87,7 @@ class ReferenceOutputs:
             self._predictor = Predictor(self.model, self.hardware, self.threads)
         return self._predictor
 
-    def _outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[Optional[np.ndarray]]:
+    def _outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray | None]:
         if index in self._cache:
             return self._cache[index]
         outputs = self.predictor()(feed)
@@ -171,8 +178,9 @@ class Evaluator:
             for feed, outputs in batches:
                 distances.extend(output_distances(outputs, predictor(feed)))
         value = float(np.mean(distances)) if distances else 0.0
-        return finite_metric(value, "the EMD metric", "an output of the original or the scored model on "
-                             "eval_dataloader holds NaN/Inf")  # fmt: skip
+        return finite_metric(
+            value, "the EMD metric", "an output of the original or the scored model on eval_dataloader holds NaN/Inf"
+        )
 
     def _first_of(self, values: Mapping[Any, Any]) -> Any:
         """The metric of a mapping eval_callback returned: its first entry, named by its key unless metric_name

@@ -15,9 +15,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Literal, Optional, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -25,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 log = logging.getLogger(__name__)
 
 #: Global.progress: True shows bars, False hides them, "auto" shows them when stderr is a terminal.
-ProgressSetting = Union[bool, Literal["auto"]]
+ProgressSetting = bool | Literal["auto"]
 
 #: A progress bar (a disabled one costs next to nothing to update).
 Bar = tqdm
@@ -49,7 +51,7 @@ def _primary_process() -> bool:
     return distributed.is_primary()
 
 
-def _disable() -> Optional[bool]:
+def _disable() -> bool | None:
     """tqdm's `disable`: None lets tqdm hide the bar when stderr is not a terminal."""
     if _quiet.get() or not _primary_process():
         return True
@@ -67,12 +69,12 @@ def _holding(variable: ContextVar[T], value: T) -> Iterator[None]:
         variable.reset(token)
 
 
-def quiet(enabled: bool) -> ContextManager[None]:
+def quiet(enabled: bool) -> AbstractContextManager[None]:
     """No bars inside the block whatever the config says (the command line's --quiet)."""
     return _holding(_quiet, enabled)
 
 
-def using(setting: ProgressSetting) -> ContextManager[None]:
+def using(setting: ProgressSetting) -> AbstractContextManager[None]:
     """Bars inside the block follow `setting` (Global.progress); the setting outside is restored after."""
     return _holding(_setting, setting)
 
@@ -91,7 +93,7 @@ def scoped(setting_of: Callable[..., ProgressSetting]) -> Callable[[F], F]:
     return decorate
 
 
-def known_length(iterable: Iterable) -> Optional[int]:
+def known_length(iterable: Iterable) -> int | None:
     """len(iterable) when it has one (a bar's total), None when only reading it would tell."""
     try:
         return len(iterable)  # type: ignore[arg-type]
@@ -99,13 +101,22 @@ def known_length(iterable: Iterable) -> Optional[int]:
         return None
 
 
-def bar(iterable: Optional[Iterable] = None, desc: str = "", total: Optional[float] = None, unit: str = "it",
-        initial: int = 0) -> Bar:  # fmt: skip
+def bar(
+    iterable: Iterable | None = None, desc: str = "", total: float | None = None, unit: str = "it", initial: int = 0
+) -> Bar:
     """A bar for one piece of work (use it as a context manager); it disappears when done if another bar holds it."""
     return tqdm(
-        iterable, desc=desc, total=total, unit=unit, initial=initial, file=sys.stderr, mininterval=MIN_INTERVAL,
-        leave=_run is None, disable=_disable(), dynamic_ncols=True,
-    )  # fmt: skip
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        initial=initial,
+        file=sys.stderr,
+        mininterval=MIN_INTERVAL,
+        leave=_run is None,
+        disable=_disable(),
+        dynamic_ncols=True,
+    )
 
 
 @dataclass
@@ -124,7 +135,7 @@ class _StageMetrics:
 
     name: str = ""
     count: int = 0
-    best: Optional[float] = None
+    best: float | None = None
 
     def add(self, name: str, value: float, higher_is_better: bool) -> None:
         self.name, self.count = name, self.count + 1
@@ -138,21 +149,30 @@ class _StageMetrics:
         return f"best {self.name} {self.best:.6g} over {self.count} evaluation{plural}"
 
 
-_run: Optional[_Run] = None
-_metrics: Optional[_StageMetrics] = None
+_run: _Run | None = None
+_metrics: _StageMetrics | None = None
 
 
 def _logs_to_console() -> bool:
     """Whether the application's root logger writes to stdout or stderr, where log lines would tear the bars."""
-    return any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)
-               for h in logging.root.handlers)  # fmt: skip
+    return any(
+        isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)
+        for h in logging.root.handlers
+    )
 
 
 def _open_run(first_stage: str, stages: int) -> _Run:
     """The run bar; while it shows, console log lines are written above the bars instead of through them."""
     logs = contextlib.ExitStack()
-    run_bar = tqdm(total=stages, desc=first_stage, unit="stage", file=sys.stderr, mininterval=MIN_INTERVAL,
-                   disable=_disable(), dynamic_ncols=True)  # fmt: skip
+    run_bar = tqdm(
+        total=stages,
+        desc=first_stage,
+        unit="stage",
+        file=sys.stderr,
+        mininterval=MIN_INTERVAL,
+        disable=_disable(),
+        dynamic_ncols=True,
+    )
     if not run_bar.disable and _logs_to_console():
         logs.enter_context(logging_redirect_tqdm())
     return _Run(stages, run_bar, logs)

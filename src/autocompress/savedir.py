@@ -24,8 +24,9 @@ import stat
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from autocompress.errors import ConfigError, SaveDirError
 
@@ -80,8 +81,12 @@ def describe(path: Path) -> str | None:
         return f"a folder holding {shown} ({marked})"
     if stat.S_ISREG(mode):
         return f"a file of {st.st_size} bytes"
-    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
-             (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    kinds = [
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
@@ -179,7 +184,9 @@ def work_dir_for(save_dir: Path, suffix: str = "", identity: dict[str, Any] | No
 
 def _claim_work_dir(work_dir: Path, save_dir: Path, identity: dict[str, Any] | None) -> None:
     if not _replaceable(work_dir):
-        raise SaveDirError(f"{str(work_dir)!r} is {describe(work_dir)}, and autocompress did not write it; move it away")
+        raise SaveDirError(
+            f"{str(work_dir)!r} is {describe(work_dir)}, and autocompress did not write it; move it away"
+        )
     reason = _stale(work_dir, identity)
     if reason is not None:
         log.warning("not resuming from %s: %s; it is replaced and this run starts over", work_dir, reason)
@@ -236,7 +243,7 @@ def recover(save_dir: Path) -> None:
         else:
             os.replace(previous, save_dir)
     for tmp in save_dir.parent.glob(f"{_tmp_prefix(save_dir)}*"):
-        pid = tmp.name[len(_tmp_prefix(save_dir)):].split("-")[0]
+        pid = tmp.name[len(_tmp_prefix(save_dir)) :].split("-")[0]
         if pid.isdigit() and not _alive(int(pid)) and not tmp.is_symlink() and tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -259,7 +266,9 @@ def atomic_dir(save_dir: Path) -> Iterator[Path]:
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise SaveDirError(f"cannot write save_dir {str(save_dir)!r}: {exc}; the previous content is kept") from None
+            raise SaveDirError(
+                f"cannot write save_dir {str(save_dir)!r}: {exc}; the previous content is kept"
+            ) from None
         raise
 
 
@@ -268,15 +277,19 @@ def _swap(tmp: Path, save_dir: Path) -> None:
 
     save_dir is checked again here: what is there may have changed since the run started."""
     if not _replaceable(save_dir):
-        raise SaveDirError(f"save_dir {str(save_dir)!r} is now {describe(save_dir)}, which autocompress did not "
-                           "write; the new result is not saved over it")  # fmt: skip
+        raise SaveDirError(
+            f"save_dir {str(save_dir)!r} is now {describe(save_dir)}, which autocompress did not "
+            "write; the new result is not saved over it"
+        )
     if not is_marked(save_dir):  # absent, or an empty folder, which the rename replaces
         os.replace(tmp, save_dir)
         return
     previous = _previous(save_dir)
     if os.path.lexists(previous):
-        raise SaveDirError(f"{str(previous)!r} is {describe(previous)}, which autocompress did not write; the new "
-                           f"result is not saved over {str(save_dir)!r}")  # fmt: skip
+        raise SaveDirError(
+            f"{str(previous)!r} is {describe(previous)}, which autocompress did not write; the new "
+            f"result is not saved over {str(save_dir)!r}"
+        )
     os.replace(save_dir, previous)
     try:
         os.replace(tmp, save_dir)

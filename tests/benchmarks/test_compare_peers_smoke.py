@@ -36,9 +36,15 @@ def tiny_data(tiny_cnn, tmp_path) -> PeerData:
     inputs = rng.standard_normal((10, 3, 16, 16)).astype(np.float32)
     labels = rng.integers(0, 10, 10)
     return PeerData(
-        name="tiny", fp32_path=tiny_cnn, input_name="x", metric="top1",
-        calibration=rng.standard_normal((7, 3, 16, 16)).astype(np.float32), calibration_batch=3,
-        eval_inputs=inputs, eval_targets=labels, eval_batch=4,
+        name="tiny",
+        fp32_path=tiny_cnn,
+        input_name="x",
+        metric="top1",
+        calibration=rng.standard_normal((7, 3, 16, 16)).astype(np.float32),
+        calibration_batch=3,
+        eval_inputs=inputs,
+        eval_targets=labels,
+        eval_batch=4,
     )
 
 
@@ -60,7 +66,7 @@ def test_worker_metric_is_the_examples_metric(tiny_data):
     images = rng.random((3, 1, 8, 8)).astype(np.float32)
     masks = (rng.random((3, 8, 8)) > 0.5).astype(np.uint8)
     identity = lambda feed: [feed["x"]]  # noqa: E731 - the "model" outputs its input as the probability map
-    items = [({"x": images[i:i + 1]}, masks[i:i + 1]) for i in range(3)]
+    items = [({"x": images[i : i + 1]}, masks[i : i + 1]) for i in range(3)]
     assert evaluate(identity, "iou", items)[0] == pytest.approx(make_iou_eval(images, masks, 1)(identity))
 
 
@@ -91,12 +97,33 @@ def test_cached_venv_is_reused_without_pip(tmp_path):
 
 def test_table_shows_deltas_speedups_and_failures(tmp_path):
     fp32 = Row("fp32", None, tmp_path / "a.onnx", metric=0.9, latency_ms={1: 2.0, 2: 1.2})
-    ok = Row("NNCF quantize", Outcome(PEERS["nncf"], seconds=3.25, process_seconds=9.6, peak_rss_mb=512.4, versions={"nncf": "3.4.0"},
-                                      notes="defaults"), tmp_path / "b.onnx", metric=0.85, latency_ms={1: 1.0, 2: 0.8})
+    ok = Row(
+        "NNCF quantize",
+        Outcome(
+            PEERS["nncf"],
+            seconds=3.25,
+            process_seconds=9.6,
+            peak_rss_mb=512.4,
+            versions={"nncf": "3.4.0"},
+            notes="defaults",
+        ),
+        tmp_path / "b.onnx",
+        metric=0.85,
+        latency_ms={1: 1.0, 2: 0.8},
+    )
     failed = Row("INC", Outcome(PEERS["inc"], peak_rss_mb=300.0, error="exit 1: ImportError: x"), None)
-    body = render([CaseTable("tiny", "accuracy", [fp32, ok, failed])], MachineInfo.current(), "cmd",
-                  ("1 / 1 / 1", "2 / 2 / 2"), DataSizes(), 5.0, "abc")
-    assert "| tiny | NNCF quantize | 0.8500 | -0.0500 | 1.00 | 2.00x | 0.80 | 1.50x | 3.2 (10) | 512 | defaults |" in body
+    body = render(
+        [CaseTable("tiny", "accuracy", [fp32, ok, failed])],
+        MachineInfo.current(),
+        "cmd",
+        ("1 / 1 / 1", "2 / 2 / 2"),
+        DataSizes(),
+        5.0,
+        "abc",
+    )
+    assert (
+        "| tiny | NNCF quantize | 0.8500 | -0.0500 | 1.00 | 2.00x | 0.80 | 1.50x | 3.2 (10) | 512 | defaults |" in body
+    )
     assert "| tiny | INC | - |  | - | - | - | - | - | 300 | no model: exit 1: ImportError: x |" in body
     assert "Versions: nncf venv: nncf 3.4.0." in body and "at start 1 / 1 / 1" in body
 
@@ -121,9 +148,8 @@ def test_a_worker_that_dies_after_recording_keeps_its_notes(tiny_data, tmp_path)
     """ACT's worker records its choice before paddle2onnx, which may abort the process."""
     script = tmp_path / "dies.py"
     script.write_text(
-        "import os, sys\nsys.path.insert(0, %r)\nfrom peer_io import write_result\n"
+        f"import os, sys\nsys.path.insert(0, {str(WORKERS)!r})\nfrom peer_io import write_result\n"
         "write_result(__import__('pathlib').Path(sys.argv[2]), None, 1.5, {}, 'QAT chosen')\nos.abort()\n"
-        % str(WORKERS)
     )
     peer = dataclasses.replace(PEERS["ort"], script=str(script))
     outcome = run_peer(peer, save_case(tmp_path / "case", tiny_data), tmp_path / "out", 60, has_paddle_model=False)
@@ -133,4 +159,7 @@ def test_a_worker_that_dies_after_recording_keeps_its_notes(tiny_data, tmp_path)
 
 def test_command_line_shown_without_the_workdir():
     assert shown_argv(["--models", "ocr_cls", "--workdir", "/tmp/x", "--quick", "--workdir=/y"]) == [
-        "--models", "ocr_cls", "--quick"]
+        "--models",
+        "ocr_cls",
+        "--quick",
+    ]

@@ -22,9 +22,14 @@ class TinyPointwiseCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(64, 10)
 
@@ -38,18 +43,32 @@ def tiny_case(tmp_path) -> PruneCase:
     path = tmp_path / "fp32" / "model.onnx"
     path.parent.mkdir()
     torch.onnx.export(
-        TinyPointwiseCNN().eval(), torch.randn(1, 3, 16, 16), str(path), input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, dynamo=False,
+        TinyPointwiseCNN().eval(),
+        torch.randn(1, 3, 16, 16),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
     )
     rng = np.random.default_rng(0)
     train = rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
     evaluation = rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
     return PruneCase(
-        name="tiny", fp32_path=path, input_shapes={"x": [-1, 3, 16, 16]}, train_loader=BatchLoader(train, 4, "x"),
-        evaluate=make_agreement_eval(ort_predictor(path), evaluation, 8, "x"), metric_name="agreement",
-        latency_feeds={"16x16": {"x": evaluation[:1]}}, count_shapes={"x": [1, 3, 16, 16]},
+        name="tiny",
+        fp32_path=path,
+        input_shapes={"x": [-1, 3, 16, 16]},
+        train_loader=BatchLoader(train, 4, "x"),
+        evaluate=make_agreement_eval(ort_predictor(path), evaluation, 8, "x"),
+        metric_name="agreement",
+        latency_feeds={"16x16": {"x": evaluation[:1]}},
+        count_shapes={"x": [1, 3, 16, 16]},
         distillation={"loss": "l2", "node": ["teacher_logits", "logits"], "alpha": 1.0},
-        quant_post={"algo": "abs_max"}, learning_rate=1e-3, sparse=True, note="tiny",
+        quant_post={"algo": "abs_max"},
+        learning_rate=1e-3,
+        sparse=True,
+        note="tiny",
     )
 
 

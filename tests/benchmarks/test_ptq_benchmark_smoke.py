@@ -28,9 +28,13 @@ def tiny_case(tiny_cnn, tmp_path) -> Case:
     calibration = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
     evaluation = rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
     return Case(
-        name="tiny", fp32_path=tiny_cnn, calibration=calibration,
-        evaluate=make_agreement_eval(ort_predictor(tiny_cnn), evaluation, 8, "x"), metric_name="agreement",
-        latency_feed={"x": evaluation[:1]}, quant_post={"algo": "abs_max"},
+        name="tiny",
+        fp32_path=tiny_cnn,
+        calibration=calibration,
+        evaluate=make_agreement_eval(ort_predictor(tiny_cnn), evaluation, 8, "x"),
+        metric_name="agreement",
+        latency_feed={"x": evaluation[:1]},
+        quant_post={"algo": "abs_max"},
     )
 
 
@@ -82,7 +86,9 @@ def test_interleaved_latency_measures_every_model(tiny_cnn):
 
 def test_write_section_replaces_only_its_own_section(tmp_path):
     path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\n## Other\n\nkeep me\n\n" + HEADING + "\n\nold\n\n### sub\n\nold too\n\n## Later\n\nkeep\n")
+    path.write_text(
+        "# Benchmarks\n\n## Other\n\nkeep me\n\n" + HEADING + "\n\nold\n\n### sub\n\nold too\n\n## Later\n\nkeep\n"
+    )
     write_section(path, HEADING, "new body\n\n### sub\n\nnew sub")
     text = path.read_text()
     assert "keep me" in text and "## Later\n\nkeep" in text and "new body" in text and "new sub" in text

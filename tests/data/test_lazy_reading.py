@@ -72,8 +72,9 @@ def test_compress_reads_no_extra_pass_over_the_training_data(tiny_cnn, tiny_batc
 @pytest.mark.parametrize("which", ["train_dataloader", "eval_dataloader"])
 def test_an_empty_loader_is_named(tiny_cnn, tiny_batches, tmp_path, which):
     data = {"train_dataloader": tiny_batches, "eval_dataloader": tiny_batches, which: []}
-    compression = AutoCompression(tiny_cnn, data["train_dataloader"], save_dir=tmp_path / "out",
-                                  eval_dataloader=data["eval_dataloader"])  # fmt: skip
+    compression = AutoCompression(
+        tiny_cnn, data["train_dataloader"], save_dir=tmp_path / "out", eval_dataloader=data["eval_dataloader"]
+    )
     with pytest.raises(DataError, match=f"^{which} yielded no batches; it must yield at least one$"):
         compression.compress()
     assert not (tmp_path / "out").exists()

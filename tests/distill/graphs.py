@@ -28,6 +28,14 @@ class Net(nn.Module):
 
 def export(hidden: int = 8, seed: int = 0, input_name: str = "x") -> onnx.ModelProto:
     buffer = io.BytesIO()
-    torch.onnx.export(Net(hidden, seed).eval(), torch.randn(1, 3, 8, 8), buffer, input_names=[input_name],
-                      output_names=["prob"], dynamic_axes={input_name: {0: "n"}}, opset_version=13, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        Net(hidden, seed).eval(),
+        torch.randn(1, 3, 8, 8),
+        buffer,
+        input_names=[input_name],
+        output_names=["prob"],
+        dynamic_axes={input_name: {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
     return onnx.load_from_string(buffer.getvalue())

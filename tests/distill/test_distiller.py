@@ -33,7 +33,9 @@ def test_distillation_training_moves_the_student_toward_the_teacher(tmp_path):
     batches = [(_feeds(seed), None) for seed in range(4)]
     probe = _feeds(99)
     before = float(distiller(probe).total.detach())
-    config = TrainConfig(train_iter=40, eval_iter=40, learning_rate=0.01, optimizer_builder={"optimizer": {"type": "Adam"}})
+    config = TrainConfig(
+        train_iter=40, eval_iter=40, learning_rate=0.01, optimizer_builder={"optimizer": {"type": "Adam"}}
+    )
     result = train_loop(distiller.student, distiller, batches, config, None, True, tmp_path)
     after = float(distiller(probe).total.detach())
     assert result.steps == 40 and not result.diverged
@@ -44,8 +46,12 @@ def test_distillation_training_moves_the_student_toward_the_teacher(tmp_path):
 
 def test_per_loss_values_and_weighted_total():
     teacher_model, student_model = export(seed=0), export(seed=1)
-    config = {"loss": ["l2", "soft_label", "fsp"], "alpha": [1.0, 0.5, 2.0], "temperature": 2.0,
-              "node": [[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]]}  # fmt: skip
+    config = {
+        "loss": ["l2", "soft_label", "fsp"],
+        "alpha": [1.0, 0.5, 2.0],
+        "temperature": 2.0,
+        "node": [[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]],
+    }
     distiller = _single(config, student_model, teacher_model)
     feeds = _feeds()
     out = distiller(feeds)
@@ -58,14 +64,18 @@ def test_per_loss_values_and_weighted_total():
     }
     assert out.parts == pytest.approx({k: float(v.detach()) for k, v in expected.items()}, rel=1e-5)
     weights = [1.0, 0.5, 2.0]
-    assert float(out.total.detach()) == pytest.approx(sum(w * float(v.detach()) for w, v in zip(weights, expected.values())), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(
+        sum(w * float(v.detach()) for w, v in zip(weights, expected.values())), rel=1e-5
+    )
     out.total.backward()
     assert all(p.grad is not None for p in distiller.student.parameters())
 
 
 def test_shape_mismatch_names_both_nodes_and_shapes():
     distiller = _single({"node": ["teacher_" + CONV1, CONV1]}, export(hidden=6), export(hidden=8))
-    with pytest.raises(ConfigError, match=rf"teacher '{CONV1}' has shape \[4, 8, 8, 8\] but student '{CONV1}' has shape \[4, 6, 8, 8\]"):
+    with pytest.raises(
+        ConfigError, match=rf"teacher '{CONV1}' has shape \[4, 8, 8, 8\] but student '{CONV1}' has shape \[4, 6, 8, 8\]"
+    ):
         distiller(_feeds())
 
 
@@ -77,7 +87,9 @@ def test_fsp_with_different_channel_counts_is_a_clear_error():
 
 def test_fsp_with_different_spatial_sizes_is_a_clear_error():
     model = export()
-    distiller = _single({"loss": "fsp", "node": [CONV1, "/ReduceMean_output_0", CONV1, "/ReduceMean_output_0"]}, model, model)
+    distiller = _single(
+        {"loss": "fsp", "node": [CONV1, "/ReduceMean_output_0", CONV1, "/ReduceMean_output_0"]}, model, model
+    )
     with pytest.raises(ConfigError, match="same batch and spatial size"):
         distiller(_feeds())
 
@@ -90,17 +102,23 @@ def test_label_loss_is_cross_entropy_on_the_logits_before_softmax():
     logits = distiller.student(feeds, capture=[LOGITS])[LOGITS]
     ce = F.cross_entropy(logits, label)
     assert out.parts["label"] == pytest.approx(float(ce.detach()), rel=1e-5)
-    assert float(out.total.detach()) == pytest.approx(out.parts[f"l2({LOGITS} -> {LOGITS})"] + 0.3 * float(ce.detach()), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(
+        out.parts[f"l2({LOGITS} -> {LOGITS})"] + 0.3 * float(ce.detach()), rel=1e-5
+    )
     assert "label" not in distiller(feeds).parts
 
 
 def test_multi_teacher_sums_per_teacher_losses_and_maps_inputs_by_position():
     student_model = export(seed=1)
     teachers = [export(seed=0), export(seed=2, input_name="image")]
-    config = MultiTeacherDistillation.parse({
-        "teacher_model_dir": ["a", "b"], "loss": ["l2", "soft_label"], "alpha": [1.0, 0.5],
-        "node": [["teacher_" + LOGITS, LOGITS], [CONV2, CONV2, LOGITS, LOGITS]],
-    })  # fmt: skip
+    config = MultiTeacherDistillation.parse(
+        {
+            "teacher_model_dir": ["a", "b"],
+            "loss": ["l2", "soft_label"],
+            "alpha": [1.0, 0.5],
+            "node": [["teacher_" + LOGITS, LOGITS], [CONV2, CONV2, LOGITS, LOGITS]],
+        }
+    )
     distiller = Distiller.from_config(config, TorchGraph(student_model), student_model, [_graph(m) for m in teachers])
     feeds = _feeds()
     out = distiller(feeds)
@@ -121,8 +139,16 @@ def test_multi_teacher_sums_per_teacher_losses_and_maps_inputs_by_position():
 
 def test_legacy_act_keys_and_teacher_mode():
     model = export()
-    distiller = _single({"distill_lambda": 1.0, "distill_loss": "l2_loss", "distill_node_pair": ["teacher_" + CONV2, CONV2],
-                         "merge_feed": True}, model, model)  # fmt: skip
+    distiller = _single(
+        {
+            "distill_lambda": 1.0,
+            "distill_loss": "l2_loss",
+            "distill_node_pair": ["teacher_" + CONV2, CONV2],
+            "merge_feed": True,
+        },
+        model,
+        model,
+    )
     distiller.train()
     assert distiller.student.training and not distiller.teachers[0].training
     assert float(distiller(_feeds()).total.detach()) == pytest.approx(0.0, abs=1e-10)  # teacher = original model

@@ -28,10 +28,17 @@ def test_soft_label_on_logits_is_t2_times_kl(temperature):
     t = torch.randn(5, 7)
     s = torch.randn(5, 7, requires_grad=True)
     p_t = torch.softmax(t / temperature, -1)
-    expected = sum(
-        sum(p_t[n, c] * (math.log(p_t[n, c]) - math.log(torch.softmax(s[n].detach() / temperature, -1)[c])) for c in range(7))
-        for n in range(5)
-    ) / 5 * temperature**2
+    expected = (
+        sum(
+            sum(
+                p_t[n, c] * (math.log(p_t[n, c]) - math.log(torch.softmax(s[n].detach() / temperature, -1)[c]))
+                for c in range(7)
+            )
+            for n in range(5)
+        )
+        / 5
+        * temperature**2
+    )
     loss = soft_label_loss(t, s, temperature)
     assert loss.item() == pytest.approx(float(expected), rel=1e-5)
     assert _grad_flows(loss, s)

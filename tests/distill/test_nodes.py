@@ -35,18 +35,28 @@ def test_auto_node_includes_bias_epilogue_and_weights_behind_dequantize():
         helper.make_node("MatMul", ["biased", "biased_t"], ["attn"]),  # two activations: not a weighted op
         helper.make_node("Sigmoid", ["biased"], ["out"]),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
-                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None),
-                               helper.make_tensor_value_info("attn", onnx.TensorProto.FLOAT, None)], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [
+            helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("attn", onnx.TensorProto.FLOAT, None),
+        ],
+        inits,
+    )
     m = helper.make_model(graph)
     # MatMul(x, Dequantize(wq)) is the last op with a weight; its bias Add belongs to it
     assert auto_node(m) == "biased"
 
 
 def test_auto_node_without_weighted_op_is_a_config_error():
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     with pytest.raises(ConfigError, match="set node"):
         auto_node(helper.make_model(graph))
 
@@ -93,8 +103,13 @@ def test_a_name_missing_in_one_graph_is_named_in_the_error(model):
 
 
 def test_list_of_lists_pairs_with_losses_and_alphas(model):
-    terms = parse_terms([[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]], ["l2", "soft_label", "fsp"],
-                        [1.0, 2.0, 3.0], model, model)  # fmt: skip
+    terms = parse_terms(
+        [[CONV2, CONV2], [LOGITS, LOGITS], [CONV1, CONV2, CONV1, CONV2]],
+        ["l2", "soft_label", "fsp"],
+        [1.0, 2.0, 3.0],
+        model,
+        model,
+    )
     assert [(t.loss, t.alpha) for t in terms] == [("l2", 1.0), ("soft_label", 2.0), ("fsp", 3.0)]
     assert terms[2].teacher_nodes == (CONV1, CONV2) and terms[2].student_nodes == (CONV1, CONV2)
 

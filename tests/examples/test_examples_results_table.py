@@ -13,10 +13,12 @@ from examples.common.results_table import main, parse_row, parse_shape, results_
 def _save_conv(path, channels: int) -> None:
     weight = numpy_helper.from_array(np.ones((channels, 3, 3, 3), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], [weight],
-    )  # fmt: skip
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [weight],
+    )
     onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_operatorsetid("", 13)]), str(path))
 
 
@@ -50,7 +52,18 @@ def test_parsers_and_cli(tmp_path, capsys):
         parse_row("no_label")
     _save_conv(tmp_path / "fp32.onnx", 8)
     run = _run_dir(tmp_path, "run", 0.6, 0.6, 8)
-    main(["--fp32", str(tmp_path / "fp32.onnx"), "--shape", "x=1,3,16,16", "--baseline_dir", str(run),
-          "--seconds", "0.2", f"int8={run}"])  # fmt: skip
+    main(
+        [
+            "--fp32",
+            str(tmp_path / "fp32.onnx"),
+            "--shape",
+            "x=1,3,16,16",
+            "--baseline_dir",
+            str(run),
+            "--seconds",
+            "0.2",
+            f"int8={run}",
+        ]
+    )
     out = capsys.readouterr().out
     assert "| int8 | 0.6000 |" in out and "load average" in out

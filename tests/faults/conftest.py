@@ -35,8 +35,11 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     terminalreporter.section("fault injection (SIGKILL)")
     for run, seconds in records:
         phases = ", ".join(f"{count} {phase}" for phase, count in sorted(run.phases.items()))
-        checked = (f"{run.checkpoints_checked} checkpoints loaded after a kill" if run.scenario == "train"
-                   else f"{run.trials_checked} finished trials found again in the final reports")
+        checked = (
+            f"{run.checkpoints_checked} checkpoints loaded after a kill"
+            if run.scenario == "train"
+            else f"{run.trials_checked} finished trials found again in the final reports"
+        )
         terminalreporter.write_line(
             f"{run.scenario}: {run.kills} kills in {run.cycles} cycles ({run.starts} process starts), {checked}, "
             f"data lost 0, {seconds:.0f} s; kills landed: {phases}"

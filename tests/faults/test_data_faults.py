@@ -29,10 +29,13 @@ class _Loader:
             yield batch
 
 
-@pytest.mark.parametrize("fault, words", [
-    ("raises", "raised OSError at batch 2: network share went away"),
-    ("reshapes", "batch 2, input 'x' has shape [2, 3, 8, 8]; dim 2 must be 16"),
-])
+@pytest.mark.parametrize(
+    "fault, words",
+    [
+        ("raises", "raised OSError at batch 2: network share went away"),
+        ("reshapes", "batch 2, input 'x' has shape [2, 3, 8, 8]; dim 2 must be 16"),
+    ],
+)
 @pytest.mark.parametrize("loader", ["train_dataloader", "eval_dataloader"])
 def test_a_fault_mid_stream_names_the_batch_and_keeps_the_previous_result(
     tiny_cnn, tiny_batches, previous, fault, words, loader
@@ -50,7 +53,8 @@ def test_a_batch_size_that_changes_mid_stream_is_accepted_where_the_model_allows
     """tiny_cnn declares its batch dim dynamic: batches of 4, 1 and 3 calibrate and evaluate like any others."""
     rng = np.random.default_rng(0)
     batches = [{"x": rng.standard_normal((n, 3, 16, 16)).astype(np.float32)} for n in (4, 1, 3)]
-    result = AutoCompression(tiny_cnn, batches, save_dir=tmp_path / "out", config=PTQ,
-                             eval_dataloader=batches).compress()
+    result = AutoCompression(
+        tiny_cnn, batches, save_dir=tmp_path / "out", config=PTQ, eval_dataloader=batches
+    ).compress()
     assert result.report["data"] == {"train_batches_skipped_nonfinite": [], "eval_batches_skipped_nonfinite": []}
     assert result.model_path.is_file()

@@ -118,13 +118,17 @@ def _finished_trials(work_dir: Path) -> dict[int, tuple[str, float]]:
     if not journals:
         return {}
     study = optuna.load_study(study_name="ptq", storage=JournalStorage(JournalFileBackend(str(journals[0]))))
-    return {t.number: (json.dumps(t.user_attrs["params"], sort_keys=True), t.value) for t in study.get_trials()
-            if t.state == optuna.trial.TrialState.COMPLETE}
+    return {
+        t.number: (json.dumps(t.user_attrs["params"], sort_keys=True), t.value)
+        for t in study.get_trials()
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
 
 
 def _leftovers(save_dir: Path) -> list[str]:
-    return sorted(p.name for p in save_dir.parent.iterdir() if p.name.startswith((f".{save_dir.name}.tmp-",
-                                                                                 f"{save_dir.name}.")))
+    return sorted(
+        p.name for p in save_dir.parent.iterdir() if p.name.startswith((f".{save_dir.name}.tmp-", f"{save_dir.name}."))
+    )
 
 
 def _reported_trials(save_dir: Path, finished: dict[int, tuple]) -> int:

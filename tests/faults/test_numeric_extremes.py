@@ -28,9 +28,17 @@ def _extreme_model() -> onnx.ModelProto:
     w1[2] *= 1e-30  # normal weights whose scale times a small activation scale underflows (the int32 bias scale)
     w2 = np.zeros((8, 8, 3, 3), np.float32)
     w3 = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(w1, "w1"), (np.zeros(8, np.float32), "b1"), (w2, "w2"), (np.zeros(8, np.float32), "b2"),
-              (w3, "w3"), (np.zeros(4, np.float32), "b3")]]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w1, "w1"),
+            (np.zeros(8, np.float32), "b1"),
+            (w2, "w2"),
+            (np.zeros(8, np.float32), "b2"),
+            (w3, "w3"),
+            (np.zeros(4, np.float32), "b3"),
+        ]
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -39,8 +47,11 @@ def _extreme_model() -> onnx.ModelProto:
         helper.make_node("Conv", ["sum", "w3", "b3"], ["y"], pads=[1, 1, 1, 1], name="conv3"),
     ]
     graph = helper.make_graph(
-        nodes, "extremes", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4, 8, 8])], inits,
+        nodes,
+        "extremes",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4, 8, 8])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
@@ -90,7 +101,8 @@ def test_extreme_data_and_weights_give_finite_normal_scales(model, case):
             assert scale.dtype == np.float32, name
             assert np.isfinite(scale).all() and (scale >= tiny).all(), (case, algo, weights, name, scale)
             assert np.isfinite(1.0 / scale.astype(np.float64)).all()
-        session = ort.InferenceSession(quantized.SerializeToString(), session_options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            quantized.SerializeToString(), session_options, providers=["CPUExecutionProvider"]
+        )
         for batch in batches:
             assert np.isfinite(session.run(None, batch)[0]).all(), (case, algo, weights)

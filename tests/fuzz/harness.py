@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from autocompress.errors import AutoCompressError
 

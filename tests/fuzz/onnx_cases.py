@@ -45,12 +45,17 @@ def base_model() -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["conv_out"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv_out"], ["relu_out"], name="relu"),
         helper.make_node(
-            "If", ["flag"], ["y"], name="branch",
-            then_branch=_branch("then", "Add", True), else_branch=_branch("else", "Mul", False),
+            "If",
+            ["flag"],
+            ["y"],
+            name="branch",
+            then_branch=_branch("then", "Add", True),
+            else_branch=_branch("else", "Mul", False),
         ),
     ]
     graph = helper.make_graph(
-        nodes, "fuzz_base",
+        nodes,
+        "fuzz_base",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
         [
@@ -81,7 +86,7 @@ class Sandbox:
         return self.model_dir / "model.onnx"
 
     @classmethod
-    def create(cls, root: Path) -> "Sandbox":
+    def create(cls, root: Path) -> Sandbox:
         box = cls(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "secret.bin").write_bytes(SECRET)
@@ -101,10 +106,30 @@ class Sandbox:
 
     def odd_locations(self) -> list[str]:
         return [
-            str(self.root / "secret.bin"), "../secret.bin", "sub/../../secret.bin", "link_out.bin",
-            "link_dir/secret.bin", "link_dev.bin", "loop.bin", "/dev/zero", "fifo.bin", "sub", ".", "", "missing.bin",
-            "weights.bin", "./weights.bin", "sub/inner.bin", "weights.bin/", "weights\x00.bin", "a" * 5000,
-            "d/" * 300 + "x", "~/secret.bin", "..\\secret.bin", "file:///etc/passwd", "C:\\secret.bin",
+            str(self.root / "secret.bin"),
+            "../secret.bin",
+            "sub/../../secret.bin",
+            "link_out.bin",
+            "link_dir/secret.bin",
+            "link_dev.bin",
+            "loop.bin",
+            "/dev/zero",
+            "fifo.bin",
+            "sub",
+            ".",
+            "",
+            "missing.bin",
+            "weights.bin",
+            "./weights.bin",
+            "sub/inner.bin",
+            "weights.bin/",
+            "weights\x00.bin",
+            "a" * 5000,
+            "d/" * 300 + "x",
+            "~/secret.bin",
+            "..\\secret.bin",
+            "file:///etc/passwd",
+            "C:\\secret.bin",
         ]
 
     def snapshot(self) -> dict[str, str]:
@@ -226,8 +251,12 @@ def _mutate_external_data(draw, model: onnx.ModelProto, box: Sandbox) -> None:
     if draw(st.booleans()):
         entries.append(("length", draw(odd_numbers)))
     if draw(st.integers(0, 3)) == 0:
-        entries.append((draw(st.sampled_from(["location", "checksum", "__class__", "__dict__", "basepath", "x"])),
-                        draw(st.sampled_from(box.odd_locations()))))
+        entries.append(
+            (
+                draw(st.sampled_from(["location", "checksum", "__class__", "__dict__", "basepath", "x"])),
+                draw(st.sampled_from(box.odd_locations())),
+            )
+        )
     for key, value in draw(st.permutations(entries)):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value

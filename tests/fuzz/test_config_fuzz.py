@@ -14,7 +14,10 @@ from tests.fuzz.config_cases import api_arguments, load_and_round_trip, load_yam
 from tests.fuzz.harness import DOCUMENTED_ERROR, OK, run_case, time_limit
 
 CI_SETTINGS = settings(
-    derandomize=True, max_examples=200, deadline=None, database=None,
+    derandomize=True,
+    max_examples=200,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 
@@ -74,8 +77,15 @@ def test_deep_nesting_is_a_config_error(tmp_path, depth):
         load_config(path)
 
 
-@pytest.mark.parametrize("text", ["Distillation: {alpha: .nan}", "TrainConfig: {learning_rate: .inf}",
-                                  "ChannelPrune: {pruned_ratio: {conv: .nan}}", "QuantPost: {max_metric_drop: .inf}"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Distillation: {alpha: .nan}",
+        "TrainConfig: {learning_rate: .inf}",
+        "ChannelPrune: {pruned_ratio: {conv: .nan}}",
+        "QuantPost: {max_metric_drop: .inf}",
+    ],
+)
 def test_nan_and_infinity_are_refused_in_float_fields(tmp_path, text):
     path = tmp_path / "config.yaml"
     path.write_text(text + "\n")

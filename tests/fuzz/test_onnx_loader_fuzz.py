@@ -14,7 +14,10 @@ from tests.fuzz.onnx_cases import BASE_BYTES, Sandbox, corrupted_bytes, input_sh
 
 CASE_TIMEOUT_S = 20
 CI_SETTINGS = settings(
-    derandomize=True, max_examples=100, deadline=None, database=None,
+    derandomize=True,
+    max_examples=100,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

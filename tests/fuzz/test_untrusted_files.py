@@ -70,8 +70,9 @@ def _sparse_model() -> onnx.ModelProto:
 
 
 PLACEMENTS = {
-    "Constant node": lambda: _model([helper.make_node("Constant", [], ["c"], value=_value_tensor("c")),
-                                     helper.make_node("Add", ["x", "c"], ["y"])]),
+    "Constant node": lambda: _model(
+        [helper.make_node("Constant", [], ["c"], value=_value_tensor("c")), helper.make_node("Add", ["x", "c"], ["y"])]
+    ),
     "If branch initializer": lambda: _if_model(constant_node=False),
     "If branch Constant": lambda: _if_model(constant_node=True),
     "Loop body Constant": _loop_model,
@@ -155,9 +156,11 @@ def test_zero_conv_stride_is_refused_before_shape_inference():
     """onnx's Conv shape inference divides by the stride: 0 would kill the process with SIGFPE."""
     weight = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", strides=[0, 0])], "g",
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", strides=[0, 0])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [weight],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     with pytest.raises(ModelLoadError, match=r"node 'conv': strides = \[0, 0\]"):
@@ -188,8 +191,13 @@ def test_a_run_writes_only_save_dir_and_the_statistics_cache(tiny_cnn, tiny_batc
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AUTOCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     before = _tree(tmp_path)
-    AutoCompression(tiny_cnn.parent, tiny_batches, save_dir=tmp_path / "out", eval_dataloader=tiny_batches,
-                    config={"QuantPost": {"batch_nums": 2, "algo": "abs_max"}}).compress()
+    AutoCompression(
+        tiny_cnn.parent,
+        tiny_batches,
+        save_dir=tmp_path / "out",
+        eval_dataloader=tiny_batches,
+        config={"QuantPost": {"batch_nums": 2, "algo": "abs_max"}},
+    ).compress()
     after = _tree(tmp_path)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert changed and all(p.split(os.sep)[0] in ("out", "cache") for p in changed), sorted(changed)

@@ -43,7 +43,9 @@ def test_a_large_model_keeps_its_weights_on_disk_and_runs_as_the_inline_one(save
     lazy = load.load_onnx(path, lazy_bytes=0)
 
     on_disk = {t.name for t in lazy.graph.initializer if is_on_disk(t)}
-    assert on_disk == {"w0", "w1"} and not any(t.HasField("raw_data") for t in lazy.graph.initializer if t.name in on_disk)
+    assert on_disk == {"w0", "w1"} and not any(
+        t.HasField("raw_data") for t in lazy.graph.initializer if t.name in on_disk
+    )
     assert lazy.ByteSize() < 1024  # the weights' 10 KB are not in the proto
     index = GraphIndex(lazy)
     for tensor in model.graph.initializer:

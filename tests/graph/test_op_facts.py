@@ -25,9 +25,13 @@ LAYERS = [
 
 def _run(op: str, attrs: dict, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     node = helper.make_node(op, ["x", "w"], ["y"], **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return ReferenceEvaluator(model).run(None, {"x": x})[0]
 
@@ -69,17 +73,29 @@ def test_the_table_answers_for_every_op_type():
 
 def test_the_executor_trains_what_the_table_calls_weights():
     """A 1-element Conv bias and PRelu slope are trained; a 1-element Add constant and BN's statistics are not."""
-    inits = [numpy_helper.from_array(np.ones((1, 2, 1, 1), np.float32), "w"),
-             numpy_helper.from_array(np.zeros(1, np.float32), "b"),
-             numpy_helper.from_array(np.full(1, 0.1, np.float32), "slope"),
-             numpy_helper.from_array(np.full(1, 2.0, np.float32), "two"),
-             *(numpy_helper.from_array(np.full(1, v, np.float32), n) for n, v in
-               [("gamma", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0)])]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
-             helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"]),
-             helper.make_node("PRelu", ["n", "slope"], ["p"]), helper.make_node("Add", ["p", "two"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 3])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 3, 3])], inits)
+    inits = [
+        numpy_helper.from_array(np.ones((1, 2, 1, 1), np.float32), "w"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "b"),
+        numpy_helper.from_array(np.full(1, 0.1, np.float32), "slope"),
+        numpy_helper.from_array(np.full(1, 2.0, np.float32), "two"),
+        *(
+            numpy_helper.from_array(np.full(1, v, np.float32), n)
+            for n, v in [("gamma", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0)]
+        ),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"]),
+        helper.make_node("PRelu", ["n", "slope"], ["p"]),
+        helper.make_node("Add", ["p", "two"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 3, 3])],
+        inits,
+    )
     executor = TorchGraph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     assert set(executor.parameter_names()) == {"w", "b", "gamma", "beta", "slope"}
     assert {"Conv", "PRelu", "BatchNormalization"} <= TRAINABLE_OP_TYPES

@@ -5,7 +5,12 @@ import pytest
 
 from autocompress.errors import ConfigError, ModelLoadError
 from autocompress.graph.prepare import (
-    MIN_OPSET, fix_input_shapes, lift_constants, name_nodes, prepare_model, simplify,
+    MIN_OPSET,
+    fix_input_shapes,
+    lift_constants,
+    name_nodes,
+    prepare_model,
+    simplify,
 )
 from tests.conftest import RAPIDOCR_MODELS, constant_weight_model
 
@@ -69,14 +74,21 @@ def _conv_bn_model(head: bool = False) -> onnx.ModelProto:
     ]
     nodes = [
         h.make_node("Conv", ["x", "stem_w"], ["conv_out"], name="stem", pads=[1, 1, 1, 1]),
-        h.make_node("BatchNormalization", ["conv_out", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn_out"], name="bn"),
+        h.make_node(
+            "BatchNormalization", ["conv_out", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn_out"], name="bn"
+        ),
         h.make_node("Relu", ["bn_out"], ["relu_out" if head else "y"], name="relu"),
     ]
     if head:
         inits.append(onnx.numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "head_w"))
         nodes.append(h.make_node("Conv", ["relu_out", "head_w"], ["y"], name="head"))
-    graph = h.make_graph(nodes, "conv_bn", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4 if head else 8, 8, 8])], inits)
+    graph = h.make_graph(
+        nodes,
+        "conv_bn",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4 if head else 8, 8, 8])],
+        inits,
+    )
     return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8)
 
 
@@ -149,8 +161,9 @@ def test_quant_post_compresses_an_opset7_ir3_model(tmp_path):
     onnx.save(_opset7_model(), str(model_dir / "old.onnx"))
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
-    result = AutoCompression(model_dir, batches, save_dir=tmp_path / "out", eval_dataloader=batches,
-                             config={"QuantPost": {"batch_nums": 4}}).compress()
+    result = AutoCompression(
+        model_dir, batches, save_dir=tmp_path / "out", eval_dataloader=batches, config={"QuantPost": {"batch_nums": 4}}
+    ).compress()
     quantized = onnx.load(str(result.model_path))
     assert "QuantizeLinear" in {n.op_type for n in quantized.graph.node}
     expected = _run(_opset7_model(), batches[0])[0]
@@ -162,8 +175,13 @@ def _ctc_head_model(declared: list) -> onnx.ModelProto:
     [5, 1, 4] (time, batch, classes), but is declared `declared`, as some exported recognizers declare it."""
     h, rng = onnx.helper, np.random.default_rng(0)
     ints = lambda name, values: onnx.numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
-    inits = [onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
-             ints("h_axis", [2]), ints("i0", [0]), ints("i1", [1]), ints("i2", [2])]
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+        ints("h_axis", [2]),
+        ints("i0", [0]),
+        ints("i1", [1]),
+        ints("i2", [2]),
+    ]
     nodes = [
         h.make_node("Conv", ["x", "w"], ["features"], name="conv"),
         h.make_node("Squeeze", ["features", "h_axis"], ["squeezed"], name="squeeze"),
@@ -173,15 +191,23 @@ def _ctc_head_model(declared: list) -> onnx.ModelProto:
         h.make_node("Concat", ["d0", "d1", "d2"], ["target"], axis=0, name="concat"),
         h.make_node("Reshape", ["time_major", "target"], ["logits"], name="reshape"),
     ]
-    graph = h.make_graph(nodes, "ctc", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 1, 5])],
-                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, declared)], inits)
+    graph = h.make_graph(
+        nodes,
+        "ctc",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 1, 5])],
+        [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, declared)],
+        inits,
+    )
     return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
 
 
-@pytest.mark.parametrize("declared, difference", [
-    ([1, "seqlen"], "output 'logits' has shape [1, 20] instead of [5, 1, 4]"),
-    ([1, 5], "it no longer runs"),
-])
+@pytest.mark.parametrize(
+    "declared, difference",
+    [
+        ([1, "seqlen"], "output 'logits' has shape [1, 20] instead of [5, 1, 4]"),
+        ([1, 5], "it no longer runs"),
+    ],
+)
 def test_a_wrong_declared_output_shape_does_not_change_the_prepared_model(declared, difference, caplog):
     """onnxslim trusts the declaration and rewrites the Reshape (to [1, 20], or to [1, 5], which no longer runs):
     the simplification is dropped, and the prepared model computes what the original does."""

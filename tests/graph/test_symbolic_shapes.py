@@ -39,9 +39,12 @@ def _dynamic_batch_flatten() -> onnx.ModelProto:
         helper.make_node("Reshape", ["c", "new_shape"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -94,10 +97,12 @@ def test_an_unfinished_inference_writes_nothing_and_uses_onnx_inference(tmp_path
         helper.make_node("Mystery", ["c"], ["y"], domain="com.example"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")],
-    )  # fmt: skip
+    )
     opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]
     model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
     assert symbolic_shapes.symbolic_inferred(model) is None

@@ -21,7 +21,13 @@ def export(module: nn.Module, shape: tuple[int, ...], opset: int = 13) -> onnx.M
             m.weight.data.uniform_(0.1, 2.0)
     buf = io.BytesIO()
     torch.onnx.export(
-        module, torch.randn(*shape), buf, input_names=["x"], output_names=["y"], opset_version=opset, dynamo=False,
+        module,
+        torch.randn(*shape),
+        buf,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=opset,
+        dynamo=False,
         do_constant_folding=False,
     )
     return onnx.load_from_string(buf.getvalue())
@@ -140,7 +146,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
-        probs = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5, dim=-1)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim**0.5, dim=-1)
         b, n = x.shape[:2]
         return self.o((probs @ v).transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
@@ -162,8 +168,14 @@ def export_encoder(hidden: int, heads: int, inner: int, layers: int = 2) -> onnx
     module = nn.Sequential(*(EncoderLayer(hidden, heads, inner) for _ in range(layers))).eval()
     buf = io.BytesIO()
     torch.onnx.export(
-        module, torch.randn(2, 7, hidden), buf, input_names=["x"], output_names=["y"], opset_version=13,
-        dynamo=False, dynamic_axes={"x": {0: "batch", 1: "seq"}},
+        module,
+        torch.randn(2, 7, hidden),
+        buf,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=13,
+        dynamo=False,
+        dynamic_axes={"x": {0: "batch", 1: "seq"}},
     )
     return onnx.load_from_string(buf.getvalue())
 
@@ -216,9 +228,9 @@ def torch_encoder(zeroed_heads: list[int] = (), zeroed_units: int = 0, batch: in
         for layer in encoder.layers:
             for h in zeroed_heads:
                 for chunk in range(3):
-                    layer.self_attn.in_proj_weight[chunk * 16 + 4 * h:chunk * 16 + 4 * h + 4] = 0.0
-                    layer.self_attn.in_proj_bias[chunk * 16 + 4 * h:chunk * 16 + 4 * h + 4] = 0.0
-                layer.self_attn.out_proj.weight[:, 4 * h:4 * h + 4] = 0.0
+                    layer.self_attn.in_proj_weight[chunk * 16 + 4 * h : chunk * 16 + 4 * h + 4] = 0.0
+                    layer.self_attn.in_proj_bias[chunk * 16 + 4 * h : chunk * 16 + 4 * h + 4] = 0.0
+                layer.self_attn.out_proj.weight[:, 4 * h : 4 * h + 4] = 0.0
             zero_channels(layer, {"linear1": zeroed_units})
     return _export_opset(encoder, torch.randn(batch, 5, 16), 14)
 
@@ -244,8 +256,8 @@ def embedded_encoder(opset: int, zeroed_heads: list[int] = (), zeroed_units: int
         for layer in module.layers:
             for h in zeroed_heads:
                 for proj in (layer.attention.q, layer.attention.k, layer.attention.v):
-                    proj.weight[4 * h:4 * h + 4] = 0.0
-                    proj.bias[4 * h:4 * h + 4] = 0.0
-                layer.attention.o.weight[:, 4 * h:4 * h + 4] = 0.0
+                    proj.weight[4 * h : 4 * h + 4] = 0.0
+                    proj.bias[4 * h : 4 * h + 4] = 0.0
+                layer.attention.o.weight[:, 4 * h : 4 * h + 4] = 0.0
             zero_channels(layer, {"ff1": zeroed_units})
     return _export_opset(module, torch.eye(8)[None, :5].repeat(2, 1, 1), opset)

@@ -9,7 +9,9 @@ from autocompress.prune.asp import asp_masks, n_m_mask
 
 def model_with(weights: dict[str, np.ndarray], nodes) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
     )

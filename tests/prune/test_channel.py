@@ -8,8 +8,18 @@ from autocompress.prune.groups import find_channel_groups
 from autocompress.prune.masks import apply_masks, channel_masks
 from autocompress.prune.stats import count_params_and_macs
 from tests.prune.prune_models import (
-    ChannelShuffle, ConcatNet, DepthwiseNet, FlattenFC, NormMLP, ReshapeFC, Residual, SplitNet, SqueezeExcite, export,
-    run, zero_channels,
+    ChannelShuffle,
+    ConcatNet,
+    DepthwiseNet,
+    FlattenFC,
+    NormMLP,
+    ReshapeFC,
+    Residual,
+    SplitNet,
+    SqueezeExcite,
+    export,
+    run,
+    zero_channels,
 )
 
 CASES = [
@@ -101,8 +111,19 @@ def test_unknown_criterion_is_a_config_error():
 
 @pytest.mark.parametrize(
     "channels, ratio, round_to, expected",
-    [(64, 0.3, 16, 48), (64, 0.5, 16, 32), (32, 0.9, 16, 16), (16, 0.5, 16, 16), (100, 0.3, 1, 70), (24, 0.99, 8, 8),
-     (24, 0.05, 16, 24), (40, 0.05, 16, 40), (24, 0.3, 16, 16), (96, 0.3, 16, 64), (80, 0.3, 16, 64)],  # a small ratio keeps a 24-wide group whole
+    [
+        (64, 0.3, 16, 48),
+        (64, 0.5, 16, 32),
+        (32, 0.9, 16, 16),
+        (16, 0.5, 16, 16),
+        (100, 0.3, 1, 70),
+        (24, 0.99, 8, 8),
+        (24, 0.05, 16, 24),
+        (40, 0.05, 16, 40),
+        (24, 0.3, 16, 16),
+        (96, 0.3, 16, 64),
+        (80, 0.3, 16, 64),
+    ],  # a small ratio keeps a 24-wide group whole
 )
 def test_kept_count_rounds_to_blocks_and_never_empties(channels, ratio, round_to, expected):
     assert kept_count(channels, ratio, round_to, 1) == expected

@@ -16,13 +16,24 @@ def constant_channel_model() -> onnx.ModelProto:
     w = rng.standard_normal((3, 2, 1, 1)).astype(np.float32)
     w[2] = 0.0
     b = np.array([0.1, -0.2, 5.0], np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-             numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w_next"),
-             numpy_helper.from_array(np.array([0.5, -0.5], np.float32), "b_next")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Conv", ["r", "w_next", "b_next"], ["y"], pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 2, 6, 6])], inits)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w_next"),
+        numpy_helper.from_array(np.array([0.5, -0.5], np.float32), "b_next"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w_next", "b_next"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 2, 6, 6])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 

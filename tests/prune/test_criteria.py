@@ -33,8 +33,11 @@ def conv_bn_relu_conv(weight: np.ndarray, gamma: np.ndarray, extra_producer: np.
     nodes += [helper.make_node("Relu", [trunk], ["r"]), helper.make_node("Conv", ["r", "w_next"], ["y"])]
     cin = weight.shape[1]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, cin, 4, 4])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 4, 4])], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, cin, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     analysis = find_channel_groups(model)
@@ -85,7 +88,9 @@ def test_output_error_weighs_consumer_energy_by_activation_variance():
     moments = {"r": Moments(mean=np.array([0.0, 4.0, 1.0]), var=np.array([0.5, 0.0, 3.0]))}
     # consumer w_next is all ones with 2 outputs: ||W[:, c]||^2 = 2
     np.testing.assert_allclose(output_error(group, index, moments), [1.0, 0.0, 6.0])
-    assert np.argmax(l1_norm(group, index)) == 1 and np.argmin(channel_scores(group, index, "output_error", moments)) == 1
+    assert (
+        np.argmax(l1_norm(group, index)) == 1 and np.argmin(channel_scores(group, index, "output_error", moments)) == 1
+    )
 
 
 def test_output_error_needs_activation_statistics():

@@ -5,7 +5,15 @@ from onnx import helper, numpy_helper
 
 from autocompress.prune.groups import find_channel_groups
 from tests.prune.prune_models import (
-    ChannelShuffle, ConcatNet, DepthwiseNet, FlattenFC, Residual, SplitNet, SqueezeExcite, conv_bn, export,
+    ChannelShuffle,
+    ConcatNet,
+    DepthwiseNet,
+    FlattenFC,
+    Residual,
+    SplitNet,
+    SqueezeExcite,
+    conv_bn,
+    export,
 )
 
 
@@ -85,8 +93,11 @@ def _conv_then(op_type: str, **attrs) -> onnx.ModelProto:
         helper.make_node("Conv", ["u", "w2"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w1, w2],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
@@ -135,8 +146,11 @@ def test_bias_reshaped_at_run_time_is_folded_into_a_channel_constant():
         helper.make_node("Conv", ["r", "w2"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
     )
     analysis = find_channel_groups(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     group = group_of(analysis, "w1")
@@ -155,13 +169,16 @@ def _conv_reduce(op_type: str) -> onnx.ModelProto:
     w1 = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
     axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
     reduce = (
-        helper.make_node(op_type, ["c1", "axes"], ["y"]) if op_type == "ReduceSum"
+        helper.make_node(op_type, ["c1", "axes"], ["y"])
+        if op_type == "ReduceSum"
         else helper.make_node(op_type, ["c1"], ["y"], axes=[1])
     )
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), reduce], "g",
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), reduce],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 8, 8])], [w1, axes],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 8, 8])],
+        [w1, axes],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

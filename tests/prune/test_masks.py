@@ -1,8 +1,8 @@
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from autocompress.prune.masks import MaskModule
-from torch.nn.utils import parametrize
 
 
 def test_mask_module_keeps_masked_weights_zero_through_training():

@@ -24,8 +24,11 @@ def _conv_custom_op_conv() -> onnx.ModelProto:
         helper.make_node("Conv", ["u", "w2"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], [w1, w2],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [w1, w2],
     )
     opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
@@ -48,8 +51,11 @@ def _dynamic_batch_flatten() -> onnx.ModelProto:
         helper.make_node("Reshape", ["c", "new_shape"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=8)
 
@@ -76,9 +82,11 @@ def test_symbolic_inference_gives_the_rank_of_a_dynamic_batch_reshape(tmp_path, 
 def test_weight_arithmetic_on_weights_left_on_disk_is_folded(tmp_path):
     w = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["w"], ["w_copy"]), helper.make_node("MatMul", ["x", "w_copy"], ["y"])], "g",
+        [helper.make_node("Identity", ["w"], ["w_copy"]), helper.make_node("MatMul", ["x", "w_copy"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 32])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 64])], [numpy_helper.from_array(w, "w")],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 64])],
+        [numpy_helper.from_array(w, "w")],
     )
     path = tmp_path / "model.onnx"
     large.save_external(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)

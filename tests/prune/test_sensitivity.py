@@ -9,7 +9,12 @@ from autocompress.prune.channel import prune_channels, select_channels
 from autocompress.prune.compensate import consumer_moments
 from autocompress.prune.groups import find_channel_groups
 from autocompress.prune.sensitivity import (
-    GroupSensitivity, PruneOption, _pruned_alone, allocate_ratios, group_sensitivities, sensitivity_ratios,
+    GroupSensitivity,
+    PruneOption,
+    _pruned_alone,
+    allocate_ratios,
+    group_sensitivities,
+    sensitivity_ratios,
 )
 from autocompress.prune.stats import count_params_and_macs
 from tests.prune.prune_models import ConcatNet, export, run
@@ -39,7 +44,9 @@ def test_a_group_pruned_alone_computes_what_the_physically_pruned_model_computes
     gid = next(g.id for g in analysis.groups if "a.0.weight" in g.weights)
     keep = select_channels(analysis, {"a.0.weight": 0.5}, round_to=8)
     simulated = _pruned_alone(analysis, gid, keep[gid], moments)
-    pruned, _ = prune_channels(model, {"a.0.weight": 0.5}, round_to=8, input_shapes={"x": list(SHAPE)}, calibration=feeds())
+    pruned, _ = prune_channels(
+        model, {"a.0.weight": 0.5}, round_to=8, input_shapes={"x": list(SHAPE)}, calibration=feeds()
+    )
     x = feeds()[0]["x"]
     np.testing.assert_allclose(run(simulated, x), run(pruned, x), rtol=1e-4, atol=1e-4)
 

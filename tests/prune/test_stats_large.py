@@ -10,13 +10,23 @@ from autocompress.prune.stats import count_params_and_macs
 
 def _model():
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "conv_w"),
-             numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
-             numpy_helper.from_array(rng.standard_normal((16 * 6 * 6, 5)).astype(np.float32), "fc_w")]  # fmt: skip
-    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"]), helper.make_node("Reshape", ["c", "flat"], ["f"]),
-             helper.make_node("MatMul", ["f", "fc_w"], ["y"])]  # fmt: skip
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
+        numpy_helper.from_array(rng.standard_normal((16 * 6 * 6, 5)).astype(np.float32), "fc_w"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"]),
+        helper.make_node("Reshape", ["c", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc_w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 

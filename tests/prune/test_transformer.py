@@ -6,7 +6,11 @@ from autocompress.graph.index import GraphIndex
 from autocompress.prune.masks import apply_masks
 from autocompress.prune.stats import count_params_and_macs
 from autocompress.prune.transformer import (
-    find_attention_blocks, ffn_weights, head_importance, prune_heads, prune_transformer,
+    ffn_weights,
+    find_attention_blocks,
+    head_importance,
+    prune_heads,
+    prune_transformer,
 )
 from tests.prune.prune_models import embedded_encoder, export_encoder, run, torch_encoder
 
@@ -27,7 +31,7 @@ def zero_heads_in_output_projection(model, block, dropped):
     w = GraphIndex(model).constant_value(block.out_weight).copy()
     mask = np.ones_like(w)
     for h in dropped:
-        mask[h * block.head_dim:(h + 1) * block.head_dim] = 0
+        mask[h * block.head_dim : (h + 1) * block.head_dim] = 0
     return apply_masks(model, {block.out_weight: mask})
 
 

@@ -15,8 +15,12 @@ def two_layer_model() -> onnx.ModelProto:
     inits = {
         "w3x3": rng.uniform(0.0, 1.0, (8, 3, 3, 3)),
         "w1x1": rng.uniform(10.0, 11.0, (8, 8, 1, 1)),
-        "gamma": rng.uniform(0.0, 1.0, 8), "beta": np.zeros(8), "mean": np.zeros(8), "var": np.ones(8),
-        "fc": rng.uniform(0.0, 1.0, (8, 4)), "fc_bias": np.full(4, 1e-6),
+        "gamma": rng.uniform(0.0, 1.0, 8),
+        "beta": np.zeros(8),
+        "mean": np.zeros(8),
+        "var": np.ones(8),
+        "fc": rng.uniform(0.0, 1.0, (8, 4)),
+        "fc_bias": np.full(4, 1e-6),
     }
     nodes = [
         helper.make_node("Conv", ["x", "w3x3"], ["a"], pads=[1, 1, 1, 1]),
@@ -27,7 +31,9 @@ def two_layer_model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "fc", "fc_bias"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
     )
@@ -77,15 +83,24 @@ def test_invalid_settings(kwargs, match):
 
 def test_gmp_schedule_follows_the_cubic_ramp_of_the_reference_config():
     # the PaddleSeg example config: 4500 pruning + 4500 tuning iterations in 100 steps, 0.15 -> 0.75
-    gmp = GMPSchedule.from_config(0.75, {"stable_iterations": 0, "pruning_iterations": 4500, "tunning_iterations": 4500,
-                                         "resume_iteration": -1, "pruning_steps": 100, "initial_ratio": 0.15})
+    gmp = GMPSchedule.from_config(
+        0.75,
+        {
+            "stable_iterations": 0,
+            "pruning_iterations": 4500,
+            "tunning_iterations": 4500,
+            "resume_iteration": -1,
+            "pruning_steps": 100,
+            "initial_ratio": 0.15,
+        },
+    )
     assert gmp.period == 45
     assert gmp.ratio_at(-1) == 0.0
     assert gmp.ratio_at(0) == pytest.approx(0.15)
     assert gmp.ratio_at(44) == pytest.approx(0.15)
-    assert gmp.ratio_at(45) == pytest.approx(0.15 + 0.6 * (1 - 0.99 ** 3))
-    assert gmp.ratio_at(50 * 45) == pytest.approx(0.15 + 0.6 * (1 - 0.5 ** 3))
-    assert gmp.ratio_at(99 * 45) == pytest.approx(0.15 + 0.6 * (1 - 0.01 ** 3))
+    assert gmp.ratio_at(45) == pytest.approx(0.15 + 0.6 * (1 - 0.99**3))
+    assert gmp.ratio_at(50 * 45) == pytest.approx(0.15 + 0.6 * (1 - 0.5**3))
+    assert gmp.ratio_at(99 * 45) == pytest.approx(0.15 + 0.6 * (1 - 0.01**3))
     assert gmp.ratio_at(4500) == 0.75 and gmp.ratio_at(100_000) == 0.75
     ratios = [gmp.ratio_at(i) for i in range(0, 4500, 45)]
     assert all(b > a for a, b in zip(ratios, ratios[1:]))
@@ -96,7 +111,7 @@ def test_gmp_stable_iterations_hold_ratio_zero():
     gmp = GMPSchedule(0.5, stable_iterations=200, pruning_iterations=1000, pruning_steps=10, initial_ratio=0.1)
     assert gmp.ratio_at(199) == 0.0
     assert gmp.ratio_at(200) == pytest.approx(0.1)
-    assert gmp.ratio_at(1199) == pytest.approx(0.1 + 0.4 * (1 - 0.1 ** 3))
+    assert gmp.ratio_at(1199) == pytest.approx(0.1 + 0.4 * (1 - 0.1**3))
     assert gmp.ratio_at(1200) == 0.5
 
 

@@ -32,7 +32,10 @@ class Case:
         graph = helper.make_graph(
             [node],
             "case",
-            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in self.feeds.items()],
+            [
+                helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                for n, v in self.feeds.items()
+            ],
             [onnx.ValueInfoProto(name=o) for o in outs],
             [numpy_helper.from_array(v, n) for n, v in self.consts.items()],
         )

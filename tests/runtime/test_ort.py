@@ -72,8 +72,12 @@ def test_a_given_external_layout_runs_the_model_from_a_stub_copy(tiny_cnn, size_
 
 def _one_op_model(op: str, dtype: int, domain: str = "", opset: int = 14) -> onnx.ModelProto:
     h = onnx.helper
-    graph = h.make_graph([h.make_node(op, ["x"], ["y"], domain=domain)], "g",
-                         [h.make_tensor_value_info("x", dtype, [1, 3])], [h.make_tensor_value_info("y", dtype, [1, 3])])
+    graph = h.make_graph(
+        [h.make_node(op, ["x"], ["y"], domain=domain)],
+        "g",
+        [h.make_tensor_value_info("x", dtype, [1, 3])],
+        [h.make_tensor_value_info("y", dtype, [1, 3])],
+    )
     imports = [h.make_opsetid("", opset)] + ([h.make_opsetid(domain, 1)] if domain else [])
     return h.make_model(graph, opset_imports=imports, ir_version=8)
 
@@ -83,7 +87,9 @@ def test_custom_domain_op_is_a_model_load_error_naming_op_domain_and_type(tmp_pa
     path = tmp_path / "custom.onnx"
     onnx.save(model, str(path))
     for source in (model, path):
-        with pytest.raises(ModelLoadError, match=r"node writing 'y' \(op Foo, domain my.ops, input type tensor\(float\)\)"):
+        with pytest.raises(
+            ModelLoadError, match=r"node writing 'y' \(op Foo, domain my.ops, input type tensor\(float\)\)"
+        ):
             create_session(source)
     with pytest.raises(ModelLoadError, match="op Foo"):
         Predictor(model)
@@ -92,12 +98,17 @@ def test_custom_domain_op_is_a_model_load_error_naming_op_domain_and_type(tmp_pa
 def test_op_without_a_kernel_for_its_type_is_a_model_load_error():
     model = _one_op_model("Relu", onnx.TensorProto.INT16)  # opset 14 allows int16; ONNX Runtime has no such kernel
     model.graph.node[0].name = "act"
-    with pytest.raises(ModelLoadError, match=r"node 'act' \(op Relu, domain ai.onnx, input type tensor\(int16\)\) has "
-                                             "no ONNX Runtime kernel"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"node 'act' \(op Relu, domain ai.onnx, input type tensor\(int16\)\) has "
+        "no ONNX Runtime kernel",
+    ):
         measure_latency(model, {"x": np.zeros((1, 3), np.int16)}, runs=1, warmup=0)
 
 
 def test_type_the_op_does_not_accept_is_a_model_load_error():
     model = _one_op_model("Relu", onnx.TensorProto.UINT16)
-    with pytest.raises(ModelLoadError, match=r"\(op Relu, domain ai.onnx, input type tensor\(uint16\)\) does not accept"):
+    with pytest.raises(
+        ModelLoadError, match=r"\(op Relu, domain ai.onnx, input type tensor\(uint16\)\) does not accept"
+    ):
         create_session(model)

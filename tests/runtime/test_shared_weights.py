@@ -26,11 +26,18 @@ def _fusable_model() -> onnx.ModelProto:
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
     inits = [
-        weight("conv_w", 16, 3, 3, 3), weight("conv_b", 16), weight("bn_scale", 16), weight("bn_bias", 16),
-        weight("bn_mean", 16), numpy_helper.from_array(rng.uniform(0.5, 1.5, 16).astype(np.float32), "bn_var"),
-        weight("mul", 16, 1, 1), weight("add", 16, 1, 1), numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
-        weight("fc_w", 16 * 8 * 8, 10, scale=0.05), weight("fc_b", 10),
-    ]  # fmt: skip
+        weight("conv_w", 16, 3, 3, 3),
+        weight("conv_b", 16),
+        weight("bn_scale", 16),
+        weight("bn_bias", 16),
+        weight("bn_mean", 16),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 16).astype(np.float32), "bn_var"),
+        weight("mul", 16, 1, 1),
+        weight("add", 16, 1, 1),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
+        weight("fc_w", 16 * 8 * 8, 10, scale=0.05),
+        weight("fc_b", 10),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn"]),
@@ -41,19 +48,28 @@ def _fusable_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["f", "fc_w"], ["mm"]),
         helper.make_node("Add", ["mm", "fc_b"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "fusable", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "fusable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def _chain(width: int = WIDTH, layers: int = 3, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}")
-             for i in range(layers)]  # fmt: skip
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}")
+        for i in range(layers)
+    ]
     nodes, current = [], "x"
     for i in range(layers):
-        nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"mm{i}"]),
-                  helper.make_node("Relu", [f"mm{i}"], [f"relu{i}"])]  # fmt: skip
+        nodes += [
+            helper.make_node("MatMul", [current, f"w{i}"], [f"mm{i}"]),
+            helper.make_node("Relu", [f"mm{i}"], [f"relu{i}"]),
+        ]
         current = f"relu{i}"
     x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", width]) for name in ("x", current))
     graph = helper.make_graph(nodes, "chain", [x], [y], inits)

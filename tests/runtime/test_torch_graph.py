@@ -23,8 +23,15 @@ def tiny_cnn_with_batchnorm(tmp_path) -> onnx.ModelProto:
     torch.manual_seed(0)
     path = tmp_path / "tiny_bn.onnx"
     torch.onnx.export(
-        TinyCNN().eval(), torch.randn(1, 3, 16, 16), str(path), input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=13, dynamo=False, do_constant_folding=False,
+        TinyCNN().eval(),
+        torch.randn(1, 3, 16, 16),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+        do_constant_folding=False,
     )
     model = onnx.load(path)
     assert any(n.op_type == "BatchNormalization" for n in model.graph.node)
@@ -33,8 +40,11 @@ def tiny_cnn_with_batchnorm(tmp_path) -> onnx.ModelProto:
 
 def graph_of(nodes, inputs, outputs=("y",), initializers=(), opset=13) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [onnx.ValueInfoProto(name=o) for o in outputs], list(initializers),
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [onnx.ValueInfoProto(name=o) for o in outputs],
+        list(initializers),
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
@@ -65,9 +75,15 @@ def test_training_then_write_back_matches_onnxruntime(tmp_path):
 
 
 def test_batchnorm_running_stats_follow_onnx_momentum():
-    stats = {n: numpy_helper.from_array(v, n) for n, v in {
-        "s": np.ones(2, np.float32), "b": np.zeros(2, np.float32),
-        "m": np.zeros(2, np.float32), "v": np.ones(2, np.float32)}.items()}
+    stats = {
+        n: numpy_helper.from_array(v, n)
+        for n, v in {
+            "s": np.ones(2, np.float32),
+            "b": np.zeros(2, np.float32),
+            "m": np.zeros(2, np.float32),
+            "v": np.ones(2, np.float32),
+        }.items()
+    }
     node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], momentum=0.8)
     graph = TorchGraph(graph_of([node], [("x", [4, 2, 3, 3])], initializers=stats.values())).train()
     x = torch.randn(4, 2, 3, 3)
@@ -88,8 +104,11 @@ def test_gradients_reach_every_parameter(tmp_path):
 
 def test_constant_roles():
     consts = {
-        "w": rand(4, 3, 3, 3), "shape": np.array([0, -1], np.int64), "six": np.array([6.0], np.float32),
-        "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+        "w": rand(4, 3, 3, 3),
+        "shape": np.array([0, -1], np.int64),
+        "six": np.array([6.0], np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
     }
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"]),
@@ -162,8 +181,10 @@ class Scale(torch.nn.Module):
 
 def test_input_transform_on_static_value_rebuilds_plan():
     # The Mul with a constant is folded at construction; a transform on it must still take effect.
-    init = [numpy_helper.from_array(np.array([2.0, 3.0], np.float32), "k"),
-            numpy_helper.from_array(np.array([1.0, 1.0], np.float32), "one")]
+    init = [
+        numpy_helper.from_array(np.array([2.0, 3.0], np.float32), "k"),
+        numpy_helper.from_array(np.array([1.0, 1.0], np.float32), "one"),
+    ]
     nodes = [
         helper.make_node("Mul", ["k", "one"], ["k2"], name="fold_me"),
         helper.make_node("Add", ["x", "k2"], ["y"], name="add"),
@@ -203,7 +224,10 @@ class Probe(torch.nn.Module):
 
 
 def test_intermediates_are_freed_after_their_last_reader():
-    nodes = [helper.make_node("Relu", [i], [o], name=f"n{k}") for k, (i, o) in enumerate([("x", "a"), ("a", "b"), ("b", "y")])]
+    nodes = [
+        helper.make_node("Relu", [i], [o], name=f"n{k}")
+        for k, (i, o) in enumerate([("x", "a"), ("a", "b"), ("b", "y")])
+    ]
     graph = TorchGraph(graph_of(nodes, [("x", [4])]))
     first, last = Probe(), Probe()
     graph.set_input_transform("n1", 0, first)  # sees "a"
@@ -217,7 +241,10 @@ def test_intermediates_are_freed_after_their_last_reader():
 
 
 def test_unsupported_op_fails_at_construction_naming_op_and_node():
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonMaxSuppression", ["r", "x"], ["y"], name="nms_1")]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("NonMaxSuppression", ["r", "x"], ["y"], name="nms_1"),
+    ]
     with pytest.raises(UnsupportedOpError, match="NonMaxSuppression.*nms_1"):
         TorchGraph(graph_of(nodes, [("x", [1, 4, 4])]))
     custom = helper.make_node("FusedConv", ["x"], ["y"], domain="com.microsoft")

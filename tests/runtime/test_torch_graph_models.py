@@ -67,8 +67,14 @@ def efficientnet_lite0(tmp_path_factory) -> onnx.ModelProto:
     ).eval()
     path = tmp_path_factory.mktemp("effnet") / "efficientnet_lite0.onnx"
     torch.onnx.export(
-        net, torch.randn(1, 3, 224, 224), str(path), dynamo=False, opset_version=13,
-        input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        net,
+        torch.randn(1, 3, 224, 224),
+        str(path),
+        dynamo=False,
+        opset_version=13,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
     )
     return onnx.load(path)
 

@@ -81,14 +81,24 @@ NORM = {
 W = rand(4, 3, 3, 3, seed=5)
 CONV = {
     "conv_pads": Case("Conv", {"x": X4}, {"w": W, "b": rand(4, seed=6)}, attrs={"pads": [1, 1, 1, 1]}),
-    "conv_stride_dilation": Case("Conv", {"x": rand(1, 3, 11, 9)}, {"w": W}, attrs={"strides": [2, 1], "dilations": [2, 2]}),
-    "conv_groups": Case("Conv", {"x": rand(1, 4, 7, 7)}, {"w": rand(4, 1, 3, 3, seed=5)}, attrs={"group": 4, "pads": [1, 1, 1, 1]}),
+    "conv_stride_dilation": Case(
+        "Conv", {"x": rand(1, 3, 11, 9)}, {"w": W}, attrs={"strides": [2, 1], "dilations": [2, 2]}
+    ),
+    "conv_groups": Case(
+        "Conv", {"x": rand(1, 4, 7, 7)}, {"w": rand(4, 1, 3, 3, seed=5)}, attrs={"group": 4, "pads": [1, 1, 1, 1]}
+    ),
     "conv_asymmetric": Case("Conv", {"x": X4}, {"w": W}, attrs={"pads": [0, 1, 2, 0], "strides": [2, 2]}),
-    "conv_same_upper": Case("Conv", {"x": rand(1, 3, 8, 7)}, {"w": W}, attrs={"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
-    "conv_same_lower": Case("Conv", {"x": rand(1, 3, 8, 7)}, {"w": W}, attrs={"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "conv_same_upper": Case(
+        "Conv", {"x": rand(1, 3, 8, 7)}, {"w": W}, attrs={"auto_pad": "SAME_UPPER", "strides": [2, 2]}
+    ),
+    "conv_same_lower": Case(
+        "Conv", {"x": rand(1, 3, 8, 7)}, {"w": W}, attrs={"auto_pad": "SAME_LOWER", "strides": [2, 2]}
+    ),
     "conv1d": Case("Conv", {"x": rand(2, 3, 10)}, {"w": rand(2, 3, 3, seed=1)}, attrs={"pads": [1, 1]}),
     "conv_transpose": Case(
-        "ConvTranspose", {"x": X4}, {"w": rand(3, 2, 3, 3, seed=1), "b": rand(2, seed=2)},
+        "ConvTranspose",
+        {"x": X4},
+        {"w": rand(3, 2, 3, 3, seed=1), "b": rand(2, seed=2)},
         attrs={"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
     ),
     "conv_transpose_groups": Case(
@@ -101,9 +111,13 @@ CONV = {
 
 MATMUL = {
     "matmul_batched": Case("MatMul", {"a": rand(2, 3, 4, 5), "b": rand(5, 6, seed=1)}),
-    "gemm_linear": Case("Gemm", {"a": rand(3, 5)}, {"b": rand(4, 5, seed=1), "c": rand(4, seed=2)}, attrs={"transB": 1}),
+    "gemm_linear": Case(
+        "Gemm", {"a": rand(3, 5)}, {"b": rand(4, 5, seed=1), "c": rand(4, seed=2)}, attrs={"transB": 1}
+    ),
     "gemm_general": Case(
-        "Gemm", {"a": rand(5, 3)}, {"b": rand(5, 4, seed=1), "c": rand(1, 4, seed=2)},
+        "Gemm",
+        {"a": rand(5, 3)},
+        {"b": rand(5, 4, seed=1), "c": rand(1, 4, seed=2)},
         attrs={"transA": 1, "alpha": 0.5, "beta": 2.0},
     ),
     "einsum": Case("Einsum", {"a": rand(2, 3, 4), "b": rand(2, 4, 5, seed=1)}, attrs={"equation": "bij,bjk->bik"}),
@@ -119,7 +133,9 @@ POOL = {
         "AveragePool", {"x": X7}, attrs={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}
     ),
     "avg_pool_ceil": Case("AveragePool", {"x": X7}, attrs={"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
-    "avg_pool_paddle_rec": Case("AveragePool", {"x": rand(1, 2, 6, 40)}, attrs={"kernel_shape": [3, 2], "strides": [3, 2]}),
+    "avg_pool_paddle_rec": Case(
+        "AveragePool", {"x": rand(1, 2, 6, 40)}, attrs={"kernel_shape": [3, 2], "strides": [3, 2]}
+    ),
     "avg_pool_asymmetric": Case("AveragePool", {"x": X7}, attrs={"kernel_shape": [3, 3], "pads": [0, 1, 2, 1]}),
     "avg_pool_same_upper": Case(
         "AveragePool", {"x": X7}, attrs={"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}
@@ -138,7 +154,9 @@ REDUCE = {
     "prod": Case("ReduceProd", {"x": X4}, attrs={"axes": [2, 3]}, opset=13),
     "l2": Case("ReduceL2", {"x": X4}, attrs={"axes": [1]}, opset=13),
     "argmax": Case("ArgMax", {"x": X4}, attrs={"axis": 2, "keepdims": 0}),
-    "argmax_last": Case("ArgMax", {"x": np.array([[1, 3, 3], [2, 2, 0]], np.float32)}, attrs={"axis": 1, "select_last_index": 1}),
+    "argmax_last": Case(
+        "ArgMax", {"x": np.array([[1, 3, 3], [2, 2, 0]], np.float32)}, attrs={"axis": 1, "select_last_index": 1}
+    ),
     "topk": Case("TopK", {"x": X4}, {"k": ints(2)}, attrs={"axis": 1}, outputs=2),
     "cumsum_exclusive_reverse": Case("CumSum", {"x": X4}, {"axis": ints(2)}, attrs={"exclusive": 1, "reverse": 1}),
 }
@@ -182,7 +200,9 @@ TENSOR = {
     "gather_scalar": Case("Gather", {"x": X4}, {"i": np.array(-1, np.int64)}, attrs={"axis": 1}),
     "gather_vector": Case("Gather", {"x": X4}, {"i": ints(0, -1, 2)}, attrs={"axis": 3}),
     "gather_matrix_runtime": Case("Gather", {"x": X4, "i": np.array([[0, 1], [4, -2]], np.int64)}, attrs={"axis": 2}),
-    "gather_elements": Case("GatherElements", {"x": rand(3, 4), "i": np.array([[0, 1, 2, -1], [3, 0, 0, 1]], np.int64)}, attrs={"axis": 1}),
+    "gather_elements": Case(
+        "GatherElements", {"x": rand(3, 4), "i": np.array([[0, 1, 2, -1], [3, 0, 0, 1]], np.int64)}, attrs={"axis": 1}
+    ),
     "gather_nd": Case("GatherND", {"x": rand(3, 4, 2), "i": np.array([[0, 1], [2, 3]], np.int64)}),
     "scatter_nd": Case("ScatterND", {"x": rand(4, 3), "i": np.array([[1], [3]], np.int64), "u": rand(2, 3, seed=1)}),
     "cast_to_int": Case("Cast", {"x": X4 * 5}, attrs={"to": TensorProto.INT32}),
@@ -191,7 +211,9 @@ TENSOR = {
         "ConstantOfShape", {"s": ints(2, 3)}, attrs={"value": numpy_helper.from_array(np.array([1.5], np.float32))}
     ),
     "range": Case("Range", {"a": np.array(1, np.int64), "b": np.array(10, np.int64), "c": np.array(3, np.int64)}),
-    "range_float": Case("Range", {"a": np.array(0.5, np.float32), "b": np.array(2.0, np.float32), "c": np.array(0.25, np.float32)}),
+    "range_float": Case(
+        "Range", {"a": np.array(0.5, np.float32), "b": np.array(2.0, np.float32), "c": np.array(0.25, np.float32)}
+    ),
     "pad_constant": Case("Pad", {"x": X4}, {"p": ints(0, 0, 1, 2, 0, 0, 3, 0), "v": np.array(0.5, np.float32)}),
     "pad_reflect": Case("Pad", {"x": X4}, {"p": ints(0, 0, 1, 2, 0, 0, 2, 1)}, attrs={"mode": "reflect"}),
     "pad_edge": Case("Pad", {"x": X4}, {"p": ints(0, 0, 0, 2, 0, 0, 1, 1)}, attrs={"mode": "edge"}),
@@ -224,13 +246,20 @@ RESIZE = {
     "linear_align_corners": _resize("linear", "align_corners", sizes=[1, 2, 8, 11]),
     "linear_asymmetric": _resize("linear", "asymmetric", [1, 1, 2, 3]),
     "linear_pytorch_half_pixel": _resize("linear", "pytorch_half_pixel", sizes=[1, 2, 3, 1]),
-    "resize_opset10": Case("Resize", {"x": RESIZE_X}, {"s": np.array([1, 1, 2, 2], np.float32)}, attrs={"mode": "nearest"}, opset=10),
+    "resize_opset10": Case(
+        "Resize", {"x": RESIZE_X}, {"s": np.array([1, 1, 2, 2], np.float32)}, attrs={"mode": "nearest"}, opset=10
+    ),
     "sizes_at_runtime": Case(
-        "Resize", {"x": RESIZE_X, "sizes": ints(1, 2, 6, 7)}, {"roi": NO_ROI, "scales": NO_ROI},
-        attrs={"mode": "linear"}, inputs=["x", "roi", "scales", "sizes"],
+        "Resize",
+        {"x": RESIZE_X, "sizes": ints(1, 2, 6, 7)},
+        {"roi": NO_ROI, "scales": NO_ROI},
+        attrs={"mode": "linear"},
+        inputs=["x", "roi", "scales", "sizes"],
     ),
     "upsample_opset7_nearest": Case("Upsample", {"x": RESIZE_X}, attrs={"scales": [1.0, 1.0, 2.0, 3.0]}, opset=7),
-    "upsample_opset9_linear": Case("Upsample", {"x": RESIZE_X}, {"s": np.array([1, 1, 2, 2], np.float32)}, attrs={"mode": "linear"}, opset=9),
+    "upsample_opset9_linear": Case(
+        "Upsample", {"x": RESIZE_X}, {"s": np.array([1, 1, 2, 2], np.float32)}, attrs={"mode": "linear"}, opset=9
+    ),
 }
 
 FAMILIES = {
@@ -258,7 +287,9 @@ def test_constant_node_values_are_used():
     scale = helper.make_node("Constant", [], ["k"], value_float=3.0)
     nodes = [shape, scale, helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Mul", ["r", "k"], ["y"])]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -47,7 +47,11 @@ def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
     (plan,) = result.record.plans
     assert plan.reasons[0] == "model type: cnn" and plan.details["model_type"] == "cnn"
     assert not any("search" in r for r in plan.reasons)
-    assert plan.plan[-1] in ("QuantPost: int8", "QuantPost: int8 (depthwise convs float)", "float (no faster plan here)")
+    assert plan.plan[-1] in (
+        "QuantPost: int8",
+        "QuantPost: int8 (depthwise convs float)",
+        "float (no faster plan here)",
+    )
     assert result.report["plan"] == [{"plan": plan.plan, "reasons": plan.reasons}]
     # each PTQ variant tried is a candidate with its figures and verdict; the report keeps no model
     (tried,) = [c for c in result.record.candidates if c.label == "int8"]
@@ -61,8 +65,15 @@ def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
 def test_a_sensitive_model_goes_beyond_the_ptq_trial(tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
-    torch.onnx.export(OutlierNet().eval(), torch.randn(1, 3, 8, 8), str(model_dir / "m.onnx"), input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}}, opset_version=13, dynamo=False)
+    torch.onnx.export(
+        OutlierNet().eval(),
+        torch.randn(1, 3, 8, 8),
+        str(model_dir / "m.onnx"),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
     data = _data(8)
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.001}}
     result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
@@ -75,8 +86,14 @@ def test_unreachable_target_says_so_with_the_best_reachable(tmp_path):
     model_dir.mkdir()
     export_tiny_cnn(model_dir / "m.onnx", size=32)
     data = _data(32)
-    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_dataloader=data, target_speedup="100x",
-                             config={"TrainConfig": TRAIN}).compress()
+    result = AutoCompression(
+        model_dir,
+        data,
+        save_dir=tmp_path / "o",
+        eval_dataloader=data,
+        target_speedup="100x",
+        config={"TrainConfig": TRAIN},
+    ).compress()
     info = result.record.timeline[0].info
     assert info.details["reachable"] is False and info.details["target_speedup"] == 100.0
     assert any("not reachable" in r and "best reachable" in r for r in info.reasons)
@@ -92,8 +109,14 @@ def test_unreachable_target_says_so_with_the_best_reachable(tmp_path):
 
 def test_edge_hardware_is_measured_by_proxy(tiny_cnn, tmp_path):
     data = _data(16)
-    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, deploy_hardware="SD710",
-                             config={"TrainConfig": TRAIN}).compress()
+    result = AutoCompression(
+        tiny_cnn,
+        data,
+        save_dir=tmp_path / "o",
+        eval_dataloader=data,
+        deploy_hardware="SD710",
+        config={"TrainConfig": TRAIN},
+    ).compress()
     assert result.report["hardware"]["latency_measured_on_target"] is False
     assert any("proxy" in r for r in result.report["plan"][0]["reasons"])
 
@@ -101,8 +124,15 @@ def test_edge_hardware_is_measured_by_proxy(tiny_cnn, tmp_path):
 def test_a_qat_model_worse_than_the_best_ptq_is_not_returned(tmp_path, monkeypatch):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
-    torch.onnx.export(OutlierNet().eval(), torch.randn(1, 3, 8, 8), str(model_dir / "m.onnx"), input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}}, opset_version=13, dynamo=False)
+    torch.onnx.export(
+        OutlierNet().eval(),
+        torch.randn(1, 3, 8, 8),
+        str(model_dir / "m.onnx"),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
     qat_stage = stage_class("QuantAware")
 
     def ruined_qat(self, model, ctx):  # a training run that ends far from the teacher

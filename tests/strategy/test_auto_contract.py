@@ -14,9 +14,8 @@ from torch import nn
 
 from autocompress import AutoCompression
 from autocompress.errors import ConfigError
-from autocompress.runtime.ort import Predictor, resolve_hardware
+from autocompress.runtime.ort import Predictor, all_cores, resolve_hardware
 from autocompress.strategy import auto
-from autocompress.runtime.ort import all_cores
 from autocompress.strategy.auto_contract import guarded, speed_figures
 from autocompress.strategy.base import StageResult, stage_class
 from autocompress.strategy.records import Candidate, StageInfo
@@ -34,8 +33,15 @@ def _data(shape: tuple[int, ...], n: int = 3) -> list[dict[str, np.ndarray]]:
 
 def _export(module: nn.Module, path, shape: tuple[int, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(module.eval(), torch.randn(*shape), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}},
-                      opset_version=13, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        module.eval(),
+        torch.randn(*shape),
+        str(path),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
 
 
 def _ruined(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -78,8 +84,9 @@ def test_a_plan_that_finds_nothing_to_do_is_recorded_and_the_next_is_used(tmp_pa
     data = _data((2, 3, 6, 6))
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.5}}
     with caplog.at_level(logging.WARNING, logger="autocompress.strategy.auto_contract"):
-        result = AutoCompression(path.parent, data, save_dir=tmp_path / "o", eval_dataloader=data,
-                                 config=config).compress()  # fmt: skip
+        result = AutoCompression(
+            path.parent, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config
+        ).compress()
     pruned = _candidates(result)[PRUNE]
     assert pruned.accepted is False and pruned.reason.startswith("failed: ConfigError: TransformerPrune found no")
     assert any(PRUNE in r.message and "ConfigError" in r.message for r in caplog.records)
@@ -95,14 +102,16 @@ def test_a_quantizer_that_raises_ends_with_the_float_model_and_the_reason(tiny_c
 
     monkeypatch.setattr(stage_class("QuantPost"), "run", broken)
     data = _data((2, 3, 16, 16))
-    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data,
-                             config={"TrainConfig": TRAIN}).compress()  # fmt: skip
+    result = AutoCompression(
+        tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config={"TrainConfig": TRAIN}
+    ).compress()
     tried = _candidates(result)
     assert tried["int8"].reason == "failed: RuntimeError: no int8 kernel for this op" and tried["int8"].model is None
     assert tried[SEARCH].reason.startswith("skipped: every PTQ trial failed") and tried[QAT].accepted is False
     assert result.record.plans[0].plan == ["float (no plan within tolerance)"]
-    np.testing.assert_allclose(Predictor(str(result.model_path))(data[0])[0], Predictor(str(tiny_cnn))(data[0])[0],
-                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        Predictor(str(result.model_path))(data[0])[0], Predictor(str(tiny_cnn))(data[0])[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_a_transformer_plan_that_breaks_the_model_is_not_returned(tmp_path, monkeypatch):
@@ -114,13 +123,18 @@ def test_a_transformer_plan_that_breaks_the_model_is_not_returned(tmp_path, monk
 
     def cosine(predictor) -> float:
         outputs = [predictor(feed)[0] for feed in data]
-        return float(np.mean([np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)
-                              for a, b in zip(outputs, reference)]))  # fmt: skip
+        return float(
+            np.mean(
+                [np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12) for a, b in zip(outputs, reference)]
+            )
+        )
 
-    monkeypatch.setattr(stage_class("TransformerPrune"), "run",
-                        lambda self, model, ctx: StageResult(_ruined(model), StageInfo()))  # fmt: skip
-    result = AutoCompression(model_dir, data, save_dir=tmp_path / "o", eval_callback=cosine,
-                             config={"TrainConfig": TRAIN}).compress()  # fmt: skip
+    monkeypatch.setattr(
+        stage_class("TransformerPrune"), "run", lambda self, model, ctx: StageResult(_ruined(model), StageInfo())
+    )
+    result = AutoCompression(
+        model_dir, data, save_dir=tmp_path / "o", eval_callback=cosine, config={"TrainConfig": TRAIN}
+    ).compress()
     pruned = _candidates(result)[PRUNE]
     assert pruned.accepted is False and "beyond the tolerance" in pruned.reason
     assert not any("TransformerPrune" in step for step in result.record.plans[0].plan)
@@ -132,8 +146,7 @@ def test_a_tiny_time_budget_skips_the_search_and_qat_and_says_why(tmp_path):
     _export(OutlierNet(), path, (1, 3, 8, 8))
     data = _data((2, 3, 8, 8))
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.001, "time_budget": 0.05}}
-    result = AutoCompression(path.parent, data, save_dir=tmp_path / "o", eval_dataloader=data,
-                             config=config).compress()  # fmt: skip
+    result = AutoCompression(path.parent, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
     tried = _candidates(result)
     assert tried["int8"].accepted is False and tried["int8"].metric is not None
     for label in (SEARCH, QAT):
@@ -171,9 +184,11 @@ def test_the_guard_records_failures_but_lets_fatal_errors_through():
     def failing() -> Candidate:
         raise ValueError("bad axis")
 
-    assert guarded("plan", failing) == Candidate(label="plan", params={"variant": "plan"}, accepted=False,
-                                                 reason="failed: ValueError: bad axis")  # fmt: skip
+    assert guarded("plan", failing) == Candidate(
+        label="plan", params={"variant": "plan"}, accepted=False, reason="failed: ValueError: bad axis"
+    )
     for fatal in (KeyboardInterrupt, MemoryError, SystemExit):
+
         def raising(error: type[BaseException] = fatal) -> Candidate:
             raise error()
 
@@ -187,5 +202,10 @@ def test_time_budget_default_scales_with_macs_and_single_cores_and_must_be_posit
     assert default_time_budget(3_000_000_000, 2) == 1800.0
     assert default_time_budget(500_000_000, 1) == 1200.0
     with pytest.raises(ConfigError, match="time_budget"):
-        AutoCompression(tiny_cnn, _data((2, 3, 16, 16)), save_dir=tmp_path / "o", eval_dataloader=_data((2, 3, 16, 16)),
-                        config={"Global": {"time_budget": 0}})  # fmt: skip
+        AutoCompression(
+            tiny_cnn,
+            _data((2, 3, 16, 16)),
+            save_dir=tmp_path / "o",
+            eval_dataloader=_data((2, 3, 16, 16)),
+            config={"Global": {"time_budget": 0}},
+        )

@@ -26,8 +26,13 @@ class _Digits(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Flatten(),
         )
         self.head = nn.Linear(16 * 4 * 4, 10)
 
@@ -47,17 +52,23 @@ def digits(tmp_path_factory):
     optimizer = torch.optim.Adam(net.parameters(), 1e-2)
     for _ in range(2):
         for i in range(0, 1200, 64):
-            logits = net(torch.from_numpy(images[i:i + 64]))
-            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[i:i + 64]))
+            logits = net(torch.from_numpy(images[i : i + 64]))
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[i : i + 64]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model_dir = tmp_path_factory.mktemp("digits")
     torch.onnx.export(
-        net.eval(), torch.randn(1, 1, 8, 8), str(model_dir / "digits.onnx"), input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=13, dynamo=False,
+        net.eval(),
+        torch.randn(1, 1, 8, 8),
+        str(model_dir / "digits.onnx"),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
     )
-    train = [{"x": images[i:i + 32]} for i in range(0, 256, 32)]
+    train = [{"x": images[i : i + 32]} for i in range(0, 256, 32)]
     return model_dir, train, images[1200:], labels[1200:]
 
 
@@ -91,14 +102,20 @@ def test_qat_with_distillation_beats_post_training_quantization(digits, tmp_path
     assert info["trained_metric"] >= ptq.compressed.metric + 0.05
     assert qat.compressed.metric == pytest.approx(info["trained_metric"])
     saved = onnx.load(str(qat.model_path))
-    weights = [onnx.numpy_helper.to_array(t) for t in saved.graph.initializer
-               if t.name.endswith("_quantized") and len(t.dims) > 1]  # not the int32 biases
+    weights = [
+        onnx.numpy_helper.to_array(t)
+        for t in saved.graph.initializer
+        if t.name.endswith("_quantized") and len(t.dims) > 1
+    ]  # not the int32 biases
     assert weights and all(w.dtype == np.int8 and np.abs(w).max() <= 1 for w in weights)  # 2 bits: {-1, 0, 1}
 
 
 def test_tensorrt_target_gets_symmetric_activations(digits, tmp_path):
-    config = {**QAT_CONFIG, "QuantAware": {"for_tensorrt": True, "use_pact": True},
-              "TrainConfig": {"train_iter": 4, "eval_iter": 4}}  # fmt: skip
+    config = {
+        **QAT_CONFIG,
+        "QuantAware": {"for_tensorrt": True, "use_pact": True},
+        "TrainConfig": {"train_iter": 4, "eval_iter": 4},
+    }
     result = _compress(digits, tmp_path / "trt", config)
     saved = onnx.load(str(result.model_path))
     zero_points = [onnx.numpy_helper.to_array(t) for t in saved.graph.initializer if t.name.endswith("_zero_point")]
@@ -119,11 +136,19 @@ def test_sparse_model_stays_sparse_through_qat(digits, tmp_path):
     sparse_dir = tmp_path / "sparse"
     sparse_dir.mkdir()
     onnx.save(model, str(sparse_dir / "digits.onnx"))
-    train_config = {"train_iter": 10, "eval_iter": 10, "sparse_model": True, "learning_rate": 0.003,
-                    "optimizer_builder": {"optimizer": {"type": "Adam"}}}  # steps larger than a weight step
+    train_config = {
+        "train_iter": 10,
+        "eval_iter": 10,
+        "sparse_model": True,
+        "learning_rate": 0.003,
+        "optimizer_builder": {"optimizer": {"type": "Adam"}},
+    }  # steps larger than a weight step
     # the dense model teaches its pruned copy, so training clearly improves on the starting point
-    config = {"QuantAware": {"float_stem": False}, "Distillation": {"teacher_model_dir": str(model_dir)},
-              "TrainConfig": train_config}  # the 1-channel stem quantized too, so every conv weight is checked
+    config = {
+        "QuantAware": {"float_stem": False},
+        "Distillation": {"teacher_model_dir": str(model_dir)},
+        "TrainConfig": train_config,
+    }  # the 1-channel stem quantized too, so every conv weight is checked
     result = _compress((sparse_dir, train, images, labels), tmp_path / "o", config)
     saved = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(result.model_path)).graph.initializer]
     exported = {w.shape: w for w in saved if w.dtype == np.int8 and w.ndim == 4}
@@ -173,8 +198,14 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path):
 def test_qat_without_training_data_is_a_config_error(digits, tmp_path):
     model_dir, train, images, labels = digits
     with pytest.raises(ConfigError, match="train_dataloader"):
-        AutoCompression(model_dir, None, save_dir=tmp_path / "o", config=QAT_CONFIG,
-                        eval_callback=_accuracy(images, labels), eval_dataloader=train).compress()
+        AutoCompression(
+            model_dir,
+            None,
+            save_dir=tmp_path / "o",
+            config=QAT_CONFIG,
+            eval_callback=_accuracy(images, labels),
+            eval_dataloader=train,
+        ).compress()
 
 
 def test_op_types_matching_nothing_are_a_config_error_not_a_float_export(digits, tmp_path):
@@ -198,8 +229,11 @@ def _conv_scale_model(model_dir):
         onnx.helper.make_node("Conv", ["d", "W2"], ["y"]),
     ]
     graph = onnx.helper.make_graph(
-        nodes, "conv_scale", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 2, 8, 8])], initializers,
+        nodes,
+        "conv_scale",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 2, 8, 8])],
+        initializers,
     )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8)
     onnx.save(model, str(model_dir / "model.onnx"))
@@ -213,12 +247,21 @@ def test_qat_folds_constant_scales_into_convs_like_ptq(tmp_path):
     train = [{"x": rng.standard_normal((4, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
 
     def op_types(config, name):
-        result = AutoCompression(str(tmp_path / "model"), train, save_dir=tmp_path / name, config=config,
-                                 eval_callback=lambda predictor: -float(np.abs(predictor(train[0])[0]).mean())).compress()
+        result = AutoCompression(
+            str(tmp_path / "model"),
+            train,
+            save_dir=tmp_path / name,
+            config=config,
+            eval_callback=lambda predictor: -float(np.abs(predictor(train[0])[0]).mean()),
+        ).compress()
         return sorted(n.op_type for n in onnx.load(str(result.model_path)).graph.node)
 
     # the model's only Conv reads 3 channels: quantize it anyway (float_stem would leave it float on CPU)
-    qat_config = {"QuantAware": {"float_stem": False}, "Distillation": {}, "TrainConfig": {"train_iter": 2, "eval_iter": 2}}
+    qat_config = {
+        "QuantAware": {"float_stem": False},
+        "Distillation": {},
+        "TrainConfig": {"train_iter": 2, "eval_iter": 2},
+    }
     qat, ptq = op_types(qat_config, "qat"), op_types({"QuantPost": {"float_stem": False}}, "ptq")
     assert "Div" not in qat
     assert qat == ptq

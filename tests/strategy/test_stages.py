@@ -15,7 +15,6 @@ from autocompress.graph.index import GraphIndex
 from autocompress.prune.transformer import find_attention_blocks, prune_heads
 from autocompress.runtime.ort import Predictor
 from autocompress.strategy.transformer_prune import head_ablation_importance
-from tests.conftest import export_tiny_cnn
 from tests.prune.prune_models import export_encoder, torch_encoder
 
 TRAIN = {"train_iter": 12, "eval_iter": 6, "learning_rate": 0.01}
@@ -44,7 +43,9 @@ def test_channel_prune_is_physically_smaller(tiny_cnn, data, tmp_path):
 def test_channel_prune_reports_the_layers_round_to_kept_whole(tiny_cnn, data, tmp_path, caplog):
     config = {"ChannelPrune": {"pruned_ratio": 0.5, "round_to": 16}, "Distillation": {}, "TrainConfig": TRAIN}
     with caplog.at_level(logging.WARNING, logger="autocompress.prune"):
-        result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
+        result = AutoCompression(
+            tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data
+        ).compress()
     info = result.report["timeline"][0]["info"]
     assert [g["original"] for g in info["pruned_groups"]] == [32]  # the 16-channel conv is one block of 16
     (warning,) = info["warnings"]
@@ -53,7 +54,13 @@ def test_channel_prune_reports_the_layers_round_to_kept_whole(tiny_cnn, data, tm
 
 
 def test_channel_prune_by_sensitivity_reports_its_ratios_and_keeps_the_macs_budget(tiny_cnn, data, tmp_path):
-    prune = {"pruned_ratio": 0.5, "round_to": 4, "criterion": "output_error", "ratio_allocation": "sensitivity", "batch_nums": 1}
+    prune = {
+        "pruned_ratio": 0.5,
+        "round_to": 4,
+        "criterion": "output_error",
+        "ratio_allocation": "sensitivity",
+        "batch_nums": 1,
+    }
     config = {"ChannelPrune": prune, "Distillation": {}, "TrainConfig": TRAIN}
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
     info = result.report["timeline"][0]["info"]
@@ -66,8 +73,13 @@ def test_channel_prune_by_sensitivity_reports_its_ratios_and_keeps_the_macs_budg
 
 def test_gmp_unstructured_prune_reaches_the_ratio(tiny_cnn, data, tmp_path):
     config = {
-        "UnstructurePrune": {"prune_ratio": 0.6, "prune_params_type": None, "prune_strategy": "gmp", "local_sparsity": True,
-                             "gmp_config": {"pruning_iterations": 8, "pruning_steps": 4, "initial_ratio": 0.2}},
+        "UnstructurePrune": {
+            "prune_ratio": 0.6,
+            "prune_params_type": None,
+            "prune_strategy": "gmp",
+            "local_sparsity": True,
+            "gmp_config": {"pruning_iterations": 8, "pruning_steps": 4, "initial_ratio": 0.2},
+        },
         "TrainConfig": TRAIN,
     }
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
@@ -80,8 +92,16 @@ def test_gmp_unstructured_prune_reaches_the_ratio(tiny_cnn, data, tmp_path):
 
 def test_gmp_resumed_at_resume_iteration_finishes_the_ramp_in_the_remaining_steps(tiny_cnn, data, tmp_path):
     gmp = {"pruning_iterations": 40, "pruning_steps": 4, "initial_ratio": 0.2, "resume_iteration": 30}
-    config = {"UnstructurePrune": {"prune_ratio": 0.6, "prune_params_type": "None", "prune_strategy": "gmp",
-                                   "local_sparsity": True, "gmp_config": gmp}, "TrainConfig": TRAIN}  # fmt: skip
+    config = {
+        "UnstructurePrune": {
+            "prune_ratio": 0.6,
+            "prune_params_type": "None",
+            "prune_strategy": "gmp",
+            "local_sparsity": True,
+            "gmp_config": gmp,
+        },
+        "TrainConfig": TRAIN,
+    }
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config=config, eval_dataloader=data).compress()
     assert abs(result.report["timeline"][0]["info"]["total_sparsity"] - 0.6) < 0.02  # 12 steps from iteration 30
     config["UnstructurePrune"]["gmp_config"] = {**gmp, "resume_iteration": 20}
@@ -117,17 +137,25 @@ def test_distillation_pulls_a_perturbed_student_to_its_teacher(tiny_cnn, data, t
     def distance_to_teacher(predictor):
         return float(np.mean([np.mean((predictor(b)[0] - reference(b)[0]) ** 2) for b in data]))
 
-    config = {"Distillation": {"teacher_model_dir": str(tiny_cnn)},
-              "TrainConfig": {"train_iter": 40, "eval_iter": 20, "learning_rate": 0.05}}
-    result = AutoCompression(student_dir, data, save_dir=tmp_path / "o", config=config,
-                             eval_callback=distance_to_teacher, higher_is_better=False).compress()
+    config = {
+        "Distillation": {"teacher_model_dir": str(tiny_cnn)},
+        "TrainConfig": {"train_iter": 40, "eval_iter": 20, "learning_rate": 0.05},
+    }
+    result = AutoCompression(
+        student_dir,
+        data,
+        save_dir=tmp_path / "o",
+        config=config,
+        eval_callback=distance_to_teacher,
+        higher_is_better=False,
+    ).compress()
     assert result.compressed.metric < 0.5 * result.baseline.metric
 
 
 def _zero_head(model: onnx.ModelProto, block, head: int) -> onnx.ModelProto:
     index = GraphIndex(model)
     w = index.constant_value(block.out_weight).copy()
-    w[head * block.head_dim:(head + 1) * block.head_dim] = 0.0
+    w[head * block.head_dim : (head + 1) * block.head_dim] = 0.0
     for t in model.graph.initializer:
         if t.name == block.out_weight:
             t.CopyFrom(numpy_helper.from_array(w, t.name))
@@ -161,14 +189,22 @@ def test_transformer_prune_end_to_end(tmp_path):
 
 def test_transformer_prune_on_a_cnn_is_a_clear_error(tiny_cnn, data, tmp_path):
     with pytest.raises(ConfigError, match="no multi-head attention"):
-        AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", config={"TransformerPrune": {}, "TrainConfig": TRAIN},
-                        eval_dataloader=data).compress()
+        AutoCompression(
+            tiny_cnn,
+            data,
+            save_dir=tmp_path / "o",
+            config={"TransformerPrune": {}, "TrainConfig": TRAIN},
+            eval_dataloader=data,
+        ).compress()
 
 
 def test_gmp_longer_than_the_training_is_refused_naming_both_lengths(tiny_cnn, data, tmp_path):
     config = {
-        "UnstructurePrune": {"prune_ratio": 0.6, "prune_strategy": "gmp",
-                             "gmp_config": {"pruning_iterations": 40, "pruning_steps": 4}},
+        "UnstructurePrune": {
+            "prune_ratio": 0.6,
+            "prune_strategy": "gmp",
+            "gmp_config": {"pruning_iterations": 40, "pruning_steps": 4},
+        },
         "TrainConfig": TRAIN,
     }
     with pytest.raises(ConfigError, match=r"iteration 40 .*TrainConfig trains 12 steps"):

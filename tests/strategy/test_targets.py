@@ -35,8 +35,15 @@ def test_model_type_detection(tmp_path):
     path = tmp_path / "bert.onnx"
     # the fused fast path of nn.TransformerEncoderLayer only runs without grad in eval; export the plain ops
     model = TinyEncoder().train()
-    torch.onnx.export(model, torch.randn(1, 5, 8), str(path), input_names=["x"], opset_version=14, dynamo=False,
-                      training=torch.onnx.TrainingMode.EVAL)
+    torch.onnx.export(
+        model,
+        torch.randn(1, 5, 8),
+        str(path),
+        input_names=["x"],
+        opset_version=14,
+        dynamo=False,
+        training=torch.onnx.TrainingMode.EVAL,
+    )
     bert = onnx.load(str(path))
     assert count_attention_blocks(bert) >= 1
     assert detect_model_type(bert) == "transformer"

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import FeedsMLP, LabelledBatches  # noqa: E402
+from tiny import FeedsMLP, LabelledBatches
 
-from autocompress.config.train import TrainConfig  # noqa: E402
-from autocompress.distill.distiller import Distiller  # noqa: E402
-from autocompress.distill.nodes import DistillTerm  # noqa: E402
-from autocompress.train import distributed  # noqa: E402
-from autocompress.train.loop import train_loop  # noqa: E402
+from autocompress.config.train import TrainConfig
+from autocompress.distill.distiller import Distiller
+from autocompress.distill.nodes import DistillTerm
+from autocompress.train import distributed
+from autocompress.train.loop import train_loop
 
 #: Metric by evaluated step: the best state (step 4) is not the last, so every rank must follow rank 0's choice.
 METRICS = {2: 1.0, 4: 3.0, 6: 2.0}
@@ -44,8 +44,14 @@ def train(work_dir: Path, batch_size: int = GLOBAL_BATCH) -> dict:
     torch.set_num_threads(1)
     student, teacher = PlainMLP(), FeedsMLP(2)
     distiller = Distiller(student, [teacher], [DistillTerm("l2", ("logits",), ("logits",), 1.0)])
-    config = TrainConfig(epochs=2, eval_iter=2, logging_iter=1, seed=3, learning_rate=0.1,
-                         optimizer_builder={"optimizer": {"type": "Momentum"}})  # fmt: skip
+    config = TrainConfig(
+        epochs=2,
+        eval_iter=2,
+        logging_iter=1,
+        seed=3,
+        learning_rate=0.1,
+        optimizer_builder={"optimizer": {"type": "Momentum"}},
+    )
     seen = {"evaluations": 0, "step": 0, "first_step": None}
     kill_rank, kill_at = int(os.environ.get("KILL_RANK", "-1")), int(os.environ.get("KILL_AT_STEP", "0"))
 
@@ -59,11 +65,26 @@ def train(work_dir: Path, batch_size: int = GLOBAL_BATCH) -> dict:
         seen["evaluations"] += 1
         return METRICS[seen["step"]]
 
-    result = train_loop(student, distiller, LabelledBatches(n=24, batch_size=batch_size), config, evaluate, True,
-                        work_dir, on_step=on_step)  # fmt: skip
-    return {"rank": distributed.rank(), "world_size": result.world_size, "state": student.state_dict(),
-            "evaluations": seen["evaluations"], "first_step": seen["first_step"], "steps": result.steps,
-            "best_step": result.best_step, "first_input": student.first_input}  # fmt: skip
+    result = train_loop(
+        student,
+        distiller,
+        LabelledBatches(n=24, batch_size=batch_size),
+        config,
+        evaluate,
+        True,
+        work_dir,
+        on_step=on_step,
+    )
+    return {
+        "rank": distributed.rank(),
+        "world_size": result.world_size,
+        "state": student.state_dict(),
+        "evaluations": seen["evaluations"],
+        "first_step": seen["first_step"],
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "first_input": student.first_input,
+    }
 
 
 def main(out: Path, batch_size: int = GLOBAL_BATCH) -> None:

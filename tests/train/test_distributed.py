@@ -38,9 +38,17 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, world: int, port: int, out: Path, env: dict) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                       distributed.TIMEOUT_ENV: str(TIMEOUT_S), **env})  # fmt: skip
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            distributed.TIMEOUT_ENV: str(TIMEOUT_S),
+            **env,
+        }
+    )
     worker.main(out)
 
 
@@ -116,8 +124,14 @@ def test_global_batch_is_split_along_dim0_and_must_divide():
 
 
 def test_missing_rendezvous_is_a_clear_error_within_the_timeout(monkeypatch):
-    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port()), distributed.TIMEOUT_ENV: "2"}  # fmt: skip
+    env = {
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        distributed.TIMEOUT_ENV: "2",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     start = time.monotonic()
@@ -145,12 +159,42 @@ def test_nproc_relaunches_compress_under_torchrun():
     )
     cmd = launch_command(args)
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    assert cmd[6:] == ["-m", "autocompress.cli", "--log-level", "WARNING", "compress", "--config", "c.yaml",
-                       "--save-dir", "out"]  # fmt: skip
-    multi = build_parser().parse_args(["compress", "--config", "c.yaml", "--nproc", "4", "--nnodes", "2",
-                                       "--node-rank", "1", "--master-addr", "10.0.0.1"])  # fmt: skip
-    assert launch_command(multi)[5:13] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1",
-                                           "--master_port", "29500"]  # fmt: skip
+    assert cmd[6:] == [
+        "-m",
+        "autocompress.cli",
+        "--log-level",
+        "WARNING",
+        "compress",
+        "--config",
+        "c.yaml",
+        "--save-dir",
+        "out",
+    ]
+    multi = build_parser().parse_args(
+        [
+            "compress",
+            "--config",
+            "c.yaml",
+            "--nproc",
+            "4",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "1",
+            "--master-addr",
+            "10.0.0.1",
+        ]
+    )
+    assert launch_command(multi)[5:13] == [
+        "--nnodes",
+        "2",
+        "--node_rank",
+        "1",
+        "--master_addr",
+        "10.0.0.1",
+        "--master_port",
+        "29500",
+    ]
     with pytest.raises(AutoCompressError, match="--master-addr"):
         launch_command(build_parser().parse_args(["compress", "--config", "c.yaml", "--nnodes", "2"]))
 
@@ -165,14 +209,27 @@ def test_cli_compress_with_two_processes_writes_save_dir_once(tmp_path):
     for i in range(8):
         np.save(data / f"{i:03d}.npy", rng.standard_normal((3, 16, 16)).astype(np.float32))
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({
-        "Distillation": {}, "TrainConfig": {"train_iter": 4, "eval_iter": 2, "use_fleet": True},
-        "Global": {"model_dir": str(model_dir), "save_dir": str(tmp_path / "out"),
-                   "train_data": {"path": str(data), "format": "npy", "batch_size": 4}},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "Distillation": {},
+                "TrainConfig": {"train_iter": 4, "eval_iter": 2, "use_fleet": True},
+                "Global": {
+                    "model_dir": str(model_dir),
+                    "save_dir": str(tmp_path / "out"),
+                    "train_data": {"path": str(data), "format": "npy", "batch_size": 4},
+                },
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), distributed.TIMEOUT_ENV: "60"}
-    done = subprocess.run([sys.executable, "-m", "autocompress.cli", "compress", "--config", str(config), "--nproc", "2"],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "compress", "--config", str(config), "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("saved to") == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -42,8 +42,16 @@ def test_early_stop_when_target_metric_is_reached(tmp_path):
     student, distiller = make_pair()
     metrics = iter([0.1, 0.5, 0.9, 0.95])
     steps = []
-    result = train_loop(student, distiller, LabelledBatches(), _config(target_metric=0.8), lambda: next(metrics), True,
-                        tmp_path, on_step=steps.append)  # fmt: skip
+    result = train_loop(
+        student,
+        distiller,
+        LabelledBatches(),
+        _config(target_metric=0.8),
+        lambda: next(metrics),
+        True,
+        tmp_path,
+        on_step=steps.append,
+    )
     assert result.stopped_early and not result.diverged
     assert result.steps == 9 and steps == list(range(1, 10))
     assert result.best_metric == 0.9 and result.best_step == 9
@@ -110,7 +118,9 @@ def test_nan_loss_stops_and_restores_best_state(tmp_path, caplog):
 def test_origin_metric_mismatch_is_a_config_error():
     check_origin_metric(0.755, 0.76, 0.02)
     check_origin_metric(0.1, None, 0.02)
-    with pytest.raises(ConfigError, match="your eval function gives 0.5 for the uncompressed model but origin_metric says 0.76"):
+    with pytest.raises(
+        ConfigError, match="your eval function gives 0.5 for the uncompressed model but origin_metric says 0.76"
+    ):
         check_origin_metric(0.5, 0.76, 0.02)
 
 
@@ -145,8 +155,15 @@ def test_recompute_gives_the_same_weights_and_restores_forward(tmp_path):
     results = []
     for recompute in (None, {"checkpoints": ["hidden"]}):
         student, distiller = make_pair(dropout=0.3)
-        train_loop(student, distiller, LabelledBatches(), _config(recompute_config=recompute), None, True,
-                   tmp_path / str(bool(recompute)))  # fmt: skip
+        train_loop(
+            student,
+            distiller,
+            LabelledBatches(),
+            _config(recompute_config=recompute),
+            None,
+            True,
+            tmp_path / str(bool(recompute)),
+        )
         assert "forward" not in vars(student)
         results.append(_state(student))
     for k in results[0]:
@@ -163,15 +180,22 @@ def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
         return out
 
     before = _state(student)
-    result = train_loop(student, loss_fn, LabelledBatches(), _config(amp_config={"dtype": "float16"}), None, True, tmp_path)
+    result = train_loop(
+        student, loss_fn, LabelledBatches(), _config(amp_config={"dtype": "float16"}), None, True, tmp_path
+    )
     assert set(dtypes) == {torch.bfloat16} and not result.diverged
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
 def _run_worker(work_dir: Path, out: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
     env = dict(os.environ, KILL_AT_STEP=str(kill_at), PYTHONPATH=str(HERE.parents[1] / "src"))
-    return subprocess.run([sys.executable, str(HERE / "resume_worker.py"), str(work_dir), str(out)], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(HERE / "resume_worker.py"), str(work_dir), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_run_killed_mid_way_resumes_to_the_same_final_weights(tmp_path):

@@ -33,7 +33,10 @@ CASES = [
         {"type": "CosineAnnealingDecay", "learning_rate": 0.1, "T_max": 10, "eta_min": 0.01},
         {0: 0.1, 5: 0.055, 10: 0.01, 3: 0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2},
     ),
-    ({"type": "PiecewiseDecay", "boundaries": [3, 6], "values": [0.1, 0.05, 0.01]}, {2: 0.1, 3: 0.05, 6: 0.01, 9: 0.01}),
+    (
+        {"type": "PiecewiseDecay", "boundaries": [3, 6], "values": [0.1, 0.05, 0.01]},
+        {2: 0.1, 3: 0.05, 6: 0.01, 9: 0.01},
+    ),
     (
         {"type": "PolynomialDecay", "learning_rate": 0.1, "decay_steps": 4, "end_lr": 0.0, "power": 2.0},
         {0: 0.1, 2: 0.025, 4: 0.0, 7: 0.0},
@@ -44,28 +47,49 @@ CASES = [
     ),
     ({"type": "InverseTimeDecay", "learning_rate": 0.1, "gamma": 0.5}, {0: 0.1, 4: 0.1 / 3}),
     ({"type": "NoamDecay", "d_model": 16, "warmup_steps": 4}, {0: 0.0, 2: 0.0625, 8: 0.25 * 8**-0.5}),
-    ({"type": "LinearWarmup", "learning_rate": 0.1, "warmup_steps": 4, "start_lr": 0.0, "end_lr": 0.1}, {0: 0.0, 2: 0.05, 4: 0.1, 9: 0.1}),
+    (
+        {"type": "LinearWarmup", "learning_rate": 0.1, "warmup_steps": 4, "start_lr": 0.0, "end_lr": 0.1},
+        {0: 0.0, 2: 0.05, 4: 0.1, 9: 0.1},
+    ),
     (
         {
-            "type": "LinearWarmup", "warmup_steps": 3, "start_lr": 0.01, "end_lr": 0.1,
+            "type": "LinearWarmup",
+            "warmup_steps": 3,
+            "start_lr": 0.01,
+            "end_lr": 0.1,
             "learning_rate": {"type": "StepDecay", "learning_rate": 0.1, "step_size": 2, "gamma": 0.5},
         },
         {0: 0.01, 1: 0.04, 2: 0.07, 3: 0.1, 4: 0.1, 5: 0.05, 6: 0.05, 7: 0.025},
     ),
     (
         {
-            "type": "LinearWarmup", "warmup_steps": 2, "start_lr": 0.0, "end_lr": 0.2,
+            "type": "LinearWarmup",
+            "warmup_steps": 2,
+            "start_lr": 0.0,
+            "end_lr": 0.2,
             "learning_rate": {"type": "PiecewiseDecay", "boundaries": [1], "values": [0.2, 0.02]},
         },
         {0: 0.0, 1: 0.1, 2: 0.2, 3: 0.02, 6: 0.02},
     ),
-    ({"type": "LinearLR", "learning_rate": 0.1, "total_steps": 4, "start_factor": 0.5}, {0: 0.05, 2: 0.075, 4: 0.1, 8: 0.1}),
     (
-        {"type": "OneCycleLR", "max_learning_rate": 0.1, "total_steps": 10, "divide_factor": 10.0, "end_learning_rate": 0.001},
+        {"type": "LinearLR", "learning_rate": 0.1, "total_steps": 4, "start_factor": 0.5},
+        {0: 0.05, 2: 0.075, 4: 0.1, 8: 0.1},
+    ),
+    (
+        {
+            "type": "OneCycleLR",
+            "max_learning_rate": 0.1,
+            "total_steps": 10,
+            "divide_factor": 10.0,
+            "end_learning_rate": 0.001,
+        },
         {0: 0.01, 2: 0.1, 9: 0.001},
     ),
-    ({"type": "CyclicLR", "base_learning_rate": 0.01, "max_learning_rate": 0.1, "step_size_up": 2}, {0: 0.01, 1: 0.055, 2: 0.1, 3: 0.055, 4: 0.01}),
-]  # fmt: skip
+    (
+        {"type": "CyclicLR", "base_learning_rate": 0.01, "max_learning_rate": 0.1, "step_size_up": 2},
+        {0: 0.01, 1: 0.055, 2: 0.1, 3: 0.055, 4: 0.01},
+    ),
+]
 
 
 @pytest.mark.parametrize("spec,expected", CASES, ids=lambda v: v.get("type") if isinstance(v, dict) else None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from autocompress import AutoCompression
 from peer_io import Stopwatch, evaluate, package_versions, worker_args, write_result
+
+from autocompress import AutoCompression
 
 
 def main(argv: list[str]) -> None:
@@ -19,10 +20,13 @@ def main(argv: list[str]) -> None:
     items = data.eval_items()
     with Stopwatch() as watch:
         result = AutoCompression(
-            model_dir=str(data.fp32_path.parent), model_filename=data.fp32_path.name,
-            train_dataloader=data.calibration_feeds(), save_dir=str(out_dir / "save"),
+            model_dir=str(data.fp32_path.parent),
+            model_filename=data.fp32_path.name,
+            train_dataloader=data.calibration_feeds(),
+            save_dir=str(out_dir / "save"),
             config={"Global": {"cache_dir": str(out_dir / "cache")}},
-            eval_callback=lambda predictor: evaluate(predictor, data.metric, items)[0], deploy_hardware="cpu",
+            eval_callback=lambda predictor: evaluate(predictor, data.metric, items)[0],
+            deploy_hardware="cpu",
         ).compress()
     auto = next((s["info"] for s in result.report.get("timeline", []) if s["stage"].startswith("Auto")), {})
     notes = "plan: " + " -> ".join(auto.get("plan", result.strategy))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from neural_compressor import PostTrainingQuantConfig, quantization
 from neural_compressor.config import TuningCriterion
-
 from peer_io import Stopwatch, evaluate, ort_predictor, package_versions, worker_args, write_result
 
 DEFAULT_MAX_TRIALS = 20
@@ -39,15 +38,22 @@ def main(argv: list[str]) -> None:
     config = PostTrainingQuantConfig(approach="static", tuning_criterion=TuningCriterion(max_trials=max_trials))
     with Stopwatch() as watch:
         quantized = quantization.fit(
-            str(data.fp32_path), config, calib_dataloader=CalibrationLoader(data.calibration_feeds(), data.input_name),
+            str(data.fp32_path),
+            config,
+            calib_dataloader=CalibrationLoader(data.calibration_feeds(), data.input_name),
             eval_func=lambda model: evaluate(ort_predictor(model), data.metric, items)[0],
         )
     if quantized is None:
         raise SystemExit("INC found no quantized model within the tolerance and trial budget")
     out = out_dir / "model.onnx"
     quantized.save(str(out))
-    write_result(out_dir, Path(out), watch.seconds, package_versions("neural-compressor", "onnxruntime", "onnx"),
-                 f"fit(PostTrainingQuantConfig static, QOperator, tolerable_loss 1% relative, max_trials={max_trials})")
+    write_result(
+        out_dir,
+        Path(out),
+        watch.seconds,
+        package_versions("neural-compressor", "onnxruntime", "onnx"),
+        f"fit(PostTrainingQuantConfig static, QOperator, tolerable_loss 1% relative, max_trials={max_trials})",
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import sys
 
 import nncf
 import onnx
-
 from peer_io import Stopwatch, evaluate, ort_predictor, package_versions, worker_args, write_result
 
 DEFAULT_MAX_DROP = 0.01
@@ -36,8 +35,12 @@ def main(argv: list[str]) -> None:
                 return evaluate(ort_predictor(candidate), data.metric, items)  # (metric, per-sample values)
 
             quantized = nncf.quantize_with_accuracy_control(
-                model, calibration, nncf.Dataset(data.eval_items(batch=1)), validate,
-                max_drop=max_drop, subset_size=len(feeds),
+                model,
+                calibration,
+                nncf.Dataset(data.eval_items(batch=1)),
+                validate,
+                max_drop=max_drop,
+                subset_size=len(feeds),
             )
             notes = f"quantize_with_accuracy_control(max_drop={max_drop} absolute)"
         else:

@@ -14,7 +14,6 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-
 from peer_io import Stopwatch, package_versions, worker_args, write_result
 
 PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis attribute) needs opset 13
@@ -56,10 +55,22 @@ def main(argv: list[str]) -> None:
     out = out_dir / "model.onnx"
     with Stopwatch() as watch:
         source, done = prepared(data.fp32_path, out_dir)
-        quantize_static(str(source), str(out), ListReader(data.calibration_feeds()), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    write_result(out_dir, out, watch.seconds, package_versions("onnxruntime", "onnx"),
-                 " + ".join([*done, "quantize_static(MinMax)"]))
+        quantize_static(
+            str(source),
+            str(out),
+            ListReader(data.calibration_feeds()),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    write_result(
+        out_dir,
+        out,
+        watch.seconds,
+        package_versions("onnxruntime", "onnx"),
+        " + ".join([*done, "quantize_static(MinMax)"]),
+    )
 
 
 if __name__ == "__main__":

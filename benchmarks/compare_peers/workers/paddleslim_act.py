@@ -15,7 +15,6 @@ import sys
 
 import paddle2onnx
 from paddleslim.auto_compression import AutoCompression
-
 from peer_io import Stopwatch, evaluate, package_versions, worker_args, write_result
 
 MODEL_FILE, PARAMS_FILE = "inference.pdmodel", "inference.pdiparams"
@@ -25,8 +24,8 @@ def act_choice(compressor: AutoCompression) -> str:
     """What ACT ran: its strategies, and in auto mode what the 1-trial PTQ's EMD loss made it run next."""
     text = f"strategies {compressor._strategy}"
     if compressor._strategy == ["ptq_hpo"]:
-        from paddleslim.auto_compression.auto_strategy import get_final_quant_config  # noqa: PLC0415
-        from paddleslim.quant import post_quant_hpo  # noqa: PLC0415
+        from paddleslim.auto_compression.auto_strategy import get_final_quant_config
+        from paddleslim.quant import post_quant_hpo
 
         loss = post_quant_hpo.g_min_emd_loss
         follow = get_final_quant_config(loss, compressor.model_type)
@@ -57,8 +56,13 @@ def main(argv: list[str]) -> None:
     save_dir = out_dir / "act"
     with Stopwatch() as watch:
         compressor = AutoCompression(
-            model_dir=str(data.paddle_model_dir), model_filename=MODEL_FILE, params_filename=PARAMS_FILE,
-            save_dir=str(save_dir), config=configs[mode], train_dataloader=loader, eval_callback=eval_callback,
+            model_dir=str(data.paddle_model_dir),
+            model_filename=MODEL_FILE,
+            params_filename=PARAMS_FILE,
+            save_dir=str(save_dir),
+            config=configs[mode],
+            train_dataloader=loader,
+            eval_callback=eval_callback,
             deploy_hardware=None,
         )
         compressor.compress()
@@ -67,8 +71,14 @@ def main(argv: list[str]) -> None:
     # paddle2onnx aborts the process on models it rejects: what ACT did is on record before the export.
     write_result(out_dir, None, watch.seconds, versions, notes)
     out = out_dir / "model.onnx"
-    paddle2onnx.export(str(save_dir / MODEL_FILE), str(save_dir / PARAMS_FILE), str(out), opset_version=13,
-                       enable_onnx_checker=True, deploy_backend="onnxruntime")
+    paddle2onnx.export(
+        str(save_dir / MODEL_FILE),
+        str(save_dir / PARAMS_FILE),
+        str(out),
+        opset_version=13,
+        enable_onnx_checker=True,
+        deploy_backend="onnxruntime",
+    )
     write_result(out_dir, out, watch.seconds, versions, f"{notes}; paddle2onnx {paddle2onnx.__version__} to ONNX")
 
 

@@ -43,21 +43,28 @@ class PeerData:
 
     def calibration_feeds(self) -> list[Feed]:
         step = self.calibration_batch
-        return [{self.input_name: self.calibration[i:i + step]} for i in range(0, len(self.calibration), step)]
+        return [{self.input_name: self.calibration[i : i + step]} for i in range(0, len(self.calibration), step)]
 
     def eval_items(self, batch: int | None = None) -> list[tuple[Feed, np.ndarray]]:
         step = batch or self.eval_batch
-        return [({self.input_name: self.eval_inputs[i:i + step]}, self.eval_targets[i:i + step])
-                for i in range(0, len(self.eval_inputs), step)]
+        return [
+            ({self.input_name: self.eval_inputs[i : i + step]}, self.eval_targets[i : i + step])
+            for i in range(0, len(self.eval_inputs), step)
+        ]
 
 
 def save_case(directory: Path, data: PeerData) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / ARRAYS, calibration=data.calibration, eval_inputs=data.eval_inputs,
-             eval_targets=data.eval_targets)
+    np.savez(
+        directory / ARRAYS, calibration=data.calibration, eval_inputs=data.eval_inputs, eval_targets=data.eval_targets
+    )
     manifest = {
-        "name": data.name, "fp32_path": str(data.fp32_path), "input_name": data.input_name, "metric": data.metric,
-        "calibration_batch": data.calibration_batch, "eval_batch": data.eval_batch,
+        "name": data.name,
+        "fp32_path": str(data.fp32_path),
+        "input_name": data.input_name,
+        "metric": data.metric,
+        "calibration_batch": data.calibration_batch,
+        "eval_batch": data.eval_batch,
         "paddle_model_dir": str(data.paddle_model_dir) if data.paddle_model_dir else None,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -70,8 +77,11 @@ def load_case(directory: str | Path) -> PeerData:
     with np.load(directory / ARRAYS) as arrays:
         loaded = {key: arrays[key] for key in arrays.files}
     paddle = manifest.pop("paddle_model_dir")
-    return PeerData(**{**manifest, "fp32_path": Path(manifest["fp32_path"])}, **loaded,
-                    paddle_model_dir=Path(paddle) if paddle else None)
+    return PeerData(
+        **{**manifest, "fp32_path": Path(manifest["fp32_path"])},
+        **loaded,
+        paddle_model_dir=Path(paddle) if paddle else None,
+    )
 
 
 def counts(metric: str, output: np.ndarray, target: np.ndarray) -> tuple[int, int]:
@@ -108,15 +118,16 @@ def evaluate(predictor: Predictor, metric: str, items: Iterable[tuple[Feed, np.n
 
 def ort_predictor(model: str | Path | bytes | Any, threads: int = 0) -> Predictor:
     """An ORT CPU predictor of an ONNX file, serialized bytes or ModelProto (what peers hand to callbacks)."""
-    import onnxruntime as ort  # noqa: PLC0415 - keep `counts` importable without onnxruntime
+    import onnxruntime as ort
 
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+    )
     return lambda feed: session.run(None, feed)
 
 
@@ -154,7 +165,7 @@ def worker_args(argv: list[str]) -> tuple[PeerData, Path, list[str]]:
 
 
 def package_versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     found = {}
     for name in names:
@@ -163,4 +174,3 @@ def package_versions(*names: str) -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
-

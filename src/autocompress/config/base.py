@@ -53,7 +53,7 @@ class Section(BaseModel):
                 log.warning("%s.%s = %r is not applied: %s", type(self).__name__, key, value, instead)
 
     @classmethod
-    def parse(cls, data: Any, section: str | None = None) -> "Section":
+    def parse(cls, data: Any, section: str | None = None) -> Section:
         """Validate `data` (dict, None or an instance) into this section, raising ConfigError on failure."""
         if isinstance(data, cls):
             return data
@@ -85,7 +85,9 @@ class Section(BaseModel):
 
 
 def _allows_none(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation
+    )
 
 
 def _none_literal(model: type[BaseModel], key: str, value: Any) -> Any:
@@ -101,8 +103,11 @@ def _section_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return None
-        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
-                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        nested = [
+            a
+            for a in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if not nested:
             return None
         model = nested[0]
@@ -124,6 +129,6 @@ def format_validation_error(exc: ValidationError, section: str, model: type[Base
         value = err.get("input")
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         lines.append(f"{key} = {value!r}: {msg}")
     return "invalid config:\n  " + "\n  ".join(lines)

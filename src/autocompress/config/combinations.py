@@ -20,7 +20,8 @@ def check_combination(keys: set[str]) -> None:
     problems += [f"{spec.key} runs alone" for spec in specs if spec.runs_alone and len(keys) > 1]
     if problems:
         raise ConfigError(
-            f"unsupported strategy combination {sorted(keys)}: " + "; ".join(problems)
+            f"unsupported strategy combination {sorted(keys)}: "
+            + "; ".join(problems)
             + f". Supported: {supported_combinations()}"
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -21,13 +21,13 @@ class DataSection(Section):
 
     path: str
     format: Literal["images", "npy"] = "images"
-    input_name: Optional[str] = None
+    input_name: str | None = None
     batch_size: int = Field(1, ge=1)
-    size: Optional[list[int]] = None
+    size: list[int] | None = None
     mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     bgr: bool = False
-    limit: Optional[int] = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
 
 
 #: Where training can run: torch on the CPU, or on CUDA ('gpu' is PaddleSlim's name for it).
@@ -35,35 +35,35 @@ TRAINING_DEVICES = ("cpu", "gpu", "cuda")
 
 
 class GlobalConfig(Section):
-    model_dir: Optional[str] = None
-    model_filename: Optional[str] = None
-    params_filename: Optional[str] = None
-    input_shapes: Optional[Union[dict[str, list[int]], list[int]]] = None
+    model_dir: str | None = None
+    model_filename: str | None = None
+    params_filename: str | None = None
+    input_shapes: dict[str, list[int]] | list[int] | None = None
     deploy_hardware: str = "cpu"
     devices: str = "cpu"
-    save_dir: Optional[str] = None
+    save_dir: str | None = None
     #: True if a larger eval_callback metric is better (accuracy, IoU); False for losses/errors.
     higher_is_better: bool = True
-    train_data: Optional[DataSection] = None
-    eval_data: Optional[DataSection] = None
+    train_data: DataSection | None = None
+    eval_data: DataSection | None = None
     #: Wanted speedup for the automatic strategy choice: ACT's fraction 1 - latency/fp32_latency (0.5), or a
     #: ratio written "2x". Only used when no strategy section is given.
-    target_speedup: Optional[Union[float, str]] = None
+    target_speedup: float | str | None = None
     #: Largest relative metric drop the automatic choice accepts (0.01 = 1%; for EMD, 1% of the outputs' spread).
     auto_max_relative_drop: float = Field(0.01, ge=0.0)
     #: Seconds the automatic choice may take in all (no strategy section). Unset: 600 s for a model of at most
     #: 1 GMAC on 2 or more cores, proportional to the MACs above 1 GMAC, doubled on 1 core (strategy/targets.py).
-    time_budget: Optional[float] = Field(None, gt=0)
+    time_budget: float | None = Field(None, gt=0)
     #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
     latency_threads: int = Field(1, ge=1)
     #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or
     #: ~/.cache/autocompress); a rerun with other PTQ settings on the same model and data reuses them.
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     #: Batches of train_dataloader / eval_dataloader read ahead in a background thread while ONNX Runtime or torch
     #: compute (PaddleSlim's num_workers, as threads); 0 reads them in the calling thread. Memory: prefetch + 2 batches.
     prefetch_batches: int = Field(DEFAULT_PREFETCH_BATCHES, ge=0)
     #: Progress bars on stderr: true shows them, false hides them, auto shows them when stderr is a terminal.
-    progress: Union[bool, Literal["auto"]] = "auto"
+    progress: bool | Literal["auto"] = "auto"
 
     @field_validator("devices")
     @classmethod

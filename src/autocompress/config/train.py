@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -62,22 +62,22 @@ def check_learning_rate(value: Any, key: str = "") -> None:
 
 
 class TrainConfig(Section):
-    epochs: Optional[int] = Field(None, ge=1)
-    train_iter: Optional[int] = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    train_iter: int | None = Field(None, ge=1)
     #: A float, or {type: <Paddle LR scheduler name>, ...its arguments}; see autocompress.train.schedules.
-    learning_rate: Union[float, dict[str, Any]] = 0.02
+    learning_rate: float | dict[str, Any] = 0.02
     #: {optimizer: {type: SGD|Momentum|Adam|AdamW|..., ...}, weight_decay, regularizer: {type, coeff}, grad_clip: {type, ...}}
     optimizer_builder: dict[str, Any] = Field(default_factory=lambda: {"optimizer": {"type": "SGD"}})
     eval_iter: int = Field(1000, ge=1)
     logging_iter: int = Field(10, ge=1)
-    origin_metric: Optional[float] = None
+    origin_metric: float | None = None
     #: Allowed relative difference between origin_metric and the measured metric of the uncompressed model.
     origin_metric_tolerance: float = Field(0.02, ge=0.0)
-    target_metric: Optional[float] = None
+    target_metric: float | None = None
     use_fleet: bool = False
-    amp_config: Optional[dict[str, Any]] = None
-    recompute_config: Optional[dict[str, Any]] = None
-    sharding_config: Optional[dict[str, Any]] = None
+    amp_config: dict[str, Any] | None = None
+    recompute_config: dict[str, Any] | None = None
+    sharding_config: dict[str, Any] | None = None
     sparse_model: bool = False
     seed: int = 0
     #: Resume from the last checkpoint in save_dir's work area after an interruption.
@@ -116,7 +116,7 @@ class TrainConfig(Section):
 
     @field_validator("amp_config")
     @classmethod
-    def _warn_unapplied_amp_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    def _warn_unapplied_amp_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for key, instead in AMP_UNAPPLIED_KEYS.items():
             if (value or {}).get(key):
                 log.warning("TrainConfig.amp_config.%s = %r is not applied: %s", key, value[key], instead)
@@ -124,7 +124,7 @@ class TrainConfig(Section):
 
     @field_validator("learning_rate")
     @classmethod
-    def _rates_in_range(cls, value: Union[float, dict[str, Any]]) -> Union[float, dict[str, Any]]:
+    def _rates_in_range(cls, value: float | dict[str, Any]) -> float | dict[str, Any]:
         check_learning_rate(value)
         return value
 

@@ -67,4 +67,4 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def parse_yaml(data: bytes | str) -> Any:
     """The document in `data`, built with safe types only; YAMLError (DuplicateKeyError included) when invalid."""
-    return yaml.load(data, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(data, Loader=UniqueKeyLoader)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -184,7 +185,7 @@ class BatchAdapter:
                 f"{self.max_nonfinite_fraction:.0%}; clean the data before compression"
             )
 
-    def feeds(self) -> "FeedView":
+    def feeds(self) -> FeedView:
         """A re-iterable over the feed dicts alone (calibration needs no labels)."""
         return FeedView(self)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 #: How often a reader blocked on a full queue checks whether the consumer has gone away (seconds).
 _POLL_S = 0.05
@@ -51,7 +52,7 @@ def numbered(iterator: Iterator[Any]) -> Iterator[tuple[int, Any]]:
                 batch = next(iterator)
             except StopIteration:
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any error of the user's loader is reported with its batch index
                 _raise(index, exc)
             yield index, batch
     finally:
@@ -85,7 +86,7 @@ def read_ahead(iterator: Iterator[Any], depth: int) -> Iterator[tuple[int, Any]]
                 except StopIteration:
                     offer((index, _End()))
                     return
-                except BaseException as exc:  # handed to the consumer, which raises it
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
                     offer((index, _End(exc)))
                     return
                 if not offer((index, batch)):

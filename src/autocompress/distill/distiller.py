@@ -14,7 +14,8 @@ the logits' shape are class probabilities. The class axis follows the soft_label
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import onnx
 import torch
@@ -72,7 +73,7 @@ def label_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     axis = class_axis(logits.dim())
     moved = logits.movedim(axis, 1)
-    no_class = _shape(logits)[:axis] + _shape(logits)[axis + 1:]
+    no_class = _shape(logits)[:axis] + _shape(logits)[axis + 1 :]
     if not label.is_floating_point() and _shape(label) == no_class:
         return F.cross_entropy(moved, label.long())
     if label.is_floating_point() and label.shape == logits.shape:
@@ -93,8 +94,8 @@ class Distiller(nn.Module):
         terms: Sequence[DistillTerm],
         temperature: float = 1.0,
         label_loss_weight: float = 0.0,
-        label_node: Optional[str] = None,
-        teacher_feed_maps: Optional[Sequence[Optional[dict[str, str]]]] = None,
+        label_node: str | None = None,
+        teacher_feed_maps: Sequence[dict[str, str] | None] | None = None,
     ):
         super().__init__()
         if not terms and not label_loss_weight:
@@ -124,11 +125,11 @@ class Distiller(nn.Module):
     @classmethod
     def from_config(
         cls,
-        config: Union[Distillation, MultiTeacherDistillation],
+        config: Distillation | MultiTeacherDistillation,
         student: nn.Module,
         student_model: onnx.ModelProto,
         teachers: Sequence[tuple[nn.Module, onnx.ModelProto]],
-    ) -> "Distiller":
+    ) -> Distiller:
         """Resolve the config's nodes against the ONNX graphs (teacher i of `teachers` is config teacher i)."""
         if not config.merge_feed:
             log.warning("merge_feed=False is ignored: teachers always receive the student's batch")
@@ -154,7 +155,7 @@ class Distiller(nn.Module):
             teacher_feed_maps=[_feed_map(student_model, model, i) for i, (_, model) in enumerate(teachers)],
         )
 
-    def train(self, mode: bool = True) -> "Distiller":
+    def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         for teacher in self.teachers:
             teacher.eval()
@@ -179,7 +180,7 @@ class Distiller(nn.Module):
             return soft_label_loss(teacher[0], student[0], self.temperature)
         return fsp_loss(teacher[0], teacher[1], student[0], student[1])
 
-    def forward(self, feeds: Feeds, label: Optional[torch.Tensor] = None) -> DistillOutput:
+    def forward(self, feeds: Feeds, label: torch.Tensor | None = None) -> DistillOutput:
         student_out = self.student(feeds, capture=self._student_capture)
         teacher_out = self._teacher_outputs(feeds)
         total = torch.zeros((), device=next(iter(student_out.values())).device)
@@ -198,7 +199,7 @@ class Distiller(nn.Module):
         return DistillOutput(total, parts)
 
 
-def _feed_map(student: onnx.ModelProto, teacher: onnx.ModelProto, index: int) -> Optional[dict[str, str]]:
+def _feed_map(student: onnx.ModelProto, teacher: onnx.ModelProto, index: int) -> dict[str, str] | None:
     """None when the teacher reads the student's input names, else student name -> teacher name by position."""
     student_inputs = GraphIndex(student).graph_inputs
     teacher_inputs = GraphIndex(teacher).graph_inputs

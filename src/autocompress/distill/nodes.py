@@ -29,8 +29,8 @@ should match: logits, not probabilities.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import onnx
 
@@ -75,8 +75,8 @@ Names = dict[str, str]
 def resolve_teacher_name(name: str, teacher_tensors: Names, where: str = "teacher model") -> str:
     if name in teacher_tensors:
         return teacher_tensors[name]
-    if name.startswith(TEACHER_PREFIX) and name[len(TEACHER_PREFIX):] in teacher_tensors:
-        return teacher_tensors[name[len(TEACHER_PREFIX):]]
+    if name.startswith(TEACHER_PREFIX) and name[len(TEACHER_PREFIX) :] in teacher_tensors:
+        return teacher_tensors[name[len(TEACHER_PREFIX) :]]
     raise unknown_name_error(name, sorted(teacher_tensors), where)
 
 
@@ -138,7 +138,7 @@ def label_logits_name(model: onnx.ModelProto) -> str:
     return name
 
 
-def _single(value: Union[str, float, list], key: str, group: str) -> Union[str, float]:
+def _single(value: str | float | list, key: str, group: str) -> str | float:
     if not isinstance(value, list):
         return value
     if len(value) != 1:
@@ -159,16 +159,19 @@ def _self_paired_terms(
             f"Distillation.node {names} for loss fsp names tensors that exist in both models, so they pair with "
             f"themselves two at a time ([a, b] -> fsp(teacher a+b, student a+b)); got {len(names)} names"
         )
-    chunks = [names[start:start + arity] for start in range(0, len(names), arity)]
+    chunks = [names[start : start + arity] for start in range(0, len(names), arity)]
     pairs = [(tuple(teacher_tensors[n] for n in chunk), tuple(student_tensors[n] for n in chunk)) for chunk in chunks]
     unique = dict.fromkeys(pairs)  # [a, a, b, b] (identical pairs written out) gives each term once
     return [DistillTerm(loss, teacher, student, float(alpha), teacher_index) for teacher, student in unique]
 
 
 def _missing_names(names: list[str], teacher_tensors: Names, student_tensors: Names) -> str:
-    unprefixed = [n[len(TEACHER_PREFIX):] if n.startswith(TEACHER_PREFIX) else n for n in names]
-    missing = [f"'{n}' (not in the teacher model)" for n, u in zip(names, unprefixed)
-               if n not in teacher_tensors and u not in teacher_tensors]  # fmt: skip
+    unprefixed = [n[len(TEACHER_PREFIX) :] if n.startswith(TEACHER_PREFIX) else n for n in names]
+    missing = [
+        f"'{n}' (not in the teacher model)"
+        for n, u in zip(names, unprefixed)
+        if n not in teacher_tensors and u not in teacher_tensors
+    ]
     missing += [f"'{n}' (not in the student model)" for n in names if n not in student_tensors]
     return ", ".join(missing)
 
@@ -196,7 +199,7 @@ def _terms_of_group(
         )
     terms = []
     for start in range(0, len(names), width):
-        chunk = names[start:start + width]
+        chunk = names[start : start + width]
         where = "teacher model" if teacher_index == 0 else f"teacher model {teacher_index}"
         teacher = tuple(resolve_teacher_name(n, teacher_tensors, where) for n in chunk[:arity])
         student = tuple(resolve_student_name(n, student_tensors) for n in chunk[arity:])
@@ -206,8 +209,8 @@ def _terms_of_group(
 
 def parse_terms(
     node: list,
-    loss: Union[str, list[str]],
-    alpha: Union[float, list[float]],
+    loss: str | list[str],
+    alpha: float | list[float],
     teacher: onnx.ModelProto,
     student: onnx.ModelProto,
     teacher_index: int = 0,
@@ -240,7 +243,7 @@ def parse_terms(
     return terms
 
 
-def _per_group(value: Union[str, float, list], count: int, key: str) -> list:
+def _per_group(value: str | float | list, count: int, key: str) -> list:
     if not isinstance(value, list):
         return [value] * count
     if len(value) == 1:

@@ -7,7 +7,7 @@ rewrite a Reshape so that the model runs but returns another shape, which no str
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -90,6 +90,6 @@ def difference(
     """None when `model` computes `reference` on `feed`, else what differs (a model that no longer runs differs)."""
     try:
         outputs = run_model(model, feed)
-    except Exception as exc:  # the runtime's refusal is the difference
+    except Exception as exc:  # noqa: BLE001 - the runtime's refusal is the difference
         return f"it no longer runs: {str(exc).strip()}"
     return output_difference(reference, outputs)

@@ -50,7 +50,9 @@ def mapped(tensor: onnx.TensorProto) -> np.ndarray:
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
     except (KeyError, TypeError, ValueError):
-        raise ModelLoadError(f"tensor {tensor.name!r}: external data of type {tensor.data_type} cannot be mapped") from None
+        raise ModelLoadError(
+            f"tensor {tensor.name!r}: external data of type {tensor.data_type} cannot be mapped"
+        ) from None
     if tensor.data_type == onnx.TensorProto.STRING or dtype.hasobject:
         raise ModelLoadError(f"tensor {tensor.name!r}: string tensors cannot be mapped from external data")
     dims = tuple(tensor.dims)

@@ -32,10 +32,20 @@ MAX_FOLDED_ELEMENTS = 1 << 22
 _VALUE_INPUT_ELEMENTS = 1 << 10
 #: Quantization nodes carry meaning a folded tensor would lose; control flow and random ops are not functions of
 #: their inputs alone.
-_NO_FOLD = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan",
-    "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-})
+_NO_FOLD = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "If",
+        "Loop",
+        "Scan",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -65,7 +75,8 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     index = GraphIndex(model)
     inputs = {i.name for i in model.graph.input}
     known = {
-        name: index.constant_value(name) for name, tensor in index.initializers.items()
+        name: index.constant_value(name)
+        for name, tensor in index.initializers.items()
         if name not in inputs and (not uses_external_data(tensor) or is_on_disk(tensor))
     }
     for node in model.graph.node:
@@ -78,7 +89,9 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def _foldable(node: onnx.NodeProto, known: dict[str, np.ndarray]) -> bool:
     inputs = [name for name in node.input if name]
     return (
-        bool(inputs) and node.op_type not in _NO_FOLD and node.domain in _DEFAULT_DOMAINS
+        bool(inputs)
+        and node.op_type not in _NO_FOLD
+        and node.domain in _DEFAULT_DOMAINS
         and all(name in known for name in inputs)
     )
 
@@ -92,7 +105,7 @@ def _evaluate(
         if _inferred_elements(single) > max_elements:
             return None
         values = ReferenceEvaluator(single).run(None, feeds)
-    except Exception as exc:  # the node stays; every consumer treats it as a runtime op
+    except Exception as exc:  # noqa: BLE001 - the node stays; every consumer treats it as a runtime op
         logger.debug("not folding %s %r: %s", node.op_type, node.name, exc)
         return None
     if not all(isinstance(v, (np.ndarray, np.generic)) for v in values):
@@ -123,7 +136,7 @@ def _inferred_elements(single: onnx.ModelProto) -> int:
     """Elements of the largest result shape inference can size, 0 where it cannot."""
     try:
         inferred = onnx.shape_inference.infer_shapes(single, data_prop=True)
-    except Exception:  # sized after evaluation instead
+    except Exception:  # noqa: BLE001 - sized after evaluation instead
         return 0
     largest = 0
     for output in inferred.graph.output:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import Message
@@ -127,7 +128,9 @@ def _tensor_size_bound(tensor: onnx.TensorProto) -> int:
     count = 1
     for dim in tensor.dims:
         count *= max(dim, 0)
-    header = onnx.TensorProto(name=tensor.name, dims=tensor.dims, data_type=tensor.data_type) if on_disk else _header(tensor)
+    header = (
+        onnx.TensorProto(name=tensor.name, dims=tensor.dims, data_type=tensor.data_type) if on_disk else _header(tensor)
+    )
     return header.ByteSize() + count * itemsize + 11  # raw_data's tag and length varint
 
 
@@ -149,7 +152,11 @@ def _stub(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> 
 def is_stubbed(tensor: onnx.TensorProto) -> bool:
     """Whether stub_copy replaces this top-level initializer by an external-data reference (always for one left on
     disk, whose reference names the user's file)."""
-    return is_on_disk(tensor) or tensor.data_type != onnx.TensorProto.STRING and _tensor_size_bound(tensor) >= STUB_THRESHOLD
+    return (
+        is_on_disk(tensor)
+        or tensor.data_type != onnx.TensorProto.STRING
+        and _tensor_size_bound(tensor) >= STUB_THRESHOLD
+    )
 
 
 def _layout(tensor: onnx.TensorProto) -> bytes | memoryview:
@@ -229,4 +236,3 @@ def saved_with_external_data(
         path = Path(tmp) / "model.onnx"
         save_external(model, path, with_weights, outputs)
         yield path
-

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -33,7 +33,9 @@ def resolve_model_files(
     root = Path(model_dir)
     if root.is_file():
         if model_filename is not None:
-            raise ModelLoadError(f"model_dir {str(root)!r} is a file; set model_filename only when model_dir is a folder")
+            raise ModelLoadError(
+                f"model_dir {str(root)!r} is a file; set model_filename only when model_dir is a folder"
+            )
         model_path = root
         root = root.parent
     elif root.is_dir():
@@ -151,7 +153,7 @@ def read_onnx_header(path: Path) -> onnx.ModelProto:
     foreign file is a ModelLoadError wherever it is read."""
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError and others for corrupt or unreadable files
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError and others for corrupt or unreadable files
         raise ModelLoadError(
             f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}); a complete .onnx file "
             "(an ONNX ModelProto) is expected"
@@ -168,7 +170,7 @@ def load_onnx(path: Path, lazy_bytes: int | None = None) -> onnx.ModelProto:
         return model
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnx raises OSError, ValueError and others for missing or short data files
         raise ModelLoadError(f"cannot read the external data of {str(path)!r}: {exc}") from None
     unread = [t.name for t in model_tensors(model) if uses_external_data(t)]
     if unread:
@@ -201,9 +203,13 @@ def repair_scalar_concat(model: onnx.ModelProto) -> onnx.ModelProto:
                     if opset >= 13:
                         axes = f"{name}__axes"
                         model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), axes))
-                        new_nodes.append(onnx.helper.make_node("Unsqueeze", [name, axes], [out], name=f"{out}_unsqueeze"))
+                        new_nodes.append(
+                            onnx.helper.make_node("Unsqueeze", [name, axes], [out], name=f"{out}_unsqueeze")
+                        )
                     else:
-                        new_nodes.append(onnx.helper.make_node("Unsqueeze", [name], [out], axes=[0], name=f"{out}_unsqueeze"))
+                        new_nodes.append(
+                            onnx.helper.make_node("Unsqueeze", [name], [out], axes=[0], name=f"{out}_unsqueeze")
+                        )
                     node.input[i] = out
         new_nodes.append(node)
     del model.graph.node[:]
@@ -223,8 +229,10 @@ def convert_paddle(model_path: Path, params_path: Path, opset: int = 13) -> onnx
     with tempfile.TemporaryDirectory(prefix="autocompress-p2o-") as tmp:
         out = Path(tmp) / "model.onnx"
         try:
-            paddle2onnx.export(str(model_path), str(params_path), str(out), opset_version=opset, enable_onnx_checker=True)
-        except (Exception, SystemExit) as exc:  # paddle2onnx calls sys.exit on some failures
+            paddle2onnx.export(
+                str(model_path), str(params_path), str(out), opset_version=opset, enable_onnx_checker=True
+            )
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - paddle2onnx calls sys.exit on some failures
             raise ModelLoadError(f"paddle2onnx could not convert {str(model_path)!r}: {exc}") from None
         return repair_scalar_concat(load_onnx(out))
 

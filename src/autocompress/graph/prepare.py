@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from typing import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -55,14 +55,18 @@ def fix_input_shapes(
         value = next(i for i in inputs if i.name == name)
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(shape):
-            raise ConfigError(f"input_shapes[{name!r}] = {list(shape)} has rank {len(shape)}; the model's input has rank {len(dims)}")
+            raise ConfigError(
+                f"input_shapes[{name!r}] = {list(shape)} has rank {len(shape)}; the model's input has rank {len(dims)}"
+            )
         for dim, size in zip(dims, shape):
             if size is None or int(size) < 0:
                 if not dim.HasField("dim_param") and dim.dim_value <= 0:
                     dim.dim_param = "batch" if dim is dims[0] else f"{name}_dyn"
                 continue
             if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != int(size):
-                raise ConfigError(f"input_shapes[{name!r}] sets a dim to {size}, but the model fixes it to {dim.dim_value}")
+                raise ConfigError(
+                    f"input_shapes[{name!r}] sets a dim to {size}, but the model fixes it to {dim.dim_value}"
+                )
             dim.ClearField("dim_param")
             dim.dim_value = int(size)
     return model
@@ -110,7 +114,7 @@ def simplify(
     try:
         skip = [] if fold_batch_norm else _SKIPPED_FUSIONS
         slim = onnxslim.slim(copy.deepcopy(model), skip_fusion_patterns=skip or None)
-    except Exception as exc:  # a simplifier bug must not stop compression
+    except Exception as exc:  # noqa: BLE001 - a simplifier bug must not stop compression
         log.warning("onnxslim could not simplify the model (%s); continuing with its constants folded only", exc)
         return fold_constants(copy.deepcopy(model))
     if slim is None:
@@ -157,7 +161,7 @@ def infer_shapes(model: onnx.ModelProto, layout: WeightsLayout | None = None) ->
         if (layout or weights_layout(model)) is WeightsLayout.EXTERNAL:
             return _infer_large(model)
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - shape inference is a best effort: a failure keeps the exported shapes
         log.warning("shape inference failed (%s); shapes stay as exported", exc)
         return model
 
@@ -181,7 +185,7 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
             raise ModelLoadError(f"tensor {tensor.name!r} has negative dims {list(tensor.dims)}")
         try:
             onnx.numpy_helper.to_array(tensor)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types for data that disagrees with its dims
             raise ModelLoadError(
                 f"tensor {tensor.name!r} (dtype {tensor.data_type}, dims {list(tensor.dims)}): its data does not match "
                 f"its dtype and shape: {exc}"
@@ -226,7 +230,7 @@ def check_structure(model: onnx.ModelProto, layout: WeightsLayout | None = None)
 def check_model(model: onnx.ModelProto, layout: WeightsLayout | None = None) -> None:
     try:
         check_structure(model, layout)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnx.checker raises ValidationError and C++ errors of several types
         raise ModelLoadError(f"the model fails onnx.checker: {exc}") from None
     check_tensor_data(model)
     check_window_attributes(model)
@@ -264,7 +268,7 @@ def upgrade_opset(model: onnx.ModelProto, layout: WeightsLayout | None = None) -
         return model
     try:
         upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors for ops it cannot adapt
         removed = _ops_without_schema(model, MIN_OPSET)
         reason = f"ops {removed} no longer exist in opset {MIN_OPSET}" if removed else str(exc)
         raise ModelLoadError(
@@ -329,8 +333,9 @@ def _apply(model: onnx.ModelProto, passes: Sequence[_Pass]) -> onnx.ModelProto:
     return model
 
 
-def _replay(base: onnx.ModelProto, passes: Sequence[_Pass], reference: Mapping[str, np.ndarray],
-            feed: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+def _replay(
+    base: onnx.ModelProto, passes: Sequence[_Pass], reference: Mapping[str, np.ndarray], feed: Mapping[str, np.ndarray]
+) -> onnx.ModelProto:
     """The passes again, each checked on its own: one whose result computes other outputs is dropped."""
     model = base
     for name, run in passes:
@@ -339,13 +344,17 @@ def _replay(base: onnx.ModelProto, passes: Sequence[_Pass], reference: Mapping[s
         if changed is None:
             model = candidate
         else:
-            log.warning("preparation pass %r would change what the model computes (%s); it is skipped for this "
-                        "model", name, changed)
+            log.warning(
+                "preparation pass %r would change what the model computes (%s); it is skipped for this model",
+                name,
+                changed,
+            )
     return model
 
 
 def _checked(
-    original: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None,
+    original: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None,
     sample_feed: Mapping[str, np.ndarray] | None,
 ) -> onnx.ModelProto:
     """The prepared copy of `original`, whose outputs on `sample_feed` (else random data matching the inputs) are
@@ -356,7 +365,7 @@ def _checked(
     try:
         feed = dict(sample_feed) if sample_feed is not None else random_feed(graph_inputs(base))
         reference = run_model(base, feed)
-    except Exception as exc:  # a model ONNX Runtime cannot run on such a sample is prepared unchecked
+    except Exception as exc:  # noqa: BLE001 - a model ONNX Runtime cannot run on such a sample is prepared unchecked
         log.info("preparation is not checked: the model does not run on a sample feed (%s)", exc)
         return _apply(base, passes)
     prepared = _apply(base, passes)  # `base` is consumed: passes rewrite in place

@@ -41,8 +41,9 @@ def unsupported_reason() -> str | None:
     if reason:
         log.warning(
             "onnxruntime %s: %s; onnx's shape inference is used instead (dynamic reshapes may stay rank-less)",
-            onnxruntime.__version__, reason,
-        )  # fmt: skip
+            onnxruntime.__version__,
+            reason,
+        )
     return reason
 
 
@@ -57,8 +58,9 @@ def symbolic_inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
     if missing:
         log.warning(
             "onnxruntime %s: SymbolicShapeInference sets no %s; onnx's shape inference is used",
-            onnxruntime.__version__, missing,
-        )  # fmt: skip
+            onnxruntime.__version__,
+            missing,
+        )
         return None
     complete = False
     while inference.run_:
@@ -74,10 +76,10 @@ def inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = symbolic_inferred(model)
         if inferred is not None:
             return inferred
-    except Exception as exc:  # an ORT internal failing on an unusual graph
+    except Exception as exc:  # noqa: BLE001 - an ORT internal failing on an unusual graph
         log.debug("symbolic shape inference failed (%s); using onnx shape inference", exc)
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - shape inference is a best effort
         log.warning("shape inference failed (%s); the analysis continues without shapes", exc)
         return model

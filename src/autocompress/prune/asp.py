@@ -56,9 +56,7 @@ def plan_asp(model: onnx.ModelProto, prune_params_name: list[str] | None = None,
         bad = [n for n in prune_params_name if n not in plan.eligible]
         if bad:
             details = {n: plan.skipped.get(n, "not a Conv/Gemm/MatMul weight") for n in bad}
-            raise ConfigError(
-                f"ASPPrune.prune_params_name: {details}; eligible weights: {sorted(plan.eligible)}"
-            )
+            raise ConfigError(f"ASPPrune.prune_params_name: {details}; eligible weights: {sorted(plan.eligible)}")
         plan.skipped.update({n: "not listed in prune_params_name" for n in plan.eligible if n not in prune_params_name})
         plan.eligible = {n: a for n, a in plan.eligible.items() if n in prune_params_name}
     for name, why in plan.skipped.items():

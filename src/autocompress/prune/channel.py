@@ -19,8 +19,8 @@ from autocompress.errors import ConfigError
 from autocompress.graph.index import GraphIndex
 from autocompress.prune.compensate import Feed, Moments, apply_compensation, consumer_moments
 from autocompress.prune.constants import set_constant, set_node_input
-from autocompress.prune.criteria import CRITERIA, channel_scores, scored_by_l1
-from autocompress.prune.groups import ChannelAnalysis, ChannelGroup, find_channel_groups, removed_indices
+from autocompress.prune.criteria import channel_scores, scored_by_l1
+from autocompress.prune.groups import ChannelAnalysis, ChannelGroup, Segment, find_channel_groups, removed_indices
 from autocompress.prune.stats import count_params_and_macs
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ def _group_ratios(
             return prunable[name]
         why = f" (its group is not prunable: {blocked[name].reason})" if name in blocked else ""
         raise ConfigError(
-            f"ChannelPrune.{key} names {name!r}, which is not a prunable weight{why}; "
-            f"candidates: {sorted(prunable)}"
+            f"ChannelPrune.{key} names {name!r}, which is not a prunable weight{why}; candidates: {sorted(prunable)}"
         )
 
     if isinstance(pruned_ratio, dict):
@@ -261,13 +260,22 @@ def prune_channels(
         logger.warning(warning)
     logger.info(
         "channel pruning: %d groups pruned, %d unprunable, params %d -> %d",
-        len(report.pruned), len(report.unprunable), report.params_before, report.params_after,
+        len(report.pruned),
+        len(report.unprunable),
+        report.params_before,
+        report.params_after,
     )
     return pruned, report
 
 
-def _warnings(analysis: ChannelAnalysis, keep: dict[int, np.ndarray], pruned_ratio: float | dict[str, float],
-              prune_params_name: list[str] | None, round_to: int, criterion: str) -> list[str]:
+def _warnings(
+    analysis: ChannelAnalysis,
+    keep: dict[int, np.ndarray],
+    pruned_ratio: float | dict[str, float],
+    prune_params_name: list[str] | None,
+    round_to: int,
+    criterion: str,
+) -> list[str]:
     """Groups asked to lose channels that round_to kept whole, and pruned groups the criterion scored by l1_norm."""
     ratios = _group_ratios(analysis.groups, pruned_ratio, prune_params_name)
     whole = [analysis.group(g) for g, r in ratios.items() if r > 0 and g not in keep]
@@ -282,6 +290,8 @@ def _warnings(analysis: ChannelAnalysis, keep: dict[int, np.ndarray], pruned_rat
         )
     if fallback:
         layers = ", ".join(str(g.weights) for g in fallback)
-        warnings.append(f"ChannelPrune: criterion {criterion!r} found no normalisation scale after {len(fallback)} "
-                        f"pruned groups and ranked their channels by l1_norm instead: {layers}")
+        warnings.append(
+            f"ChannelPrune: criterion {criterion!r} found no normalisation scale after {len(fallback)} "
+            f"pruned groups and ranked their channels by l1_norm instead: {layers}"
+        )
     return warnings

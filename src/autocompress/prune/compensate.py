@@ -102,7 +102,10 @@ def _shift(node: onnx.NodeProto, member: GroupMember, weight: np.ndarray, remove
 
 
 def consumer_moments(
-    analysis: ChannelAnalysis, inputs: list[onnx.ValueInfoProto], feeds: Iterable[Feed], gids: Iterable[int] | None = None
+    analysis: ChannelAnalysis,
+    inputs: list[onnx.ValueInfoProto],
+    feeds: Iterable[Feed],
+    gids: Iterable[int] | None = None,
 ) -> dict[str, Moments]:
     """Channel moments of the inputs of every Conv/Gemm/MatMul that reads a channel of the groups `gids`
     (default: every prunable group)."""

@@ -21,7 +21,7 @@ def _per_channel(index: GraphIndex, member: GroupMember) -> np.ndarray:
     value = index.constant_value(member.tensor)
     seg = member.segment
     rows = np.moveaxis(value.astype(np.float64), member.axis, 0)
-    rows = rows[seg.offset: seg.offset + seg.length * seg.expand]
+    rows = rows[seg.offset : seg.offset + seg.length * seg.expand]
     return rows.reshape(seg.length, -1)
 
 
@@ -32,7 +32,7 @@ def _accumulate(group: ChannelGroup, index: GraphIndex, role: str, score: Callab
     for member in group.members:
         if member.role == role:
             seg = member.segment
-            total[seg.start: seg.start + seg.length] += score(_per_channel(index, member))
+            total[seg.start : seg.start + seg.length] += score(_per_channel(index, member))
             found = True
     return total if found else None
 
@@ -76,10 +76,10 @@ def output_error(group: ChannelGroup, index: GraphIndex, moments: Mapping[str, M
             continue
         seg = member.segment
         rows = np.moveaxis(index.constant_value(member.tensor).astype(np.float64), member.axis, 0)
-        rows = rows[seg.offset: seg.offset + seg.length * seg.expand]
+        rows = rows[seg.offset : seg.offset + seg.length * seg.expand]
         energy = np.square(rows.reshape(len(rows), -1)).sum(axis=1)
-        var = stats.var[seg.offset: seg.offset + seg.length * seg.expand]
-        total[seg.start: seg.start + seg.length] += (energy * var).reshape(seg.length, seg.expand).sum(axis=1)
+        var = stats.var[seg.offset : seg.offset + seg.length * seg.expand]
+        total[seg.start : seg.start + seg.length] += (energy * var).reshape(seg.length, seg.expand).sum(axis=1)
         found = True
     if not found:
         logger.info("group %s has no measured consumer; output_error falls back to l1_norm", group.weights)

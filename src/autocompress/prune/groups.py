@@ -25,19 +25,63 @@ logger = logging.getLogger(__name__)
 
 # Ops whose output has the input's shape along every axis and that mix no channels.
 _PASS_THROUGH = {
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Floor",
-    "Ceil", "Round", "Sign", "Identity", "Dropout", "Cast", "MaxPool", "AveragePool", "LpPool",
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Mish", "ThresholdedRelu", "Softmax",
-    "LogSoftmax", "LRN", "Resize", "Upsample", "Pad",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Clip",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Erf",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "Mish",
+    "ThresholdedRelu",
+    "Softmax",
+    "LogSoftmax",
+    "LRN",
+    "Resize",
+    "Upsample",
+    "Pad",
 }
 # Pass-through ops that normalise across one axis (the channel axis for LRN): removing a channel there
 # changes every other channel's value, so a group reaching that axis is not prunable.
 _ACROSS_AXIS = {"Softmax": None, "LogSoftmax": None, "LRN": 1}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu", "Where"}
 _REDUCE = {
-    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
-    "ReduceLogSum", "ReduceLogSumExp",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
 }
 # Reductions to which a zero channel contributes nothing: removing a channel equals silencing it, as for the
 # next layer's input axis. Mean, max, min, product and log-sum-exp over the channel axis change when a channel
@@ -613,14 +657,14 @@ class _Tracker:
         dim (merging trailing dims) or fold the channel with all trailing dims into one."""
         lay = inputs[0]
         in_shape, out_shape = self.shape(node.input[0]), self.shape(node.output[0])
-        if in_shape is None or out_shape is None or None in in_shape[lay.axis:] or None in out_shape[lay.axis:]:
+        if in_shape is None or out_shape is None or None in in_shape[lay.axis :] or None in out_shape[lay.axis :]:
             self.unsupported(node, inputs, f"{node.op_type} shapes are not static")
             return
         ax = lay.axis
         if in_shape[:ax] != out_shape[:ax] or len(out_shape) <= ax:
             self.unsupported(node, inputs, f"{node.op_type} moves the channel axis")
             return
-        trailing = int(np.prod(in_shape[ax + 1:], dtype=np.int64))
+        trailing = int(np.prod(in_shape[ax + 1 :], dtype=np.int64))
         if out_shape[ax] == in_shape[ax]:
             new_layout = replace(lay, rank=len(out_shape))
         elif out_shape[ax] == in_shape[ax] * trailing and len(out_shape) == ax + 1:
@@ -662,9 +706,7 @@ class _Tracker:
         }
         constants = [m for m in members if m.role != "activation"]
         self._block_shared_constants(constants)
-        groups = {
-            root: ChannelGroup(root, self.sizes[root]) for root in self.parent if self.find(root) == root
-        }
+        groups = {root: ChannelGroup(root, self.sizes[root]) for root in self.parent if self.find(root) == root}
         for m in members:
             groups[m.segment.group].members.append(m)
         for root, group in groups.items():
@@ -695,9 +737,7 @@ class _Tracker:
                             self.reasons[seg.group].append(reason)
 
 
-def find_channel_groups(
-    model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None
-) -> ChannelAnalysis:
+def find_channel_groups(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> ChannelAnalysis:
     """Channel dependency groups of `model`. input_shapes fixes dynamic input dims (needed when a
     flatten's spatial size is only known for a given input size)."""
     return _Tracker(model, input_shapes).run()

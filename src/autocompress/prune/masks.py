@@ -18,7 +18,13 @@ from autocompress.prune.groups import ChannelAnalysis, removed_indices
 
 # roles whose zeroing silences a channel; running statistics and activations are left alone
 CHANNEL_MASK_ROLES = (
-    "producer", "producer_bias", "depthwise", "norm_scale", "norm_bias", "channel_constant", "consumer",
+    "producer",
+    "producer_bias",
+    "depthwise",
+    "norm_scale",
+    "norm_bias",
+    "channel_constant",
+    "consumer",
 )
 
 

@@ -107,7 +107,9 @@ def group_sensitivities(
 ) -> list[GroupSensitivity]:
     """Output error and MACs saved of pruning each prunable group alone at each of `ratios`. Groups the
     ratios leave whole (rounding) are not listed. `inputs` are the user's input declarations."""
-    ladders = [select_channels(analysis, r, criterion, prune_params_name, round_to, moments=moments) for r in sorted(ratios)]
+    ladders = [
+        select_channels(analysis, r, criterion, prune_params_name, round_to, moments=moments) for r in sorted(ratios)
+    ]
     reference = _outputs(with_user_inputs(analysis.model, inputs), feeds)
     scale = float(np.linalg.norm(reference)) or 1.0
     priced = _macs_per_removal(analysis)
@@ -118,7 +120,9 @@ def group_sensitivities(
             kept = keep.get(gid)
             if kept is None or (options and options[-1].kept == len(kept)):
                 continue
-            got = _outputs(with_user_inputs(_pruned_alone(analysis, gid, kept, moments if compensate else None), inputs), feeds)
+            got = _outputs(
+                with_user_inputs(_pruned_alone(analysis, gid, kept, moments if compensate else None), inputs), feeds
+            )
             error = float(np.linalg.norm(got - reference)) / scale
             options.append(PruneOption(ratio, len(kept), error, macs_saved(analysis, gid, kept, priced)))
         group = analysis.group(gid)
@@ -179,8 +183,11 @@ def allocate_ratios(sensitivities: list[GroupSensitivity], macs_to_remove: int) 
                 if best is None or slope < best[0]:
                     best = (slope, i, j, gain)
         if best is None:
-            logger.warning("sensitivity allocation: every group is at its largest measured ratio; removed %d of the "
-                           "%d MACs asked", saved, macs_to_remove)
+            logger.warning(
+                "sensitivity allocation: every group is at its largest measured ratio; removed %d of the %d MACs asked",
+                saved,
+                macs_to_remove,
+            )
             break
         _, i, j, gain = best
         chosen[i] = j

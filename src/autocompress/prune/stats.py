@@ -60,8 +60,11 @@ def _node_macs(node: onnx.NodeProto, shapes: dict, weights: dict) -> int | None:
 def _quantized_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Shapes of integer weights stored for a DequantizeLinear (QDQ models keep their weights as int8)."""
     dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    return {t.name: tuple(t.dims) for t in model.graph.initializer
-            if t.name in dequantized and t.data_type != onnx.TensorProto.FLOAT and len(t.dims) >= 1}
+    return {
+        t.name: tuple(t.dims)
+        for t in model.graph.initializer
+        if t.name in dequantized and t.data_type != onnx.TensorProto.FLOAT and len(t.dims) >= 1
+    }
 
 
 def node_macs(inferred: onnx.ModelProto) -> dict[str, int | None]:
@@ -78,7 +81,9 @@ def count_params_and_macs(model: onnx.ModelProto, input_shapes: dict[str, list[i
     external = weights_layout(model) is WeightsLayout.EXTERNAL
     inferred = shape_inferred(weightless(model) if external else model, input_shapes)
     scales = quantization_parameters(inferred)  # stored beside int8 weights, but not learned
-    stored = {k: v for k, v in {**_float_constants(inferred), **_quantized_weights(inferred)}.items() if k not in scales}
+    stored = {
+        k: v for k, v in {**_float_constants(inferred), **_quantized_weights(inferred)}.items() if k not in scales
+    }
     params = sum(int(np.prod(dims, dtype=np.int64)) for dims in stored.values() if len(dims) >= 1)
     per_node = node_macs(inferred)
     macs = sum(count for count in per_node.values() if count is not None)

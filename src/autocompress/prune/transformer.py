@@ -106,8 +106,11 @@ class _Matcher:
         if name not in self._shape_only:
             node = self.index.producer.get(name)
             self._shape_only[name] = self.index.is_constant(name) or (
-                node is not None and depth < 16 and (node.op_type in ("Shape", "Size")
-                                                     or all(self.shape_derived(n, depth + 1) for n in node.input if n))
+                node is not None
+                and depth < 16
+                and (
+                    node.op_type in ("Shape", "Size") or all(self.shape_derived(n, depth + 1) for n in node.input if n)
+                )
             )
         return self._shape_only[name]
 
@@ -339,10 +342,12 @@ def head_importance(model: onnx.ModelProto, block: AttentionBlock) -> np.ndarray
     score = np.zeros(block.num_heads)
     for h in range(block.num_heads):
         for proj in (block.q, block.k, block.v):
-            score[h] += np.abs(np.take(index.constant_value(proj.weight), block.head_columns([h], proj.offset),
-                                       axis=proj.axis)).sum()
-        score[h] += np.abs(np.take(index.constant_value(block.out_weight), block.head_columns([h]),
-                                   axis=block.out_axis)).sum()
+            score[h] += np.abs(
+                np.take(index.constant_value(proj.weight), block.head_columns([h], proj.offset), axis=proj.axis)
+            ).sum()
+        score[h] += np.abs(
+            np.take(index.constant_value(block.out_weight), block.head_columns([h]), axis=block.out_axis)
+        ).sum()
     return score
 
 
@@ -409,7 +414,10 @@ def _is_ffn(group: ChannelGroup, index: GraphIndex) -> bool:
     readers = {n.op_type for tensor in layers for n in index.consumers[tensor]}
     roles = {m.role for m in group.members}
     return (
-        group.prunable and len(group.weights) == 1 and readers <= set(_PROJECTION_OPS) and "consumer" in roles
+        group.prunable
+        and len(group.weights) == 1
+        and readers <= set(_PROJECTION_OPS)
+        and "consumer" in roles
         and roles <= {"producer", "producer_bias", "consumer", "activation", "channel_constant"}
     )
 

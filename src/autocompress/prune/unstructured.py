@@ -18,7 +18,6 @@ from autocompress.graph.index import GraphIndex
 from autocompress.prune.constants import layer_weights
 from autocompress.prune.masks import sparsity
 
-
 PRUNE_MODES = ("ratio", "threshold")
 PRUNE_PARAMS_TYPES = (None, "conv1x1_only")
 
@@ -83,7 +82,7 @@ def unstructured_masks(
     global_mask = _smallest_mask(flat, int(ratio * flat.size))
     masks, start = {}, 0
     for name, w in weights.items():
-        masks[name] = global_mask[start: start + w.size].reshape(w.shape)
+        masks[name] = global_mask[start : start + w.size].reshape(w.shape)
         start += w.size
     return masks
 
@@ -162,8 +161,9 @@ class GMPSchedule:
         stable = self._stable_stages
         tuning = int(self.tunning_iterations / self.pruning_iterations * self.pruning_steps)
         span = self.target_ratio - self.initial_ratio
-        cubic = [self.initial_ratio + span * (1.0 - (1.0 - i / self.pruning_steps) ** 3)
-                 for i in range(self.pruning_steps)]
+        cubic = [
+            self.initial_ratio + span * (1.0 - (1.0 - i / self.pruning_steps) ** 3) for i in range(self.pruning_steps)
+        ]
         return [0.0] * stable + cubic + [self.target_ratio] * tuning
 
     def ratio_at(self, iteration: int) -> float:

@@ -53,14 +53,14 @@ class _RoundToGrid(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax):  # noqa: D102 - the class docstring says it
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
         q = torch.div(x, scale).round_().add_(zero_point)
         clamped = q.clamp(qmin, qmax)
         ctx.save_for_backward(clamped == q)  # inside the grid: the only place a gradient passes
         return clamped.sub_(zero_point).mul_(scale)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
         return torch.where(inside, grad, 0.0), None, None, None, None
 

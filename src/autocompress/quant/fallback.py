@@ -9,7 +9,7 @@ accuracy-aware tuning do, with ONNX Runtime as the judge).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -19,7 +19,9 @@ from autocompress.runtime.ort import Predictor
 log = logging.getLogger(__name__)
 
 
-def output_error(reference: list[list[np.ndarray]], model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> float:
+def output_error(
+    reference: list[list[np.ndarray]], model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
+) -> float:
     predictor = Predictor(model)
     errors = []
     for ref_outputs, feed in zip(reference, feeds):

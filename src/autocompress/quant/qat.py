@@ -61,9 +61,7 @@ class QATHandles:
         return {name: quantizer.exported_range() for name, quantizer in self.activations.items()}
 
     def weight_scales(self, graph: TorchGraph) -> dict[str, np.ndarray]:
-        return {
-            name: quantizer.scales(graph.parameter(name)).cpu().numpy() for name, quantizer in self.weights.items()
-        }
+        return {name: quantizer.scales(graph.parameter(name)).cpu().numpy() for name, quantizer in self.weights.items()}
 
 
 def calibrated_ranges(
@@ -90,14 +88,20 @@ def candidate_ranges(
     """calibrated_ranges for each (algo, hist_percent) candidate, from one pass over the batches."""
     tensors = checked_plan(model, options).activation_tensors
     statistics = collect_statistics(
-        model, batches, tensors, batch_nums, options.activation_bits, cache_dir,
+        model,
+        batches,
+        tensors,
+        batch_nums,
+        options.activation_bits,
+        cache_dir,
         algorithms=[algo for algo, _ in candidates],
-    )  # fmt: skip
+    )
     return [
-        activation_ranges(statistics, tensors, activation_thresholds(statistics, algo, hist_percent),
-                          options.symmetric_activations)
+        activation_ranges(
+            statistics, tensors, activation_thresholds(statistics, algo, hist_percent), options.symmetric_activations
+        )
         for algo, hist_percent in candidates
-    ]  # fmt: skip
+    ]
 
 
 def _planned_positions(model: onnx.ModelProto, plan: QuantPlan) -> list[int]:
@@ -119,9 +123,14 @@ def _activation_quantizer(
     if settings.use_pact:
         return PACTFakeQuant(options.symmetric_activations, initial, options.activation_bits)
     return ObserverFakeQuant(
-        settings.activation_quantize_type, options.symmetric_activations, initial,
-        settings.moving_rate, settings.window_size, options.activation_bits, counter,
-    )  # fmt: skip
+        settings.activation_quantize_type,
+        options.symmetric_activations,
+        initial,
+        settings.moving_rate,
+        settings.window_size,
+        options.activation_bits,
+        counter,
+    )
 
 
 def insert_fake_quant(
@@ -176,9 +185,7 @@ def _sparsity_mask(graph: TorchGraph, name: str, settings: FakeQuantSettings) ->
     return None if bool(mask.all()) else mask
 
 
-def export_qat(
-    model: onnx.ModelProto, graph: TorchGraph, handles: QATHandles, options: QDQOptions
-) -> onnx.ModelProto:
+def export_qat(model: onnx.ModelProto, graph: TorchGraph, handles: QATHandles, options: QDQOptions) -> onnx.ModelProto:
     """The QDQ model of the trained graph: learned weights, activation ranges and weight scales."""
     trained = graph.write_back(model)
     quantized, _ = write_qdq_model(trained, handles.activation_ranges(), options, handles.weight_scales(graph))

@@ -119,9 +119,10 @@ def activation_thresholds(
                 threshold = kl_threshold(hist, bin_width, statistics.activation_bits)
         else:
             losses, candidates = (
-                (statistics.mse_loss, statistics.mse_threshold) if algo == "mse"
+                (statistics.mse_loss, statistics.mse_threshold)
+                if algo == "mse"
                 else (statistics.emd_loss, statistics.emd_threshold)
-            )  # fmt: skip
+            )
             threshold = float(candidates[i, last_argmin(losses[i])])
         thresholds[name] = safe_threshold(threshold, abs_max)
     return thresholds

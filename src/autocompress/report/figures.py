@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _png(fig) -> bytes:
@@ -33,26 +33,44 @@ def candidate_label(candidate: dict[str, Any], index: int) -> str:
 
 def pareto_figure(report: dict[str, Any]) -> bytes | None:
     """Metric vs latency of the baseline, the result and every candidate tried, each point labelled."""
-    points = [c for c in report.get("candidates", []) if c.get("latency_ms") is not None and c.get("metric") is not None]
+    points = [
+        c for c in report.get("candidates", []) if c.get("latency_ms") is not None and c.get("metric") is not None
+    ]
     base, comp = report["baseline"], report["compressed"]
     if not points and base["latency_ms"] == comp["latency_ms"]:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if points:
-        ax.scatter([p["latency_ms"] for p in points], [p["metric"] for p in points], s=18, alpha=0.6,
-                   label="candidates")
+        ax.scatter(
+            [p["latency_ms"] for p in points], [p["metric"] for p in points], s=18, alpha=0.6, label="candidates"
+        )
         for i, point in enumerate(points[:MAX_LABELS]):
-            ax.annotate(candidate_label(point, i), (point["latency_ms"], point["metric"]), fontsize=6, alpha=0.8,
-                        xytext=(3, 3), textcoords="offset points")
-    for summary, name, style in ((base, "baseline", {"marker": "s", "s": 60, "color": "black"}),
-                                 (comp, "result", {"marker": "*", "s": 140, "color": "crimson"})):
+            ax.annotate(
+                candidate_label(point, i),
+                (point["latency_ms"], point["metric"]),
+                fontsize=6,
+                alpha=0.8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    for summary, name, style in (
+        (base, "baseline", {"marker": "s", "s": 60, "color": "black"}),
+        (comp, "result", {"marker": "*", "s": 140, "color": "crimson"}),
+    ):
         if summary["latency_ms"] is None or summary["metric"] is None:
             continue
         ax.scatter([summary["latency_ms"]], [summary["metric"]], label=name, **style)
-        ax.annotate(f"{name}: {summary['metric']:.4g} @ {summary['latency_ms']:.2f} ms",
-                    (summary["latency_ms"], summary["metric"]), fontsize=8, xytext=(5, -12), textcoords="offset points")
+        ax.annotate(
+            f"{name}: {summary['metric']:.4g} @ {summary['latency_ms']:.2f} ms",
+            (summary["latency_ms"], summary["metric"]),
+            fontsize=8,
+            xytext=(5, -12),
+            textcoords="offset points",
+        )
     ax.set_xlabel("latency (ms, batch 1)")
-    ax.set_ylabel(f"{base['metric_name']} ({'higher' if report.get('metric_higher_is_better', True) else 'lower'} is better)")
+    ax.set_ylabel(
+        f"{base['metric_name']} ({'higher' if report.get('metric_higher_is_better', True) else 'lower'} is better)"
+    )
     ax.ticklabel_format(useOffset=False)  # metrics read as themselves, not as "+1.048" plus a small offset
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3)

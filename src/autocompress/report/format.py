@@ -78,8 +78,14 @@ def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
     """The before/after table: metric(s), latencies, size, params, MACs, each with its change."""
     base, comp = report["baseline"], report["compressed"]
     metric = significant
-    rows = [[str(base.get("metric_name") or "metric"), metric(base.get("metric")), metric(comp.get("metric")),
-             change(base.get("metric"), comp.get("metric"), metric)]]  # fmt: skip
+    rows = [
+        [
+            str(base.get("metric_name") or "metric"),
+            metric(base.get("metric")),
+            metric(comp.get("metric")),
+            change(base.get("metric"), comp.get("metric"), metric),
+        ]
+    ]
     extra_base, extra_comp = base.get("extra_metrics") or {}, comp.get("extra_metrics") or {}
     for name, before in extra_base.items():
         after = extra_comp.get(name)
@@ -87,11 +93,24 @@ def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
     threads = (report.get("hardware") or {}).get("latency_threads", 1)
     rows += _latency_rows(base, comp, threads)
     before, after = base.get("size_mb"), comp.get("size_mb")
-    rows.append(["size", size(before), size(after), f"{change(before, after, size)}, {ratio(before, after, 'smaller', 'larger')}"])
+    rows.append(
+        [
+            "size",
+            size(before),
+            size(after),
+            f"{change(before, after, size)}, {ratio(before, after, 'smaller', 'larger')}",
+        ]
+    )
     for key in ("params", "macs"):
         if key in base or key in comp:
-            rows.append([key if key == "params" else "MACs", count(base.get(key)), count(comp.get(key)),
-                         change(base.get(key), comp.get(key), lambda v: count(round(v)))])
+            rows.append(
+                [
+                    key if key == "params" else "MACs",
+                    count(base.get(key)),
+                    count(comp.get(key)),
+                    change(base.get(key), comp.get(key), lambda v: count(round(v))),
+                ]
+            )
     return rows
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from autocompress.report.figures import bars_figure, pareto_figure, timeline_figure, trials_figure
 from autocompress.report.format import SUMMARY_HEADER, ratio, significant, summary_rows, text_table
@@ -36,11 +37,13 @@ def _table(rows: list[list[Any]], header: list[str], text_columns: tuple[int, ..
     """An HTML table; cells of `text_columns` are left-aligned like prose."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f"<td{' class=text' if i in text_columns else ''}>{html.escape(str(c))}</td>" for i, c in enumerate(row)
-        ) + "</tr>"
+        )
+        + "</tr>"
         for row in rows
-    )  # fmt: skip
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -87,7 +90,8 @@ def op_rows(report: Mapping[str, Any]) -> list[list[str]]:
     """One row per op or weight a stage recorded: stage, name, op type, what was done, detail, why."""
     return [
         [name, op.get("name", ""), op.get("op_type", ""), op.get("action", ""), _op_detail(op), op.get("reason", "")]
-        for name, info in _stage_infos(report) for op in info.get("ops", [])
+        for name, info in _stage_infos(report)
+        for op in info.get("ops", [])
     ]
 
 
@@ -99,8 +103,9 @@ def _headline(report: Mapping[str, Any]) -> str:
     base, comp = report["baseline"], report["compressed"]
     by_base, by_comp = base.get("latency_ms_by_threads") or {}, comp.get("latency_ms_by_threads") or {}
     counts = sorted((t for t in by_base if t in by_comp), key=int)
-    speeds = [f"{ratio(by_base[t], by_comp[t], 'faster', 'slower')} at {t} thread{'s' if t != '1' else ''}"
-              for t in counts] or [ratio(base.get("latency_ms"), comp.get("latency_ms"), "faster", "slower")]
+    speeds = [
+        f"{ratio(by_base[t], by_comp[t], 'faster', 'slower')} at {t} thread{'s' if t != '1' else ''}" for t in counts
+    ] or [ratio(base.get("latency_ms"), comp.get("latency_ms"), "faster", "slower")]
     name = html.escape(str(base.get("metric_name") or "metric"))
     metric = f"{name} {significant(base.get('metric'))} → {significant(comp.get('metric'))}"
     size = ratio(base.get("size_mb"), comp.get("size_mb"), "smaller", "larger")
@@ -138,8 +143,16 @@ def _searches(report: Mapping[str, Any]) -> list[str]:
     trials = _collect(report, "trials")
     if trials:
         header = sorted({k for t in trials for k in t.get("params", {})})
-        rows = [[i + 1, *[_cell(t.get("params", {}).get(h, "")) for h in header], significant(t.get("score")),
-                 significant(t.get("metric")), f"{t.get('seconds') or 0:.1f} s"] for i, t in enumerate(trials)]
+        rows = [
+            [
+                i + 1,
+                *[_cell(t.get("params", {}).get(h, "")) for h in header],
+                significant(t.get("score")),
+                significant(t.get("metric")),
+                f"{t.get('seconds') or 0:.1f} s",
+            ]
+            for i, t in enumerate(trials)
+        ]
         parts.append("<h2>Hyperparameter search</h2>" + _img(trials_figure(trials), "trials"))
         parts.append(_table(rows, ["trial", *header, "score", "metric", "time"]))
     sparsity = _collect(report, "sparsity")
@@ -147,7 +160,9 @@ def _searches(report: Mapping[str, Any]) -> list[str]:
         parts.append(_img(bars_figure(sparsity, "sparsity per layer", "fraction of zeros"), "sparsity"))
     sensitivity = _collect(report, "sensitivity")
     if sensitivity:
-        parts.append(_img(bars_figure(sensitivity, "sensitivity per layer", "output error when quantized alone"), "sensitivity"))
+        parts.append(
+            _img(bars_figure(sensitivity, "sensitivity per layer", "output error when quantized alone"), "sensitivity")
+        )
     return parts
 
 

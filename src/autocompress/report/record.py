@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -100,23 +101,25 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """report.json's content: strict JSON data (a NaN or inf becomes null, listed under "non_finite")."""
         skipped = {f"{source}_batches_skipped_nonfinite": sorted(ids) for source, ids in self.skipped_batches.items()}
-        return strict_report({
-            "baseline": self.baseline.to_dict(),
-            "compressed": self.compressed.to_dict(),
-            "speedup": self.speedup,
-            "speedup_by_threads": self.speedup_by_threads,
-            "size_ratio": self.size_ratio,
-            "metric_higher_is_better": self.higher_is_better,
-            "strategy": self.strategy,
-            "plan": [{"plan": info.plan, "reasons": info.reasons} for info in self.plans],
-            "timeline": [record.to_dict() for record in self.timeline],
-            "candidates": [candidate.to_dict() for candidate in self.candidates],
-            "elapsed_s": self.elapsed_s,
-            "hardware": self.hardware.to_dict(),
-            "data": skipped,
-            "model": {"source": self.model_source, "format": self.model_format},
-            "warnings": list(self.warnings),
-        })
+        return strict_report(
+            {
+                "baseline": self.baseline.to_dict(),
+                "compressed": self.compressed.to_dict(),
+                "speedup": self.speedup,
+                "speedup_by_threads": self.speedup_by_threads,
+                "size_ratio": self.size_ratio,
+                "metric_higher_is_better": self.higher_is_better,
+                "strategy": self.strategy,
+                "plan": [{"plan": info.plan, "reasons": info.reasons} for info in self.plans],
+                "timeline": [record.to_dict() for record in self.timeline],
+                "candidates": [candidate.to_dict() for candidate in self.candidates],
+                "elapsed_s": self.elapsed_s,
+                "hardware": self.hardware.to_dict(),
+                "data": skipped,
+                "model": {"source": self.model_source, "format": self.model_format},
+                "warnings": list(self.warnings),
+            }
+        )
 
 
 def strict_report(report: Mapping[str, Any]) -> dict[str, Any]:

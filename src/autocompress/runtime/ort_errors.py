@@ -7,9 +7,9 @@ exception whose text names only some of these; the rest is looked up in the mode
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import onnx
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -20,9 +20,14 @@ from autocompress.graph.load import read_onnx_header
 
 #: ORT's exceptions that mean "this model cannot be loaded or run here" rather than a failure of ORT itself.
 REFUSALS: tuple[type[Exception], ...] = (
-    ort_state.Fail, ort_state.InvalidArgument, ort_state.NoSuchFile, ort_state.NoModel, ort_state.InvalidProtobuf,
-    ort_state.NotImplemented, ort_state.InvalidGraph,
-)  # fmt: skip
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.NoSuchFile,
+    ort_state.NoModel,
+    ort_state.InvalidProtobuf,
+    ort_state.NotImplemented,
+    ort_state.InvalidGraph,
+)
 
 _UNREGISTERED = re.compile(r"(?:(?P<domain>[\w.\-]+):)?(?P<op>\w+)\(-?\d+\) is not a registered function/op")
 _NO_KERNEL = re.compile(r"Could not find an implementation for (?P<op>\w+)\(\d+\) node with name '(?P<node>[^']*)'")
@@ -88,7 +93,7 @@ def _tensor_type(model: onnx.ModelProto, name: str, layout: WeightsLayout | None
     if not any(v.name == name for v in values) and (layout or weights_layout(model)) is WeightsLayout.INLINE:
         try:
             values = list(onnx.shape_inference.infer_shapes(model).graph.value_info)
-        except Exception:  # inference is a best effort here: the model is being refused anyway
+        except Exception:  # noqa: BLE001 - inference is a best effort here: the model is being refused anyway
             values = []
     elem = next((v.type.tensor_type.elem_type for v in values if v.name == name), 0)
     return f"tensor({onnx.TensorProto.DataType.Name(elem).lower()})" if elem else None

@@ -8,7 +8,7 @@ outputs of an eval set never have to be held at once.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import wasserstein_distance
@@ -17,7 +17,7 @@ from scipy.stats import wasserstein_distance
 MAX_VALUES = 200_000
 
 
-def subsample(values: np.ndarray) -> Optional[np.ndarray]:
+def subsample(values: np.ndarray) -> np.ndarray | None:
     """The float64 values EMD compares for one output of one batch; None for a non-float output (not compared)."""
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
@@ -28,12 +28,10 @@ def subsample(values: np.ndarray) -> Optional[np.ndarray]:
     return flat.astype(np.float64)
 
 
-def output_distances(reference: Sequence[Optional[np.ndarray]], candidate: Sequence[np.ndarray]) -> list[float]:
+def output_distances(reference: Sequence[np.ndarray | None], candidate: Sequence[np.ndarray]) -> list[float]:
     """Distance of each float output of one batch; `reference` holds subsample() of the original's outputs."""
     return [
-        float(wasserstein_distance(ref, subsample(cand)))
-        for ref, cand in zip(reference, candidate)
-        if ref is not None
+        float(wasserstein_distance(ref, subsample(cand))) for ref, cand in zip(reference, candidate) if ref is not None
     ]
 
 

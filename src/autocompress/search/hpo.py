@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -69,13 +70,16 @@ def _study(space: HyperParameterOptimization, journal_path: Path | None) -> optu
     # wrote; Optuna would wait for it (30 s) on every restart.
     Path(f"{journal_path}.lock").unlink(missing_ok=True)
     storage = JournalStorage(JournalFileBackend(str(journal_path)))
-    return optuna.create_study(study_name="ptq", storage=storage, direction="minimize", sampler=sampler,
-                               load_if_exists=True)
+    return optuna.create_study(
+        study_name="ptq", storage=storage, direction="minimize", sampler=sampler, load_if_exists=True
+    )
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> Trial:
     attrs = trial.user_attrs
-    return Trial(trial.number, attrs["params"], float(trial.value), attrs["metric"], attrs["seconds"], extra=attrs["extra"])
+    return Trial(
+        trial.number, attrs["params"], float(trial.value), attrs["metric"], attrs["seconds"], extra=attrs["extra"]
+    )
 
 
 def _show_best(bar: progress.Bar, study: optuna.Study) -> None:

@@ -13,8 +13,8 @@ from autocompress.graph.stats import weight_op_types
 from autocompress.prune.asp import asp_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
+from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.training import fine_tune
 
 
@@ -25,8 +25,9 @@ class ASPPruneStage(Stage):
         cfg: ASPPrune = self.section
         masks, plan = asp_masks(model, cfg.prune_params_name)
         masked = MaskedWeights(model, masks)
-        outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
-                            student_graph=TorchGraph(model))
+        outcome = fine_tune(
+            model, ctx, self.key, prepare_student=masked.attach, export=masked.export, student_graph=TorchGraph(model)
+        )
         info = {
             "sparse_weights": dict(plan.eligible),  # weight -> input axis the 2:4 groups run along
             "dense_weights": dict(plan.skipped),

@@ -23,9 +23,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 
@@ -75,8 +76,11 @@ def _sub_config(config: CompressConfig, strategies: dict[str, Any]) -> CompressC
 def _depthwise_weights(model: onnx.ModelProto) -> list[str]:
     """The weights of the depthwise convs: QuantPost's BN folding keeps a conv's weight name, so they name the
     convs on the folded model the stage receives as well as on this one."""
-    return [node.input[1] for node in model.graph.node
-            if node.op_type == "Conv" and attribute(node, "group", 1) > 1 and len(node.input) > 1]  # fmt: skip
+    return [
+        node.input[1]
+        for node in model.graph.node
+        if node.op_type == "Conv" and attribute(node, "group", 1) > 1 and len(node.input) > 1
+    ]
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,13 @@ class AutoStage(Stage):
         plans = self._for_target(model, ctx) if self.target is not None else self._choose(model, ctx, kind)
         result = self._settle(model, plans, ctx)
         result.info.plan, result.info.reasons = self.plan, self.reasons
-        result.info.details = {"model_type": kind, **self.details, **result.info.details,
-                               "time_budget_s": round(self.budget.seconds, 3),
-                               "elapsed_s": round(self.budget.elapsed(), 3)}  # fmt: skip
+        result.info.details = {
+            "model_type": kind,
+            **self.details,
+            **result.info.details,
+            "time_budget_s": round(self.budget.seconds, 3),
+            "elapsed_s": round(self.budget.elapsed(), 3),
+        }
         return result
 
     def _time_budget(self, model: onnx.ModelProto, ctx: CompressionContext) -> float:
@@ -176,7 +184,9 @@ class AutoStage(Stage):
         )
 
     def _latency(self, model, ctx) -> float:
-        return measure_latency(model, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=3, runs=20, max_seconds=10).median_ms
+        return measure_latency(
+            model, ctx.sample_feed, ctx.hardware, ctx.threads, warmup=3, runs=20, max_seconds=10
+        ).median_ms
 
     def _ptq(self, label: str, strategies: dict[str, Any], model, ctx) -> Candidate:
         """One QuantPost run (with HyperParameterOptimization when `strategies` has it) as a candidate."""
@@ -222,8 +232,11 @@ class AutoStage(Stage):
 
     def _transformer(self, model, ctx) -> Candidate:
         """TransformerPrune with distillation, then the PTQ trial's int8 (whose cost is counted in the estimate)."""
-        strategies = {"TransformerPrune": TransformerPrune(), "Distillation": Distillation(),
-                      "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES)}  # fmt: skip
+        strategies = {
+            "TransformerPrune": TransformerPrune(),
+            "Distillation": Distillation(),
+            "QuantPost": QuantPost(batch_nums=TRIAL_BATCHES),
+        }
         return self._trained("prune heads/FFN + int8", strategies, model, ctx, extra_s=self._trial_seconds(model, ctx))
 
     def _ptq_trials(self, model, ctx) -> list[Candidate]:
@@ -231,10 +244,12 @@ class AutoStage(Stage):
         variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
         depthwise = _depthwise_weights(model)
         if depthwise:
-            variants["int8 (depthwise convs float)"] = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL",
-                                                                 skip_tensor_list=depthwise)  # fmt: skip
+            variants["int8 (depthwise convs float)"] = QuantPost(
+                batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise
+            )
         trials = []
         for label, section in variants.items():
+
             def trial(label: str = label, section: QuantPost = section) -> Candidate:
                 self.budget.require(self.trial_s or 0.0)
                 return self._ptq(label, {"QuantPost": section}, model, ctx)
@@ -276,8 +291,9 @@ class AutoStage(Stage):
         for plan in accepted[SPEED_CHECKS:]:
             plan.accepted, plan.reason = False, "slower than plans that were not faster than float"
         if accepted:
-            self.reasons.append(f"no plan is faster on {ctx.hardware.name} ({_describe(figures)}): the float model "
-                                "is kept")  # fmt: skip
+            self.reasons.append(
+                f"no plan is faster on {ctx.hardware.name} ({_describe(figures)}): the float model is kept"
+            )
             self.plan.append("float (no faster plan here)")
         else:
             self.reasons.append("no plan kept the metric within the tolerance: the float model is kept")
@@ -356,19 +372,24 @@ class AutoStage(Stage):
                 return None
             return _Option(label, ratio, int8, table[label])
 
-        quick_int8 = lambda m: stage_class("QuantPost")(_sub_config(self.config, {"QuantPost": QuantPost(batch_nums=2, algo="abs_max")})).run(m, ctx).model  # noqa: E731
+        def quick_int8(m: onnx.ModelProto) -> onnx.ModelProto:
+            config = _sub_config(self.config, {"QuantPost": QuantPost(batch_nums=2, algo="abs_max")})
+            return stage_class("QuantPost")(config).run(m, ctx).model
+
         if "fp32" not in table:
             table["fp32"] = self._latency(model, ctx)
         base = table["fp32"]
         options = [option("int8", 0.0, True, lambda: quick_int8(model))]
         for ratio in PRUNE_RATIOS:
             try:
-                pruned, _ = prune_channels(model, ratio, input_shapes={k: list(v.shape) for k, v in ctx.sample_feed.items()})
+                pruned, _ = prune_channels(
+                    model, ratio, input_shapes={k: list(v.shape) for k, v in ctx.sample_feed.items()}
+                )
             except Exception as exc:  # noqa: BLE001 - no prunable group, or a pass that fails: int8 alone remains
                 self.reasons.append(f"channel pruning unavailable: {type(exc).__name__}: {exc}")
                 break
-            options.append(option(f"prune {ratio:.0%}", ratio, False, lambda: pruned))
-            options.append(option(f"prune {ratio:.0%} + int8", ratio, True, lambda: quick_int8(pruned)))
+            options.append(option(f"prune {ratio:.0%}", ratio, False, lambda pruned=pruned: pruned))
+            options.append(option(f"prune {ratio:.0%} + int8", ratio, True, lambda pruned=pruned: quick_int8(pruned)))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(table, indent=1))
         return base, [o for o in options if o is not None]
@@ -376,5 +397,6 @@ class AutoStage(Stage):
 
 def _describe(figures: dict[str, dict]) -> str:
     """The speedups of speed_figures as text: '1.31x at 1 thread, 1.12x at 2 threads'."""
-    return ", ".join(f"{f['speedup']:.2f}x at {threads} thread{'s' if threads != '1' else ''}"
-                     for threads, f in figures.items())  # fmt: skip
+    return ", ".join(
+        f"{f['speedup']:.2f}x at {threads} thread{'s' if threads != '1' else ''}" for threads, f in figures.items()
+    )

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import torch
 
-from autocompress import progress
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
 from autocompress.runtime.ort import all_cores, interleaved_latency
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 TRAIN_STEP_FACTOR = 3.0
 #: Fixed start-up of the training loop (optimizer construction, whose first call imports much of torch.optim).
 TRAINING_START_S = 2.0
+
 
 class OverBudget(Exception):
     """A plan that was not started because its estimated cost exceeds the time left."""
@@ -117,6 +117,12 @@ def training_seconds(model: onnx.ModelProto, ctx: CompressionContext, evaluation
     steps = training_steps(config, ctx.train_batches)
     evaluations = steps // config.eval_iter + 1
     setup_s, step_s = probe_training(model, ctx.train_batches.first()[0])
-    log.info("training estimate: setup %.3f s, %d steps of %.3f s, %d evaluations of %.3f s", setup_s, steps, step_s,
-             evaluations, evaluation_seconds)
+    log.info(
+        "training estimate: setup %.3f s, %d steps of %.3f s, %d evaluations of %.3f s",
+        setup_s,
+        steps,
+        step_s,
+        evaluations,
+        evaluation_seconds,
+    )
     return TRAINING_START_S + 2 * setup_s + steps * step_s + evaluations * evaluation_seconds

@@ -27,12 +27,24 @@ class ChannelPruneStage(Stage):
         ratios = cfg.pruned_ratio
         if cfg.ratio_allocation == "sensitivity":
             ratios = sensitivity_ratios(
-                model, cfg.pruned_ratio, calibration, criterion=cfg.criterion, prune_params_name=cfg.prune_params_name,
-                round_to=cfg.round_to, input_shapes=shapes, compensate=cfg.mean_compensation,
+                model,
+                cfg.pruned_ratio,
+                calibration,
+                criterion=cfg.criterion,
+                prune_params_name=cfg.prune_params_name,
+                round_to=cfg.round_to,
+                input_shapes=shapes,
+                compensate=cfg.mean_compensation,
             )
         pruned, report = prune_channels(
-            model, ratios, criterion=cfg.criterion, prune_params_name=cfg.prune_params_name,
-            round_to=cfg.round_to, input_shapes=shapes, calibration=calibration, compensate=cfg.mean_compensation,
+            model,
+            ratios,
+            criterion=cfg.criterion,
+            prune_params_name=cfg.prune_params_name,
+            round_to=cfg.round_to,
+            input_shapes=shapes,
+            calibration=calibration,
+            compensate=cfg.mean_compensation,
         )
         outcome = fine_tune(pruned, ctx, self.key)
         info = {
@@ -57,11 +69,13 @@ def channel_ops(report: ChannelPruneReport, op_types: dict[str, str]) -> list[Op
     pruner could not touch stayed whole."""
     rows = [
         OpRecord(name, op_types.get(name, ""), "pruned", kept=group.kept, original=group.original)
-        for group in report.pruned for name in group.weights
+        for group in report.pruned
+        for name in group.weights
     ]
     rows += [
         OpRecord(name, op_types.get(name, ""), "kept", group.reason, kept=group.channels, original=group.channels)
-        for group in report.unprunable for name in group.weights
+        for group in report.unprunable
+        for name in group.weights
     ]
     return rows
 

@@ -22,7 +22,12 @@ class MaskedWeights:
         self.masks = dict(masks)
         index = GraphIndex(model)
         self.readers = {
-            name: [(node.name, i) for node in index.consumers.get(name, []) for i, inp in enumerate(node.input) if inp == name]
+            name: [
+                (node.name, i)
+                for node in index.consumers.get(name, [])
+                for i, inp in enumerate(node.input)
+                if inp == name
+            ]
             for name in masks
         }
         self.modules: dict[tuple[str, int], MaskModule] = {}

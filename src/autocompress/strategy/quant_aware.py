@@ -54,9 +54,12 @@ class QuantAwareStage(Stage):
         options = QDQOptions.from_section(cfg, ctx.hardware)
         keep_zeros = (ctx.config.train or TrainConfig()).sparse_model or bool(SPARSE_KEYS & set(self.config.strategies))
         settings = FakeQuantSettings(
-            activation_quantize_type=cfg.activation_quantize_type, moving_rate=cfg.moving_rate,
-            window_size=cfg.window_size, use_pact=cfg.use_pact, sparse_model=keep_zeros,
-        )  # fmt: skip
+            activation_quantize_type=cfg.activation_quantize_type,
+            moving_rate=cfg.moving_rate,
+            window_size=cfg.window_size,
+            use_pact=cfg.use_pact,
+            sparse_model=keep_zeros,
+        )
 
         model = simplify(model, fold_batch_norm=True)
         # the constant scales PTQ folds into convs (hardswish's /6, per-channel Mul/Add): without the fold the
@@ -79,8 +82,10 @@ class QuantAwareStage(Stage):
         if not keep_trained:
             log.warning(
                 "QuantAware: no evaluated training state beat the calibrated starting point (%.6g vs %.6g); "
-                "returning the starting point", trained_metric, initial_metric,
-            )  # fmt: skip
+                "returning the starting point",
+                trained_metric,
+                initial_metric,
+            )
         details = {
             **outcome.info,
             "quantized_nodes": len(handles.plan.nodes),
@@ -105,9 +110,13 @@ class QuantAwareStage(Stage):
         ranges, model and metric. That model is also the untrained student's export (the same writer, ranges and
         abs-max weight scales), so it is the starting point without a second evaluation."""
         candidates = candidate_ranges(
-            model, options, ctx.train_batches.feeds(), INITIAL_RANGES,
-            batch_nums=CALIBRATION_BATCHES, cache_dir=ctx.config.global_.resolved_cache_dir(),
-        )  # fmt: skip
+            model,
+            options,
+            ctx.train_batches.feeds(),
+            INITIAL_RANGES,
+            batch_nums=CALIBRATION_BATCHES,
+            cache_dir=ctx.config.global_.resolved_cache_dir(),
+        )
         best = None
         for (algo, percent), ranges in zip(INITIAL_RANGES, candidates):
             label = f"{algo} {percent}" if algo == "hist" else algo

@@ -63,7 +63,9 @@ def count_attention_blocks(model: onnx.ModelProto) -> int:
         current = index.producer.get(node.input[0])
         steps = 0
         while current is not None and current.op_type in _SCALE_OPS | _PASS_OPS and steps < 4:
-            current = next((index.producer[i] for i in current.input if i in index.producer and not index.is_constant(i)), None)
+            current = next(
+                (index.producer[i] for i in current.input if i in index.producer and not index.is_constant(i)), None
+            )
             steps += 1
         if current is None or not _is_dynamic_matmul(index, current):
             continue

@@ -8,8 +8,9 @@ Evaluation during training exports the student and scores it in ONNX Runtime wit
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 import torch
@@ -54,12 +55,21 @@ def distillation_section(ctx: CompressionContext) -> Distillation | MultiTeacher
 def load_teachers(section, ctx: CompressionContext) -> list[tuple[TorchGraph, onnx.ModelProto]]:
     shapes = ctx.config.global_.input_shapes
     if isinstance(section, MultiTeacherDistillation):
-        specs = list(zip(section.teacher_model_dir, section.teacher_model_filename or [None] * len(section.teacher_model_dir),
-                         section.teacher_params_filename or [None] * len(section.teacher_model_dir)))
+        specs = list(
+            zip(
+                section.teacher_model_dir,
+                section.teacher_model_filename or [None] * len(section.teacher_model_dir),
+                section.teacher_params_filename or [None] * len(section.teacher_model_dir),
+            )
+        )
         models = [prepare_model(load_model(d, f, p), shapes) for d, f, p in specs]
     elif section.teacher_model_dir:
-        models = [prepare_model(load_model(section.teacher_model_dir, section.teacher_model_filename,
-                                           section.teacher_params_filename), shapes)]
+        models = [
+            prepare_model(
+                load_model(section.teacher_model_dir, section.teacher_model_filename, section.teacher_params_filename),
+                shapes,
+            )
+        ]
     else:
         models = [ctx.original]
     return [(TorchGraph(m).eval(), m) for m in models]
@@ -97,8 +107,15 @@ def fine_tune(
         return ctx.evaluator(candidate)
 
     result = train_loop(
-        student, distiller, ctx.train_batches, train_config, evaluate, ctx.evaluator.higher_is_better,
-        ctx.work_dir / stage_name, on_step=on_step, device=device,
+        student,
+        distiller,
+        ctx.train_batches,
+        train_config,
+        evaluate,
+        ctx.evaluator.higher_is_better,
+        ctx.work_dir / stage_name,
+        on_step=on_step,
+        device=device,
     )
     student.eval()
     with torch.no_grad():

@@ -14,8 +14,8 @@ from autocompress.graph.stats import model_size_mb, weight_op_types
 from autocompress.prune.unstructured import GMPSchedule, sparsity_report, unstructured_masks
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
-from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.masking import MaskedWeights, compressed_size_mb
+from autocompress.strategy.records import OPS_KEY, StageInfo, sparsity_ops
 from autocompress.strategy.training import fine_tune
 from autocompress.train.loop import training_steps
 
@@ -28,8 +28,12 @@ class UnstructurePruneStage(Stage):
     def _masks(self, model: onnx.ModelProto, ratio: float):
         cfg: UnstructurePrune = self.section
         return unstructured_masks(
-            model, cfg.prune_mode, ratio=ratio, threshold=cfg.threshold,
-            prune_params_type=cfg.prune_params_type, local_sparsity=cfg.local_sparsity,
+            model,
+            cfg.prune_mode,
+            ratio=ratio,
+            threshold=cfg.threshold,
+            prune_params_type=cfg.prune_params_type,
+            local_sparsity=cfg.local_sparsity,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
@@ -50,8 +54,15 @@ class UnstructurePruneStage(Stage):
                 masked.update(self._masks(masked.export(graph), ratio))
                 log.info("GMP iteration %d: sparsity ratio %.4f", iteration, ratio)
 
-        outcome = fine_tune(model, ctx, self.key, prepare_student=masked.attach, export=masked.export,
-                            on_step=on_step, student_graph=graph)
+        outcome = fine_tune(
+            model,
+            ctx,
+            self.key,
+            prepare_student=masked.attach,
+            export=masked.export,
+            on_step=on_step,
+            student_graph=graph,
+        )
         report = sparsity_report(outcome.model, cfg.prune_params_type)
         info = {
             "sparsity": {k: round(v, 4) for k, v in report.per_layer.items()},

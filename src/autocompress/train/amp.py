@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -28,9 +28,16 @@ _SCALER_KEYS = {
     "incr_every_n_steps": "growth_interval",
 }
 _IGNORED_KEYS = {
-    "level", "custom_white_list", "custom_black_list", "custom_black_varnames", "use_dynamic_loss_scaling",
-    "decr_every_n_nan_or_inf", "use_pure_fp16", "use_fp16_guard", "use_promote",
-}  # fmt: skip
+    "level",
+    "custom_white_list",
+    "custom_black_list",
+    "custom_black_varnames",
+    "use_dynamic_loss_scaling",
+    "decr_every_n_nan_or_inf",
+    "use_pure_fp16",
+    "use_fp16_guard",
+    "use_promote",
+}
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -45,7 +52,7 @@ class AmpPolicy:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
-def amp_policy(amp_config: Optional[dict[str, Any]], device: torch.device) -> AmpPolicy:
+def amp_policy(amp_config: dict[str, Any] | None, device: torch.device) -> AmpPolicy:
     """The autocast/scaler settings for `amp_config` on `device`; a disabled policy when amp_config is None."""
     config = dict(amp_config or {})
     allowed = {"enable", "dtype"} | set(_SCALER_KEYS) | _IGNORED_KEYS

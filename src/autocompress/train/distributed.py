@@ -23,7 +23,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -99,8 +99,8 @@ def _collective(what: str, fn, *args, **kwargs):
 
 
 def shard_batch(
-    feeds: dict[str, torch.Tensor], label: Optional[torch.Tensor], index: int, count: int
-) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+    feeds: dict[str, torch.Tensor], label: torch.Tensor | None, index: int, count: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Slice `index` of `count` equal slices of a global batch along dim 0 (feeds and label alike)."""
     tensors = {**feeds, **({} if label is None else {"label": label})}
     sizes = {name: (t.shape[0] if t.dim() > 0 else None) for name, t in tensors.items()}
@@ -150,8 +150,11 @@ class DistributedContext:
         # find_unused_parameters: a student graph may hold trainable constants the distilled outputs do not reach.
         return _collective(
             "wrapping the student in DistributedDataParallel",
-            DistributedDataParallel, loss_module, device_ids=device_ids, find_unused_parameters=True,
-        )  # fmt: skip
+            DistributedDataParallel,
+            loss_module,
+            device_ids=device_ids,
+            find_unused_parameters=True,
+        )
 
     def mean(self, value: float) -> float:
         tensor = torch.tensor([value], dtype=torch.float64, device=self._comm_device)
@@ -169,7 +172,7 @@ class DistributedContext:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
-def setup(use_fleet: bool, sharding_config: Optional[dict[str, Any]], device: torch.device) -> Optional[DistributedContext]:
+def setup(use_fleet: bool, sharding_config: dict[str, Any] | None, device: torch.device) -> DistributedContext | None:
     """Join (or create) the process group when running under torchrun with more than one process; else None."""
     if sharding_config:
         raise ConfigError(
@@ -178,8 +181,10 @@ def setup(use_fleet: bool, sharding_config: Optional[dict[str, Any]], device: to
         )
     if not launched() and not _active():
         if use_fleet:
-            log.warning("TrainConfig.use_fleet is set but no launcher started this process; training in one process "
-                        "(start with `autocompress compress --nproc N` or torchrun)")  # fmt: skip
+            log.warning(
+                "TrainConfig.use_fleet is set but no launcher started this process; training in one process "
+                "(start with `autocompress compress --nproc N` or torchrun)"
+            )
         return None
     if world_size() == 1:
         return None

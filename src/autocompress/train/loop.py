@@ -25,10 +25,10 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -60,23 +60,23 @@ DEFAULT_MAX_STEPS = 5000
 #: Batches read, at most, to learn the length of one pass of data without len() when TrainConfig.epochs needs it.
 MAX_COUNTED_BATCHES = 1_000_000
 
-Array = Union[np.ndarray, torch.Tensor]
-Batch = tuple[dict[str, Array], Optional[Array]]
+Array = np.ndarray | torch.Tensor
+Batch = tuple[dict[str, Array], Array | None]
 
 
 class LossFunction(Protocol):
     """What the loop trains against: distill.Distiller, or any module returning (total loss, parts)."""
 
     def __call__(
-        self, feeds: dict[str, torch.Tensor], label: Optional[torch.Tensor]
+        self, feeds: dict[str, torch.Tensor], label: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
 class TrainResult:
     steps: int
-    best_metric: Optional[float]
-    best_step: Optional[int]
+    best_metric: float | None
+    best_step: int | None
     #: one dict per logging or evaluation step: step, loss (mean over the logging window), lr, losses (each loss
     #: term at that step), metric (None where not evaluated)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -87,7 +87,7 @@ class TrainResult:
     world_size: int = 1
 
 
-def check_origin_metric(measured: float, origin_metric: Optional[float], tolerance: float) -> None:
+def check_origin_metric(measured: float, origin_metric: float | None, tolerance: float) -> None:
     """ConfigError when the user's eval of the uncompressed model disagrees with origin_metric (relative tolerance)."""
     if origin_metric is None:
         return
@@ -100,7 +100,7 @@ def check_origin_metric(measured: float, origin_metric: Optional[float], toleran
         )
 
 
-def count_batches(batches: Iterable, cap: Optional[int] = None) -> int:
+def count_batches(batches: Iterable, cap: int | None = None) -> int:
     """Batches in one pass: the data's len() when it has one, else counted by reading at most `cap` of them."""
     try:
         n = len(batches)  # type: ignore[arg-type]
@@ -144,7 +144,7 @@ def _to_tensor(value: Array, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(value)).to(device)
 
 
-def _split(batch: Any, device: torch.device) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+def _split(batch: Any, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     if isinstance(batch, dict):
         feeds, label = batch, None
     elif isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], dict):
@@ -161,13 +161,13 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def _improves(metric: float, best: Optional[float], higher_is_better: bool) -> bool:
+def _improves(metric: float, best: float | None, higher_is_better: bool) -> bool:
     if best is None:
         return True
     return metric > best if higher_is_better else metric < best
 
 
-def _reaches(metric: float, target: Optional[float], higher_is_better: bool) -> bool:
+def _reaches(metric: float, target: float | None, higher_is_better: bool) -> bool:
     return target is not None and (metric >= target if higher_is_better else metric <= target)
 
 
@@ -178,9 +178,9 @@ class _Progress:
     step: int = 0
     epoch: int = 0
     position: int = 0  # batches consumed in `epoch`
-    best_metric: Optional[float] = None
-    best_step: Optional[int] = None
-    best_state: Optional[dict[str, torch.Tensor]] = None
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     window: list[float] = field(default_factory=list)  # losses since the last log line
     finished: bool = False
@@ -196,12 +196,12 @@ class _Trainer:
         loss_fn: LossFunction,
         batches: Iterable,
         config: TrainConfig,
-        evaluate: Optional[Callable[[], float]],
+        evaluate: Callable[[], float] | None,
         higher_is_better: bool,
         work_dir: Path,
-        on_step: Optional[Callable[[int], None]],
+        on_step: Callable[[int], None] | None,
         device: torch.device,
-        dist: Optional[distributed.DistributedContext] = None,
+        dist: distributed.DistributedContext | None = None,
     ):
         self.student, self.loss_fn, self.batches, self.config = student, loss_fn, batches, config
         self.dist = dist
@@ -215,7 +215,7 @@ class _Trainer:
         self.amp: AmpPolicy = amp_policy(config.amp_config, device)
         self.progress = _Progress()
         self.initial_state = _cpu_state(student)
-        self.resume_rng: Optional[dict[str, Any]] = None
+        self.resume_rng: dict[str, Any] | None = None
 
     def _parallel_loss(self) -> LossFunction:
         if not isinstance(self.loss_fn, nn.Module):
@@ -245,7 +245,7 @@ class _Trainer:
             },
         )
 
-    def _load_compatible(self) -> Optional[dict[str, Any]]:
+    def _load_compatible(self) -> dict[str, Any] | None:
         if not (self.config.resume and self.checkpoint_path.exists()):
             return None
         state = load_checkpoint(self.checkpoint_path)
@@ -255,18 +255,22 @@ class _Trainer:
             return None
         return state
 
-    def _mismatch(self, state: dict[str, Any]) -> Optional[str]:
+    def _mismatch(self, state: dict[str, Any]) -> str | None:
         """Why a checkpoint cannot continue this training (None when it can): another length or seed, or a student
         with other tensors (another model), which loading would fail on."""
         if state.get("total_steps") != self.total or state.get("seed") != self.config.seed:
-            return (f"it was made for {state.get('total_steps')} steps with seed {state.get('seed')}, this run has "
-                    f"{self.total} steps and seed {self.config.seed}")  # fmt: skip
+            return (
+                f"it was made for {state.get('total_steps')} steps with seed {state.get('seed')}, this run has "
+                f"{self.total} steps and seed {self.config.seed}"
+            )
         saved, current = state.get("student") or {}, self.student.state_dict()
         if saved.keys() != current.keys():
             return "its student has other tensors than this run's model"
         for name, tensor in current.items():
             if tuple(saved[name].shape) != tuple(tensor.shape):
-                return f"its tensor {name!r} has shape {tuple(saved[name].shape)}, this run's model {tuple(tensor.shape)}"
+                return (
+                    f"its tensor {name!r} has shape {tuple(saved[name].shape)}, this run's model {tuple(tensor.shape)}"
+                )
         return None
 
     def restore(self) -> None:
@@ -287,7 +291,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------------ steps
 
-    def _train_step(self, batch: Any) -> Optional[tuple[float, dict[str, float]]]:
+    def _train_step(self, batch: Any) -> tuple[float, dict[str, float]] | None:
         """One optimizer step; None when the loss is not finite."""
         feeds, label = _split(batch, self.device)
         if self.dist is not None:
@@ -332,8 +336,9 @@ class _Trainer:
             if p.history and p.history[-1]["step"] == p.step:
                 p.history[-1]["metric"] = metric
             else:
-                p.history.append({"step": p.step, "loss": None, "lr": current_lr(self.optimizer), "losses": {},
-                                  "metric": metric})  # fmt: skip
+                p.history.append(
+                    {"step": p.step, "loss": None, "lr": current_lr(self.optimizer), "losses": {}, "metric": metric}
+                )
             if math.isfinite(metric) and _improves(metric, p.best_metric, self.higher_is_better):
                 p.best_metric, p.best_step, p.best_state = metric, p.step, _cpu_state(self.student)
             if _reaches(metric, self.config.target_metric, self.higher_is_better):
@@ -350,8 +355,12 @@ class _Trainer:
     def _diverge(self) -> None:
         p = self.progress
         restored = "the best saved state" if p.best_state is not None else "the initial weights"
-        log.error("loss is NaN/Inf at step %d; training stopped and %s (step %s) restored", p.step + 1, restored,
-                  p.best_step if p.best_state is not None else 0)  # fmt: skip
+        log.error(
+            "loss is NaN/Inf at step %d; training stopped and %s (step %s) restored",
+            p.step + 1,
+            restored,
+            p.best_step if p.best_state is not None else 0,
+        )
         p.diverged = True
         self.student.load_state_dict(p.best_state if p.best_state is not None else self.initial_state)
 
@@ -378,8 +387,9 @@ class _Trainer:
 
     def _show(self, bar: progress.Bar, loss: float, seconds: float) -> None:
         """The step on the bar (tqdm gives the ETA) with its loss, learning rate and time."""
-        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{current_lr(self.optimizer):.3g}", step=f"{seconds * 1000:.0f}ms",
-                        refresh=False)  # fmt: skip
+        bar.set_postfix(
+            loss=f"{loss:.4g}", lr=f"{current_lr(self.optimizer):.3g}", step=f"{seconds * 1000:.0f}ms", refresh=False
+        )
         bar.update()
 
     def run(self, bar: progress.Bar) -> None:
@@ -424,11 +434,11 @@ def train_loop(
     distiller: LossFunction,
     batches: Iterable[Batch],
     config: TrainConfig,
-    evaluate: Optional[Callable[[], float]],
+    evaluate: Callable[[], float] | None,
     higher_is_better: bool,
     work_dir: Path,
-    on_step: Optional[Callable[[int], None]] = None,
-    device: Union[str, torch.device] = "cpu",
+    on_step: Callable[[int], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train `student` against `distiller`'s loss as TrainConfig says (see the module docstring).
 
@@ -446,9 +456,10 @@ def train_loop(
     trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device, dist)
     trainer.restore()
     if not trainer.progress.finished:
-        with activation_checkpointing(student, config.recompute_config), progress.bar(
-            desc="training", total=trainer.total, unit="step", initial=trainer.progress.step
-        ) as bar:
+        with (
+            activation_checkpointing(student, config.recompute_config),
+            progress.bar(desc="training", total=trainer.total, unit="step", initial=trainer.progress.step) as bar,
+        ):
             trainer.run(bar)
     elif trainer.progress.best_state is not None and evaluate is not None:
         student.load_state_dict(trainer.progress.best_state)

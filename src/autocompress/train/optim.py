@@ -36,8 +36,9 @@ clip_grad_norm_ per parameter; ClipGradByValue(max, min=-max) -> clip_grad_value
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,7 +102,7 @@ SUPPORTED_OPTIMIZERS = tuple(_OPTIMIZERS)
 class GradientPolicy:
     """What happens to gradients between backward() and optimizer.step(): clipping, then L1 decay."""
 
-    clip: Optional[Callable[[list[nn.Parameter]], None]] = None
+    clip: Callable[[list[nn.Parameter]], None] | None = None
     l1_coeff: float = 0.0
 
     def apply(self, params: list[nn.Parameter]) -> None:
@@ -126,7 +127,7 @@ def _clip_global(max_norm: float) -> Callable[[list[nn.Parameter]], None]:
     return lambda params: torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-def _clip_value(high: float, low: Optional[float]) -> Callable[[list[nn.Parameter]], None]:
+def _clip_value(high: float, low: float | None) -> Callable[[list[nn.Parameter]], None]:
     low = -high if low is None else low
     if low > high:
         raise ConfigError(f"optimizer_builder.grad_clip: min {low} is larger than max {high}")
@@ -144,11 +145,13 @@ def _clip_value(high: float, low: Optional[float]) -> Callable[[list[nn.Paramete
 _REQUIRED = object()
 _CLIPS: dict[str, tuple[dict[str, Any], Callable[..., Callable]]] = {
     # name: (allowed args with their defaults, factory)
-    "ClipGradByGlobalNorm": ({"clip_norm": _REQUIRED, "group_name": "default_group", "auto_skip_clip": False},
-                             lambda clip_norm, **_: _clip_global(float(clip_norm))),
+    "ClipGradByGlobalNorm": (
+        {"clip_norm": _REQUIRED, "group_name": "default_group", "auto_skip_clip": False},
+        lambda clip_norm, **_: _clip_global(float(clip_norm)),
+    ),
     "ClipGradByNorm": ({"clip_norm": _REQUIRED}, lambda clip_norm: _clip_each(float(clip_norm))),
     "ClipGradByValue": ({"max": _REQUIRED, "min": None}, lambda max, min=None: _clip_value(float(max), min)),
-}  # fmt: skip
+}
 
 
 def _typed_args(section: str, spec: Any, allowed_types: list[str]) -> tuple[str, dict[str, Any]]:

@@ -14,8 +14,9 @@ recompute.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ def _replayed_buffers(module: nn.Module, before_forward: list[torch.Tensor]) -> 
 
 
 @contextmanager
-def activation_checkpointing(module: nn.Module, recompute_config: Optional[dict[str, Any]]) -> Iterator[None]:
+def activation_checkpointing(module: nn.Module, recompute_config: dict[str, Any] | None) -> Iterator[None]:
     """Within the context, `module`'s forward recomputes its activations in backward (see module docstring)."""
     if recompute_config is None:
         yield

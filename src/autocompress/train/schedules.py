@@ -42,14 +42,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as tls
 
 from autocompress.errors import ConfigError
 
-Scheduler = Union[tls.LRScheduler, tls.ReduceLROnPlateau]
+Scheduler = tls.LRScheduler | tls.ReduceLROnPlateau
 
 _IGNORED_ARGS = {"verbose"}
 
@@ -255,9 +256,16 @@ def _reduce_on_plateau(
 ):
     _set_base_lr(opt, learning_rate)
     return tls.ReduceLROnPlateau(
-        opt, mode=mode, factor=factor, patience=patience, threshold=threshold,
-        threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr, eps=epsilon,
-    )  # fmt: skip
+        opt,
+        mode=mode,
+        factor=factor,
+        patience=patience,
+        threshold=threshold,
+        threshold_mode=threshold_mode,
+        cooldown=cooldown,
+        min_lr=min_lr,
+        eps=epsilon,
+    )
 
 
 def _piecewise_decay(opt, boundaries: list, values: list):
@@ -269,10 +277,18 @@ def _piecewise_decay(opt, boundaries: list, values: list):
     return _formula_schedule(opt, "PiecewiseDecay", boundaries=list(boundaries), values=list(values))
 
 
-def _polynomial_decay(opt, learning_rate: float, decay_steps: int, end_lr: float = 0.0001, power: float = 1.0,
-                      cycle: bool = False):  # fmt: skip
-    return _formula_schedule(opt, "PolynomialDecay", learning_rate=learning_rate, decay_steps=decay_steps,
-                             end_lr=end_lr, power=power, cycle=cycle)  # fmt: skip
+def _polynomial_decay(
+    opt, learning_rate: float, decay_steps: int, end_lr: float = 0.0001, power: float = 1.0, cycle: bool = False
+):
+    return _formula_schedule(
+        opt,
+        "PolynomialDecay",
+        learning_rate=learning_rate,
+        decay_steps=decay_steps,
+        end_lr=end_lr,
+        power=power,
+        cycle=cycle,
+    )
 
 
 def _inverse_time_decay(opt, learning_rate: float, gamma: float):
@@ -283,10 +299,16 @@ def _noam_decay(opt, d_model: int, warmup_steps: int, learning_rate: float = 1.0
     return _formula_schedule(opt, "NoamDecay", d_model=d_model, warmup_steps=warmup_steps, learning_rate=learning_rate)
 
 
-def _linear_warmup_builder(opt, learning_rate: Union[float, dict], warmup_steps: int, start_lr: float, end_lr: float):
+def _linear_warmup_builder(opt, learning_rate: float | dict, warmup_steps: int, start_lr: float, end_lr: float):
     if not isinstance(learning_rate, dict):
-        return _formula_schedule(opt, "LinearWarmup", warmup_steps=warmup_steps, start_lr=start_lr, end_lr=end_lr,
-                                 learning_rate=float(learning_rate))  # fmt: skip
+        return _formula_schedule(
+            opt,
+            "LinearWarmup",
+            warmup_steps=warmup_steps,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            learning_rate=float(learning_rate),
+        )
     after = build_scheduler(opt, learning_rate)
     if isinstance(after, tls.ReduceLROnPlateau):
         raise ConfigError("learning_rate: LinearWarmup cannot wrap ReduceOnPlateau, which is stepped by a metric")
@@ -325,7 +347,7 @@ def check_arguments(kind: str, builder: Callable, args: dict[str, Any], skip: in
         raise ConfigError(f"{kind}: missing required argument(s) {missing}; arguments are {allowed}")
 
 
-def build_scheduler(optimizer: Optimizer, learning_rate: Union[float, dict[str, Any]]) -> Scheduler:
+def build_scheduler(optimizer: Optimizer, learning_rate: float | dict[str, Any]) -> Scheduler:
     """The scheduler for TrainConfig.learning_rate; it also sets the optimizer's lr (so build it right after)."""
     if not isinstance(learning_rate, dict):
         return _formula_schedule(optimizer, "Constant", learning_rate=float(learning_rate))

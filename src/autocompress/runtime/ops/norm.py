@@ -32,7 +32,7 @@ def build_layer_norm(ctx: NodeContext):
     eps = ctx.attr("epsilon", 1e-5)
 
     def layer_norm(x, scale, bias=None):
-        shape = x.shape[normalize_axis(axis, x.dim()):]
+        shape = x.shape[normalize_axis(axis, x.dim()) :]
         if scale.shape == shape and (bias is None or bias.shape == shape):
             return F.layer_norm(x, shape, scale, bias, eps)
         y = F.layer_norm(x, shape, None, None, eps) * scale

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from .registry import NodeContext, normalize_axis, register
 
+
 def numpy_to_torch_dtype(np_dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
 
