@@ -101,13 +101,25 @@ def test_typed_strategy_objects_and_seed_style_arguments():
         ({"HyperParameterOptimization": {}}, ["add a QuantPost section"]),
         ({"QuantAware": {}, "QuantPost": {}}, ["choose one"]),
         ({"ChannelPrune": {"pruned_ratio": 1.5}}, ["pruned_ratio", "outside [0, 1)"]),
-        ({"ChannelPrune": {"pruned_ratio": {"w": 0.5}, "ratio_allocation": "sensitivity"}}, ["sensitivity", "one number"]),
+        (
+            {"ChannelPrune": {"pruned_ratio": {"w": 0.5}, "ratio_allocation": "sensitivity"}},
+            ["sensitivity", "one number"],
+        ),
         ({"ChannelPrune": {"criterion": "taylor"}}, ["criterion", "output_error"]),
         ({"HyperParameterOptimization": {"hist_percent": [0.5, 1.5]}, "QuantPost": {}}, ["hist_percent", "(0, 1]"]),
         ({"TrainConfig": {"epochs": 1, "train_iter": 5}}, ["epochs or train_iter"]),
         ({"Distillation": {"loss": ["l2", "l2"], "alpha": [1.0]}}, ["alpha"]),
-        ({"MultiTeacherDistillation": {"loss": ["l2"], "node": [["a", "b"]], "alpha": [1.0, 2.0],
-                                       "teacher_model_dir": ["t"]}}, ["alpha has 2 entries"]),
+        (
+            {
+                "MultiTeacherDistillation": {
+                    "loss": ["l2"],
+                    "node": [["a", "b"]],
+                    "alpha": [1.0, 2.0],
+                    "teacher_model_dir": ["t"],
+                }
+            },
+            ["alpha has 2 entries"],
+        ),
         ({"UnstructurePrune": {"pruned_ratio": 0.5, "prune_ratio": 0.5}}, ["both 'pruned_ratio'"]),
     ],
 )

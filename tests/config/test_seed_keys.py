@@ -50,8 +50,10 @@ def test_an_unknown_nested_key_lists_the_nested_sections_keys():
 
 def test_the_seeds_none_literal_means_unset(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("UnstructurePrune:\n  prune_strategy: None\n  prune_params_type: None\n"
-                    "ChannelPrune:\n  prune_params_name: None\n")
+    path.write_text(
+        "UnstructurePrune:\n  prune_strategy: None\n  prune_params_type: None\n"
+        "ChannelPrune:\n  prune_params_name: None\n"
+    )
     with pytest.raises(ConfigError, match="prune/sparse"):  # two prune strategies: the values were accepted
         load_config(path)
     path.write_text("UnstructurePrune:\n  prune_strategy: None\n  prune_params_type: None\n")
@@ -74,9 +76,16 @@ def test_tracked_weight_quantize_types_are_per_tensor_abs_max_with_one_warning(k
     assert kind in caplog.text and "read as 'abs_max'" in caplog.text
 
 
-UNAPPLIED = {"batch_size": 8, "activation_quantize_type": "moving_average_abs_max", "epochs": 5, "lr": 0.5,
-             "regions": [["a"]], "region_weights_names": [["w"]], "simulate_activation_quant": True,
-             "onnx_format": False}  # fmt: skip
+UNAPPLIED = {
+    "batch_size": 8,
+    "activation_quantize_type": "moving_average_abs_max",
+    "epochs": 5,
+    "lr": 0.5,
+    "regions": [["a"]],
+    "region_weights_names": [["w"]],
+    "simulate_activation_quant": True,
+    "onnx_format": False,
+}
 
 
 def test_quant_post_keys_it_does_not_apply_warn_once_each(caplog):
@@ -107,5 +116,6 @@ def test_grid_clip_is_the_gradient_clipping_key():
     train = load_config({"TrainConfig": {"optimizer_builder": {"optimizer": {"type": "SGD"}, "grid_clip": clip}}}).train
     assert train.optimizer_builder == {"optimizer": {"type": "SGD"}, "grad_clip": clip}
     with pytest.raises(ConfigError, match="both 'grid_clip' and its current name 'grad_clip'"):
-        load_config({"TrainConfig": {"optimizer_builder": {"optimizer": {"type": "SGD"}, "grid_clip": clip,
-                                                           "grad_clip": clip}}})
+        load_config(
+            {"TrainConfig": {"optimizer_builder": {"optimizer": {"type": "SGD"}, "grid_clip": clip, "grad_clip": clip}}}
+        )

@@ -76,8 +76,9 @@ def test_plan_stages_builds_its_stage_in_order_and_joins_distillation_to_it(stam
 
 def test_a_compression_runs_the_new_stage(stamp, tiny_cnn, tiny_batches, tmp_path):
     save = tmp_path / "out"
-    result = AutoCompression(tiny_cnn, tiny_batches, save_dir=save, config={"Mark": {"text": "hi"}},
-                             eval_dataloader=tiny_batches).compress()
+    result = AutoCompression(
+        tiny_cnn, tiny_batches, save_dir=save, config={"Mark": {"text": "hi"}}, eval_dataloader=tiny_batches
+    ).compress()
     props = {p.key: p.value for p in onnx.load(str(result.model_path)).metadata_props}
     assert props["stamp"] == "hi"
     assert yaml.safe_load((save / "config.yaml").read_text())["Stamp"] == {"text": "hi"}

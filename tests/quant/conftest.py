@@ -31,8 +31,14 @@ class ResidualCNN(nn.Module):
 
 def export(module: nn.Module, example: torch.Tensor, path, opset: int = 13) -> onnx.ModelProto:
     torch.onnx.export(
-        module.eval(), example, str(path), dynamo=False, opset_version=opset,
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        module.eval(),
+        example,
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
     )
     return onnx.load(str(path))
 

@@ -41,7 +41,9 @@ def test_bias_correct_changes_the_exported_weights(cnn_model):
     onnx.checker.check_model(corrected)
 
     def int8_weights(model):
-        return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+        return {
+            t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8
+        }
 
     before, after = int8_weights(plain), int8_weights(corrected)
     assert before.keys() == after.keys() and before

@@ -28,13 +28,19 @@ def _reference(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: 
 
 def _ort_quantize_dequantize(x: np.ndarray, scale: float, zero_point: int, symmetric: bool) -> np.ndarray:
     dtype = np.int8 if symmetric else np.uint8
-    initializers = [numpy_helper.from_array(np.array(scale, np.float32), "s"),
-                    numpy_helper.from_array(np.array(zero_point, dtype), "z")]
+    initializers = [
+        numpy_helper.from_array(np.array(scale, np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_point, dtype), "z"),
+    ]
     graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers,
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -43,9 +49,11 @@ def _ort_quantize_dequantize(x: np.ndarray, scale: float, zero_point: int, symme
 def _one_conv() -> onnx.ModelProto:
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 1, 1, 1)).astype(np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Sigmoid", ["y"], ["z"])], "g",
+        [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Sigmoid", ["y"], ["z"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [w],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 

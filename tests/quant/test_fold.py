@@ -32,8 +32,9 @@ def _affine_model(scale_shape=(), offset_shape=(1, 4, 1, 1), with_bias=True, ext
     if extra_reader:
         nodes.append(helper.make_node("Relu", ["c"], ["c_relu"], name="reader"))
         outputs.append(helper.make_tensor_value_info("c_relu", TensorProto.FLOAT, [1, 4, 8, 8]))
-    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              outputs, initializers)
+    graph = helper.make_graph(
+        nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], outputs, initializers
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -52,11 +53,14 @@ def test_scale_and_offset_fold_into_the_conv(with_bias):
     assert [n.op_type for n in model.graph.node].count("Mul") == 1  # the input model is untouched
 
 
-@pytest.mark.parametrize("kwargs, folded_types", [
-    ({"offset_shape": (1, 1, 8, 8)}, ["Conv", "Add", "Relu", "Conv"]),  # per pixel: only the scale folds
-    ({"scale_shape": (1, 1, 1, 8)}, ["Conv", "Mul", "Add", "Relu", "Conv"]),
-    ({"extra_reader": True}, ["Conv", "Mul", "Add", "Relu", "Conv", "Relu"]),  # the Conv output is read twice
-])
+@pytest.mark.parametrize(
+    "kwargs, folded_types",
+    [
+        ({"offset_shape": (1, 1, 8, 8)}, ["Conv", "Add", "Relu", "Conv"]),  # per pixel: only the scale folds
+        ({"scale_shape": (1, 1, 1, 8)}, ["Conv", "Mul", "Add", "Relu", "Conv"]),
+        ({"extra_reader": True}, ["Conv", "Mul", "Add", "Relu", "Conv", "Relu"]),  # the Conv output is read twice
+    ],
+)
 def test_per_pixel_constants_and_shared_outputs_are_left_alone(kwargs, folded_types):
     model = _affine_model(**kwargs)
     folded, _ = fold_conv_affine(model)
@@ -83,10 +87,14 @@ def test_consecutive_constant_scales_merge_into_one_mul():
         helper.make_node("Mul", ["a", "d"], ["y"], name="mul"),
     ]
     graph = helper.make_graph(
-        nodes, "scales", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        nodes,
+        "scales",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [numpy_helper.from_array(np.array(6.0, np.float32), "six"),
-         numpy_helper.from_array(RNG.standard_normal((1, 3, 1, 1)).astype(np.float32), "a")],
+        [
+            numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+            numpy_helper.from_array(RNG.standard_normal((1, 3, 1, 1)).astype(np.float32), "a"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     folded, count = fold_conv_affine(model)
@@ -95,11 +103,14 @@ def test_consecutive_constant_scales_merge_into_one_mul():
     np.testing.assert_allclose(run(folded, _feed()), run(model, _feed()), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("op, constant, group", [
-    ("Div", np.array(6.0, np.float32), 1),
-    ("Mul", RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), 2),  # per input channel, grouped conv
-    ("Mul", RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), 4),  # depthwise
-])
+@pytest.mark.parametrize(
+    "op, constant, group",
+    [
+        ("Div", np.array(6.0, np.float32), 1),
+        ("Mul", RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), 2),  # per input channel, grouped conv
+        ("Mul", RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), 4),  # depthwise
+    ],
+)
 def test_a_scale_before_a_padded_conv_folds_into_its_weight(op, constant, group):
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
@@ -107,10 +118,14 @@ def test_a_scale_before_a_padded_conv_folds_into_its_weight(op, constant, group)
         helper.make_node("Conv", ["s", "W"], ["y"], name="conv", pads=[1, 1, 1, 1], group=group),
     ]
     graph = helper.make_graph(
-        nodes, "scale_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        nodes,
+        "scale_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [numpy_helper.from_array(constant, "k"),
-         numpy_helper.from_array(RNG.standard_normal((4, 4 // group, 3, 3)).astype(np.float32), "W")],
+        [
+            numpy_helper.from_array(constant, "k"),
+            numpy_helper.from_array(RNG.standard_normal((4, 4 // group, 3, 3)).astype(np.float32), "W"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     folded, count = fold_conv_affine(model)
@@ -127,19 +142,26 @@ def test_tensors_named_by_the_user_are_kept():
 
 def test_a_model_with_no_foldable_pair_is_returned_uncopied():
     """A copy of a model over 2 GB costs its size: it is made only when some pair of ops can fold."""
+
     def conv_relu_mul(conv_then_mul: bool) -> onnx.ModelProto:
         first, second = ("c", "m") if conv_then_mul else ("r", "c")
-        nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
-                 helper.make_node("Mul", [first, "s"], ["m" if conv_then_mul else "y"], name="mul"),
-                 helper.make_node("Relu", [second], ["y" if conv_then_mul else "r"], name="relu")]  # fmt: skip
+        nodes = [
+            helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+            helper.make_node("Mul", [first, "s"], ["m" if conv_then_mul else "y"], name="mul"),
+            helper.make_node("Relu", [second], ["y" if conv_then_mul else "r"], name="relu"),
+        ]
         if not conv_then_mul:
             nodes = [nodes[0], nodes[2], nodes[1]]
         graph = helper.make_graph(
-            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-            [numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
-             numpy_helper.from_array(np.float32(2.0), "s")],
-        )  # fmt: skip
+            [
+                numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+                numpy_helper.from_array(np.float32(2.0), "s"),
+            ],
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
     unfoldable = conv_relu_mul(conv_then_mul=False)  # Conv -> Relu -> Mul

@@ -62,9 +62,15 @@ def ort_quantize_static(model: onnx.ModelProto, batches, tmp_path: Path) -> onnx
             return next(self.batches, None)
 
     onnx.save(model, str(tmp_path / "float.onnx"))
-    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "ort_int8.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(tmp_path / "float.onnx"),
+        str(tmp_path / "ort_int8.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return onnx.load(str(tmp_path / "ort_int8.onnx"))
 
 
@@ -106,11 +112,17 @@ class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
-        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
-                         else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -119,9 +131,18 @@ class _Block(nn.Module):
 def test_resnet_like_cnn_is_faster_in_int8(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        _Block(32, 32, 1), _Block(32, 32, 1), _Block(32, 64, 2), _Block(64, 64, 1), _Block(64, 128, 2),
-        _Block(128, 128, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        _Block(32, 32, 1),
+        _Block(32, 32, 1),
+        _Block(32, 64, 2),
+        _Block(64, 64, 1),
+        _Block(64, 128, 2),
+        _Block(128, 128, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 10),
     )
     with torch.no_grad():  # non-trivial BatchNorm statistics
         net.train()

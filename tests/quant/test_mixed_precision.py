@@ -8,8 +8,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from autocompress import AutoCompression
 from autocompress.quant.mixed_precision import (
-    CHOSEN, MIXED_RANGE, OVER_TOLERANCE, SLOWER, STEPPED_BACK, UNVERIFIED, Verification, greedy_plan,
-    mixed_range_candidates, mixed_range_ops, mixed_range_tensors, verified_plan,
+    CHOSEN,
+    MIXED_RANGE,
+    OVER_TOLERANCE,
+    SLOWER,
+    STEPPED_BACK,
+    UNVERIFIED,
+    Verification,
+    greedy_plan,
+    mixed_range_candidates,
+    mixed_range_ops,
+    mixed_range_tensors,
+    verified_plan,
 )
 from autocompress.quant.ptq import calibration_tensors, quantize_post_training
 from autocompress.quant.statistics import channel_ranges, collect_statistics
@@ -20,10 +30,12 @@ def _detector() -> onnx.ModelProto:
     """Boxes in pixels (a Conv times 1000) concatenated with sigmoid scores, then a 1x1 MaxPool: one int8 scale
     over the Concat would leave the scores less than one step."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "wx"),
-             numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "wb"),
-             numpy_helper.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "ws"),
-             numpy_helper.from_array(np.array(1000.0, np.float32), "pixels")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "wx"),
+        numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "wb"),
+        numpy_helper.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "ws"),
+        numpy_helper.from_array(np.array(1000.0, np.float32), "pixels"),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "wx"], ["t"], name="stem"),
         helper.make_node("Conv", ["t", "wb"], ["b"], name="box_conv"),
@@ -33,8 +45,13 @@ def _detector() -> onnx.ModelProto:
         helper.make_node("Concat", ["boxes", "scores"], ["det"], name="join", axis=1),
         helper.make_node("MaxPool", ["det"], ["y"], name="pool", kernel_shape=[1, 1]),
     ]
-    graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -57,8 +74,13 @@ def test_a_concat_of_boxes_and_scores_is_found_and_kept_float():
     reference = run(model, feeds[0])[:, 4:]
     assert np.abs(run(all_int8, feeds[0])[:, 4:] - reference).max() > 0.3  # the scores are lost in int8
     assert np.abs(run(mixed_model, feeds[0])[:, 4:] - reference).max() < 0.05
-    choices = greedy_plan({op: "" for op in info.quantized_nodes}, {}, dict.fromkeys(info.quantized_nodes, 1.0),
-                          1.0, dict.fromkeys(kept, MIXED_RANGE))
+    choices = greedy_plan(
+        {op: "" for op in info.quantized_nodes},
+        {},
+        dict.fromkeys(info.quantized_nodes, 1.0),
+        1.0,
+        dict.fromkeys(kept, MIXED_RANGE),
+    )
     assert {c.name for c in choices if c.reason == MIXED_RANGE} == set(kept)
 
 
@@ -67,7 +89,11 @@ def test_greedy_takes_gain_per_sensitivity_within_tolerance_and_verification_ste
     gains = {"a": 1.0, "b": 0.5, "c": 4.0, "d": -0.2}
     choices = greedy_plan(dict.fromkeys("abcd", "Conv"), sensitivity, gains, 0.01, {})
     assert [(c.name, c.int8, c.reason) for c in choices] == [
-        ("a", False, OVER_TOLERANCE), ("b", True, CHOSEN), ("c", True, CHOSEN), ("d", False, SLOWER)]
+        ("a", False, OVER_TOLERANCE),
+        ("b", True, CHOSEN),
+        ("c", True, CHOSEN),
+        ("d", False, SLOWER),
+    ]
     checks = []
 
     def verify(float_ops):
@@ -86,8 +112,10 @@ def test_greedy_takes_gain_per_sensitivity_within_tolerance_and_verification_ste
 def test_quant_post_mixed_precision_auto_lists_per_op_decisions(tiny_cnn, tmp_path):
     rng = np.random.default_rng(0)
     data = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
-    config = {"Global": {"cache_dir": str(tmp_path / "cache")},
-              "QuantPost": {"mixed_precision": "auto", "algo": "abs_max"}}
+    config = {
+        "Global": {"cache_dir": str(tmp_path / "cache")},
+        "QuantPost": {"mixed_precision": "auto", "algo": "abs_max"},
+    }
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data)
     report = result.compress().report
     info = report["timeline"][0]["info"]

@@ -15,16 +15,19 @@ def _fragile_model() -> onnx.ModelProto:
     """fine (a 1x1 Conv reading x) and fragile (a 1x1 Conv reading z, whose channel 0 carries a huge outlier that
     the conv ignores): one int8 scale over z leaves the conv's other channels a step or two, a large output error."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "wf"),
-             numpy_helper.from_array(np.diag([0.0, 1, 1, 1]).astype(np.float32)[:, :, None, None], "wg")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "wf"),
+        numpy_helper.from_array(np.diag([0.0, 1, 1, 1]).astype(np.float32)[:, :, None, None], "wg"),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "wf"], ["f"], name="fine"),
         helper.make_node("Conv", ["z", "wg"], ["g"], name="fragile"),
         helper.make_node("Concat", ["f", "g"], ["y"], name="join", axis=1),
     ]
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 4, 8, 8]) for name in ("x", "z")]
-    graph = helper.make_graph(nodes, "fragile", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              inits)
+    graph = helper.make_graph(
+        nodes, "fragile", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 

@@ -7,7 +7,11 @@ from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, QUANTIZABLE_O
 def test_paddle_names_map_to_onnx_types():
     assert normalize_op_types(["conv2d", "depthwise_conv2d", "mul"]) == ("Conv", "MatMul", "Gemm")
     assert normalize_op_types(["conv2d_transpose", "elementwise_add", "pool2d"]) == (
-        "ConvTranspose", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
+        "ConvTranspose",
+        "Add",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
     )
 
 

@@ -13,8 +13,12 @@ from autocompress.quant.statistics import collect_statistics, statistics_from_ar
 
 from .conftest import cosine, export, make_batches, run
 
-INT8_CONV = {("", "QLinearConv"), ("com.microsoft", "QLinearConv"), ("", "ConvInteger"),
-             ("com.microsoft", "NhwcQLinearConv")}
+INT8_CONV = {
+    ("", "QLinearConv"),
+    ("com.microsoft", "QLinearConv"),
+    ("", "ConvInteger"),
+    ("com.microsoft", "NhwcQLinearConv"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +34,9 @@ def _optimized_nodes(model, path, level):
     return [(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node]
 
 
-@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+@pytest.mark.parametrize(
+    "level", [ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+)
 def test_every_conv_and_the_gemm_run_as_int8_kernels(cnn_model, statistics, tmp_path, level):
     quantized, info = quantize_post_training(cnn_model, statistics, algo="KL")
     assert info.quantized_op_counts == {"Conv": 4, "Add": 1, "Gemm": 1}
@@ -58,7 +63,9 @@ def test_batch_num_uses_a_prefix_of_the_statistics(cnn_model, statistics):
 
 
 def test_paddle_op_names_are_accepted(cnn_model, statistics):
-    _, info = quantize_post_training(cnn_model, statistics, algo="avg", quantize_op_types=["conv2d", "depthwise_conv2d"])
+    _, info = quantize_post_training(
+        cnn_model, statistics, algo="avg", quantize_op_types=["conv2d", "depthwise_conv2d"]
+    )
     assert info.quantized_op_counts == {"Conv": 4}
 
 
@@ -87,7 +94,12 @@ def test_a_shared_weight_cache_gives_the_same_model_and_corrects_each_weight_onc
     second, _ = quantize_post_training(cnn_model, statistics, algo="KL", bias_correct=True, weight_cache=cache)
     assert per_model > 0 and len(calls) == 2 * per_model  # the second cached call corrected nothing
     assert first.SerializeToString() == alone.SerializeToString()
-    weights = lambda m: {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8}  # noqa: E731
+
+    def weights(m):
+        return {
+            t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8
+        }
+
     assert weights(second).keys() == weights(alone).keys()
     assert all(np.array_equal(weights(second)[k], v) for k, v in weights(alone).items())
     without, _ = quantize_post_training(cnn_model, statistics, algo="abs_max", bias_correct=False, weight_cache=cache)

@@ -103,8 +103,10 @@ def test_exported_model_computes_what_the_fake_quant_graph_computed(cnn_model, o
     step = (expected.max() - expected.min()) / 255
     assert np.abs(optimized - expected).max() <= 1.5 * step
     trained_weight = graph.parameter("head.weight").detach().numpy()
-    assert not np.allclose(trained_weight, onnx.numpy_helper.to_array(
-        next(t for t in cnn_model.graph.initializer if t.name == "head.weight"))), "training changed nothing"
+    assert not np.allclose(
+        trained_weight,
+        onnx.numpy_helper.to_array(next(t for t in cnn_model.graph.initializer if t.name == "head.weight")),
+    ), "training changed nothing"
 
 
 def test_pact_bounds_are_the_exported_ranges(cnn_model):

@@ -9,8 +9,8 @@ from autocompress.config import QuantAware, QuantPost, load_config
 from autocompress.errors import ConfigError, DataError
 from autocompress.graph import large
 from autocompress.quant.qdq import QDQOptions, plan_quantization, write_qdq_model
-from autocompress.quant.statistics import collect_statistics
 from autocompress.quant.ranges import activation_thresholds
+from autocompress.quant.statistics import collect_statistics
 from autocompress.runtime.ort import HardwareTarget
 
 from .conftest import ResidualCNN, cosine, export, make_batches, run
@@ -19,9 +19,10 @@ from .conftest import ResidualCNN, cosine, export, make_batches, run
 def _ranges(model, options=QDQOptions()):
     tensors = plan_quantization(model, options).activation_tensors
     statistics = collect_statistics(model, make_batches(2), tensors)
-    return {name: (float(statistics.min[i].min()), float(statistics.max[i].max()))
-            for i, name in enumerate(statistics.tensor_names)} | {
-        name: t for name, t in activation_thresholds(statistics, "abs_max").items() if name not in tensors}
+    return {
+        name: (float(statistics.min[i].min()), float(statistics.max[i].max()))
+        for i, name in enumerate(statistics.tensor_names)
+    } | {name: t for name, t in activation_thresholds(statistics, "abs_max").items() if name not in tensors}
 
 
 def _optimized_op_types(model, tmp_path, level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED):
@@ -95,8 +96,16 @@ def test_symmetric_activations_use_int8_zero_points(cnn_model):
     assert cosine(run(quantized, feed), run(cnn_model, feed)) > 0.99
 
 
-@pytest.mark.parametrize("field, value", [("activation_bits", 4), ("activation_bits", 16), ("weight_bits", 16),
-                                          ("weight_bits", 1), ("weight_quantize_type", "range_abs_max")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("activation_bits", 4),
+        ("activation_bits", 16),
+        ("weight_bits", 16),
+        ("weight_bits", 1),
+        ("weight_quantize_type", "range_abs_max"),
+    ],
+)
 def test_unsupported_settings_are_config_errors(cnn_model, field, value):
     with pytest.raises(ConfigError, match="allowed"):
         write_qdq_model(cnn_model, {}, QDQOptions(**{field: value}))
@@ -115,16 +124,32 @@ def test_config_accepts_exactly_the_bits_the_writer_stores(field):
             QDQOptions(**{field: bits}).validate()
 
 
-@pytest.mark.parametrize("hardware, for_tensorrt, symmetric, float_stem", [
-    ("cpu", False, False, True), ("cpu", True, True, False), ("gpu", False, True, False),
-])
+@pytest.mark.parametrize(
+    "hardware, for_tensorrt, symmetric, float_stem",
+    [
+        ("cpu", False, False, True),
+        ("cpu", True, True, False),
+        ("gpu", False, True, False),
+    ],
+)
 def test_from_section_maps_a_section_for_its_hardware(hardware, for_tensorrt, symmetric, float_stem):
     target = HardwareTarget(hardware, ("CPUExecutionProvider",), True)
-    section = QuantPost(quantize_op_types="conv2d", skip_tensor_list=["w"], weight_bits=4, bias_correct=True,
-                        for_tensorrt=for_tensorrt, weight_quantize_type="abs_max")
+    section = QuantPost(
+        quantize_op_types="conv2d",
+        skip_tensor_list=["w"],
+        weight_bits=4,
+        bias_correct=True,
+        for_tensorrt=for_tensorrt,
+        weight_quantize_type="abs_max",
+    )
     assert QDQOptions.from_section(section, target) == QDQOptions(
-        quantize_op_types=("conv2d",), skip_names=("w",), weight_bits=4, weight_quantize_type="abs_max",
-        symmetric_activations=symmetric, bias_correct=True, float_stem=float_stem,
+        quantize_op_types=("conv2d",),
+        skip_names=("w",),
+        weight_bits=4,
+        weight_quantize_type="abs_max",
+        symmetric_activations=symmetric,
+        bias_correct=True,
+        float_stem=float_stem,
     )
     aware = QDQOptions.from_section(QuantAware(for_tensorrt=for_tensorrt), target)
     assert (aware.skip_names, aware.bias_correct, aware.symmetric_activations) == ((), False, symmetric)
@@ -133,8 +158,11 @@ def test_from_section_maps_a_section_for_its_hardware(hardware, for_tensorrt, sy
 def test_low_bit_weights_stay_on_a_narrow_grid(cnn_model):
     options = QDQOptions(weight_bits=4)
     quantized, _ = write_qdq_model(cnn_model, _ranges(cnn_model), options)
-    weights = [numpy_helper.to_array(t) for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.INT8
-               and t.name.endswith("weight_quantized")]
+    weights = [
+        numpy_helper.to_array(t)
+        for t in quantized.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("weight_quantized")
+    ]
     assert weights and all(np.abs(w).max() == 7 for w in weights)
 
 
@@ -177,9 +205,13 @@ def test_integer_shape_arithmetic_is_never_quantized():
         helper.make_node("Add", ["c", "c"], ["y"], name="add"),
     ]
     graph = helper.make_graph(
-        nodes, "shapes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4]),
-         helper.make_tensor_value_info("dims", TensorProto.INT64, [5])],
+        nodes,
+        "shapes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4]),
+            helper.make_tensor_value_info("dims", TensorProto.INT64, [5]),
+        ],
         [weight, numpy_helper.from_array(np.array([1], np.int64), "extra")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -192,7 +224,8 @@ def test_gemm_with_either_weight_layout_runs_as_qgemm(trans_b, tmp_path):
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((8, 5) if trans_b else (5, 8)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc", transB=trans_b)], "fc",
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc", transB=trans_b)],
+        "fc",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
         [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B")],
@@ -230,7 +263,8 @@ def test_float_stem_keeps_only_a_thin_small_kernel_conv_in_float(in_channels, ke
     """3x3 over RGB is float on CPU; a 7x7 RGB stem (ResNet) has work enough for the integer GEMM, so int8."""
     weight = np.random.default_rng(0).standard_normal((8, in_channels, kernel, kernel)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "W"], ["y"], name="stem")], "stem",
+        [helper.make_node("Conv", ["x", "W"], ["y"], name="stem")],
+        "stem",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16 - kernel + 1, 16 - kernel + 1])],
         [numpy_helper.from_array(weight, "W")],

@@ -68,7 +68,9 @@ def test_abs_max_is_exact_and_avg_is_mean_of_per_sample_maxima():
     second = np.array([[3.0, 1.0], [-1.0, 0.0], [0.0, 0.5]], dtype=np.float32)  # sample maxima 3, 1, 0.5
     statistics = statistics_from_arrays({"t": [first, second]})
     assert activation_thresholds(statistics, "abs_max")["t"] == 4.0
-    assert activation_thresholds(statistics, "avg")["t"] == pytest.approx(np.mean([(2 + 0.5 + 4) / 3, (3 + 1 + 0.5) / 3]))
+    assert activation_thresholds(statistics, "avg")["t"] == pytest.approx(
+        np.mean([(2 + 0.5 + 4) / 3, (3 + 1 + 0.5) / 3])
+    )
 
 
 @pytest.mark.parametrize("percent", [0.9, 0.99, 0.999])
@@ -176,8 +178,10 @@ def _reference_grid_losses(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     for threshold in SEARCH_GRID:
         dequant = np.clip(np.rint(unit * np.float32(qmax / threshold)), -qmax - 1, qmax) * np.float32(threshold / qmax)
         mse.append(np.mean((unit.astype(np.float64) - dequant) ** 2))
-        emd.append(abs(unit.mean(dtype=np.float64) - dequant.mean(dtype=np.float64))
-                   + abs(unit.std(dtype=np.float64) - dequant.astype(np.float64).std()))  # fmt: skip
+        emd.append(
+            abs(unit.mean(dtype=np.float64) - dequant.mean(dtype=np.float64))
+            + abs(unit.std(dtype=np.float64) - dequant.astype(np.float64).std())
+        )
     return np.array(mse), np.array(emd)
 
 

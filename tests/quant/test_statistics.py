@@ -86,8 +86,9 @@ def test_merged_histogram_equals_a_direct_histogram():
     statistics = statistics_from_arrays({"t": batches})
     merged, exponent = statistics.merged_histogram("t")
     magnitude = np.abs(np.concatenate(batches))
-    direct = np.bincount(np.minimum(np.ldexp(magnitude, 12 - exponent).astype(np.int64), FINE_BINS - 1),
-                         minlength=FINE_BINS)
+    direct = np.bincount(
+        np.minimum(np.ldexp(magnitude, 12 - exponent).astype(np.int64), FINE_BINS - 1), minlength=FINE_BINS
+    )
     np.testing.assert_array_equal(merged, direct)
 
 
@@ -122,8 +123,12 @@ def test_a_planted_pickle_in_the_cache_is_never_unpickled(cnn_model, tensors, tm
     marker = tmp_path / "unpickled"
     arrays = {f.name: getattr(expected, f.name) for f in fields(expected) if f.name != "tensor_names"}
     # the names as an object array: loading it with pickle would call Marker.__reduce__ and create the file
-    np.savez(path, tensor_names=np.array([_Marker(str(marker))] * len(tensors), dtype=object),
-             format_version=np.array(statistics_module.CACHE_FORMAT_VERSION), **arrays)
+    np.savez(
+        path,
+        tensor_names=np.array([_Marker(str(marker))] * len(tensors), dtype=object),
+        format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
+        **arrays,
+    )
     with caplog.at_level(logging.WARNING):
         statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
     assert not marker.exists()
@@ -153,8 +158,12 @@ def test_a_damaged_cache_file_is_recomputed(cnn_model, tensors, tmp_path, caplog
     else:
         arrays = {f.name: getattr(expected, f.name) for f in fields(expected) if f.name != "tensor_names"}
         arrays["hist"] = arrays["hist"][:, :, :10]
-        np.savez(path, tensor_names=np.array(tensors), format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
-                 **arrays)
+        np.savez(
+            path,
+            tensor_names=np.array(tensors),
+            format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
+            **arrays,
+        )
     with caplog.at_level(logging.WARNING):
         statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path))
     assert "recomputing" in caplog.text
@@ -246,8 +255,13 @@ def test_a_cache_file_claiming_a_part_it_lacks_is_recomputed(cnn_model, tensors,
     scalars = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["avg"])
     path = _cache_file(tmp_path)
     arrays = {f.name: getattr(scalars, f.name) for f in fields(scalars) if f.name not in ("tensor_names", "parts")}
-    np.savez(path, tensor_names=np.array(tensors), format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
-             parts=np.array(["grid"]), **arrays)  # fmt: skip
+    np.savez(
+        path,
+        tensor_names=np.array(tensors),
+        format_version=np.array(statistics_module.CACHE_FORMAT_VERSION),
+        parts=np.array(["grid"]),
+        **arrays,
+    )
     with caplog.at_level(logging.WARNING):
         statistics = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), algorithms=["mse"])
     assert "recomputing" in caplog.text

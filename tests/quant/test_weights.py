@@ -4,7 +4,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress.graph.index import attribute
-from autocompress.quant.ptq import quantize_post_training, calibration_tensors
+from autocompress.quant.ptq import calibration_tensors, quantize_post_training
 from autocompress.quant.statistics import collect_statistics
 from autocompress.quant.weights import dequantize_weight, quantize_weight, weight_channel_axis, weight_scales
 
@@ -17,8 +17,11 @@ def _single_op_model(op_type: str, x_shape, w_shape, **attrs) -> onnx.ModelProto
     node = helper.make_node(op_type, ["x", "W"], ["h"], name="target", **attrs)
     relu = helper.make_node("Relu", ["h"], ["y"], name="act")
     graph = helper.make_graph(
-        [node, relu], op_type.lower(), [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))], [weight],
+        [node, relu],
+        op_type.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))],
+        [weight],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
@@ -55,8 +58,9 @@ def test_channel_axis_per_op_and_in_the_written_model(op_type, x_shape, w_shape,
 def test_abs_max_is_one_scale_per_tensor():
     rng = np.random.default_rng(2)
     model = _single_op_model("Conv", (1, 4, 6, 6), (6, 4, 3, 3))
-    statistics = collect_statistics(model, [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)}],
-                                    calibration_tensors(model))
+    statistics = collect_statistics(
+        model, [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)}], calibration_tensors(model)
+    )
     quantized, _ = quantize_post_training(model, statistics, algo="abs_max", weight_quantize_type="abs_max")
     scale = numpy_helper.to_array(next(t for t in quantized.graph.initializer if t.name == "W_scale"))
     assert scale.shape == ()

@@ -11,29 +11,74 @@ from autocompress.report.summary import ModelSummary
 from autocompress.strategy.records import FALLBACK_REASON, Candidate, OpRecord, StageInfo, quantization_ops
 
 #: The keys report.json has held since its first version; readers (the report command, the HTML page) rely on them.
-REPORT_KEYS = {"baseline", "compressed", "speedup", "metric_higher_is_better", "strategy", "plan", "timeline",
-               "candidates", "elapsed_s", "hardware", "data", "model", "speedup_by_threads", "size_ratio", "warnings"}
+REPORT_KEYS = {
+    "baseline",
+    "compressed",
+    "speedup",
+    "metric_higher_is_better",
+    "strategy",
+    "plan",
+    "timeline",
+    "candidates",
+    "elapsed_s",
+    "hardware",
+    "data",
+    "model",
+    "speedup_by_threads",
+    "size_ratio",
+    "warnings",
+}
 
 
 def _summary(metric: float, latency_ms: float) -> ModelSummary:
-    return ModelSummary(metric=metric, metric_name="IoU", latency_ms=latency_ms, latency_p90_ms=latency_ms * 1.1,
-                        size_mb=1.0, params=1000, macs=10_000)
+    return ModelSummary(
+        metric=metric,
+        metric_name="IoU",
+        latency_ms=latency_ms,
+        latency_p90_ms=latency_ms * 1.1,
+        size_mb=1.0,
+        params=1000,
+        macs=10_000,
+    )
 
 
 def _report(p90: float = 2.0) -> Report:
-    auto = StageInfo(plan=["QuantPost: int8"], reasons=["model type: cnn"], details={"model_type": "cnn"},
-                     stages={"QuantPost": StageInfo(metric=0.7, details={"sensitivity": {"conv": 0.3}})})
-    timeline = [StageRecord("ChannelPrune", 3.0, StageInfo(details={"steps": 4})),
-                StageRecord("Auto[QuantPost: int8]", 1.5, auto)]
-    hardware = HardwareInfo(deploy_hardware="cpu", latency_measured_on_target=True, note="", providers=["CPU"],
-                            latency_threads=1, machine="x86_64", processor="x86_64", cpu_count=2,
-                            onnxruntime="1.x", onnx="1.y")
+    auto = StageInfo(
+        plan=["QuantPost: int8"],
+        reasons=["model type: cnn"],
+        details={"model_type": "cnn"},
+        stages={"QuantPost": StageInfo(metric=0.7, details={"sensitivity": {"conv": 0.3}})},
+    )
+    timeline = [
+        StageRecord("ChannelPrune", 3.0, StageInfo(details={"steps": 4})),
+        StageRecord("Auto[QuantPost: int8]", 1.5, auto),
+    ]
+    hardware = HardwareInfo(
+        deploy_hardware="cpu",
+        latency_measured_on_target=True,
+        note="",
+        providers=["CPU"],
+        latency_threads=1,
+        machine="x86_64",
+        processor="x86_64",
+        cpu_count=2,
+        onnxruntime="1.x",
+        onnx="1.y",
+    )
     compressed = _summary(0.7, 2.5)
     compressed.latency_p90_ms = p90
-    return Report(baseline=_summary(0.71, 10.0), compressed=compressed, higher_is_better=True, timeline=timeline,
-                  candidates=[Candidate(stage="Auto[QuantPost: int8]", label="int8", metric=0.7, latency_ms=2.5)],
-                  elapsed_s=5.0, hardware=hardware, model_source="m.onnx", model_format="onnx",
-                  skipped_batches={"train": [3, 1], "eval": []})
+    return Report(
+        baseline=_summary(0.71, 10.0),
+        compressed=compressed,
+        higher_is_better=True,
+        timeline=timeline,
+        candidates=[Candidate(stage="Auto[QuantPost: int8]", label="int8", metric=0.7, latency_ms=2.5)],
+        elapsed_s=5.0,
+        hardware=hardware,
+        model_source="m.onnx",
+        model_format="onnx",
+        skipped_batches={"train": [3, 1], "eval": []},
+    )
 
 
 def test_to_dict_keeps_the_report_json_layout_and_derives_strategy_speedup_and_plan():
@@ -77,10 +122,13 @@ def test_per_op_records_are_typed_in_the_record_and_plain_in_report_json():
     ops = [OpRecord("conv", "Conv", "pruned", kept=8, original=16), OpRecord("fc.w", "Gemm", "sparse", sparsity=0.5)]
     info = StageInfo(details={"ops": ops, "steps": 2})
     assert info.ops == ops
-    assert info.to_dict() == {"steps": 2, "ops": [
-        {"name": "conv", "op_type": "Conv", "action": "pruned", "kept": 8, "original": 16},
-        {"name": "fc.w", "op_type": "Gemm", "action": "sparse", "sparsity": 0.5},
-    ]}
+    assert info.to_dict() == {
+        "steps": 2,
+        "ops": [
+            {"name": "conv", "op_type": "Conv", "action": "pruned", "kept": 8, "original": 16},
+            {"name": "fc.w", "op_type": "Gemm", "action": "sparse", "sparsity": 0.5},
+        ],
+    }
 
 
 class _Decision:
@@ -92,4 +140,7 @@ def test_quantization_rows_mark_the_fallback_nodes_float():
     decisions = [_Decision("a", True), _Decision("b", True), _Decision("c", False, "float_stem")]
     rows = quantization_ops(decisions, fallback=["b"])
     assert [(r.name, r.action, r.reason) for r in rows] == [
-        ("a", "int8", ""), ("b", "float", FALLBACK_REASON), ("c", "float", "float_stem")]
+        ("a", "int8", ""),
+        ("b", "float", FALLBACK_REASON),
+        ("c", "float", "float_stem"),
+    ]

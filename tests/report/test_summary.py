@@ -8,26 +8,35 @@ from onnx import TensorProto, helper, numpy_helper
 
 from autocompress.quant.qdq import write_qdq_model
 from autocompress.report.summary import latencies_by_threads, summarize
-from autocompress.runtime.ort import all_cores, thread_counts
-from autocompress.runtime.ort import resolve_hardware
+from autocompress.runtime.ort import all_cores, resolve_hardware, thread_counts
 
 
 def _conv_model() -> onnx.ModelProto:
     """Conv (8x3x3x3 weight, bias 8) -> Relu -> Gemm (10x128 weight, bias 10): 226 + 1290 parameters."""
     rng = np.random.default_rng(0)
-    weights = {"w": rng.standard_normal((8, 3, 3, 3)), "b": rng.standard_normal(8),
-               "fc_w": rng.standard_normal((10, 128)), "fc_b": rng.standard_normal(10),
-               "shape": np.array([1, 128])}  # fmt: skip
-    initializers = [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
-                    for k, v in weights.items()]
+    weights = {
+        "w": rng.standard_normal((8, 3, 3, 3)),
+        "b": rng.standard_normal(8),
+        "fc_w": rng.standard_normal((10, 128)),
+        "fc_b": rng.standard_normal(10),
+        "shape": np.array([1, 128]),
+    }
+    initializers = [
+        numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k) for k, v in weights.items()
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("Reshape", ["r", "shape"], ["flat"], name="flat"),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 

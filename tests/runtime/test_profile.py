@@ -24,8 +24,13 @@ def _thin_chain() -> onnx.ModelProto:
         helper.make_node("HardSwish", ["a"], ["h"], name="hswish"),
         helper.make_node("Conv", ["h", "wb"], ["y"], name="conv_b"),
     ]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 256, 256])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 256, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        weights,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
@@ -38,7 +43,9 @@ def _owners(model: onnx.ModelProto) -> QDQOwners:
     return QDQOwners({k: tuple(v) for k, v in readers.items()}, {p.output: p.node.name for p in plan.nodes if p.output})
 
 
-def test_qdq_around_an_op_without_integer_kernel_is_charged_to_its_neighbours_and_keeps_them_float(tmp_path, monkeypatch):
+def test_qdq_around_an_op_without_integer_kernel_is_charged_to_its_neighbours_and_keeps_them_float(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     model = _thin_chain()
     feed = {"x": np.random.default_rng(1).standard_normal((1, 2, 256, 256)).astype(np.float32)}
@@ -56,7 +63,9 @@ def test_qdq_around_an_op_without_integer_kernel_is_charged_to_its_neighbours_an
     assert list(tmp_path.iterdir()) == []  # the profiler wrote nothing into the working directory
     # an op whose int8 form costs more than it saves stays float, whatever its sensitivity (timings are the
     # machine's, so the decision is checked on a gain below zero, not on this run's measured one)
-    choices = greedy_plan({"conv_a": "Conv"}, {"conv_a": 0.0}, {"conv_a": -abs(price.gain_ms) - 1e-3}, tolerance=1.0, forced={})
+    choices = greedy_plan(
+        {"conv_a": "Conv"}, {"conv_a": 0.0}, {"conv_a": -abs(price.gain_ms) - 1e-3}, tolerance=1.0, forced={}
+    )
     assert [(c.int8, c.reason) for c in choices] == [(False, SLOWER)]
 
 

@@ -56,10 +56,14 @@ def test_hpo_measures_latency_once_per_structure_and_uses_batch_prefixes(tiny_cn
     config = {
         "Global": {"cache_dir": str(tmp_path / "cache")},
         "QuantPost": {},
-        "HyperParameterOptimization": {"ptq_algo": ["KL", "hist", "avg"], "bias_correct": [True, False],
-                                       "weight_quantize_type": ["channel_wise_abs_max"], "batch_num": [1, 4],
-                                       "max_quant_count": 6},
-    }  # fmt: skip
+        "HyperParameterOptimization": {
+            "ptq_algo": ["KL", "hist", "avg"],
+            "bias_correct": [True, False],
+            "weight_quantize_type": ["channel_wise_abs_max"],
+            "batch_num": [1, 4],
+            "max_quant_count": 6,
+        },
+    }
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data)
     result = result.compress()
     info = result.report["timeline"][0]["info"]
@@ -123,9 +127,14 @@ def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, 
     config = {
         "Global": {"cache_dir": str(tmp_path / "cache")},
         "QuantPost": {},
-        "HyperParameterOptimization": {"ptq_algo": ["abs_max"], "bias_correct": [False], "batch_num": [1, 4],
-                                       "weight_quantize_type": ["channel_wise_abs_max"], "max_quant_count": 8},
-    }  # fmt: skip
+        "HyperParameterOptimization": {
+            "ptq_algo": ["abs_max"],
+            "bias_correct": [False],
+            "batch_num": [1, 4],
+            "weight_quantize_type": ["channel_wise_abs_max"],
+            "max_quant_count": 8,
+        },
+    }
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_callback=eval_callback)
     trials = result.compress().report["timeline"][0]["info"]["trials"]
     assert len({t["params"]["batch_num"] for t in trials}) > 1  # different settings ...
@@ -136,7 +145,7 @@ def test_trials_that_give_the_same_model_are_evaluated_once(tiny_cnn, tmp_path, 
 @pytest.fixture
 def float_conv_weights(tmp_path):
     """QuantPost section -> weights of the Convs left in float, on x -> Conv(stem_w)+BN -> Relu -> Conv(head_w)."""
-    from tests.graph.test_prepare import _conv_bn_model  # noqa: PLC0415
+    from tests.graph.test_prepare import _conv_bn_model
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -147,8 +156,12 @@ def float_conv_weights(tmp_path):
 
     def compress(section: dict) -> list[str]:
         result = AutoCompression(
-            str(model_dir), loader, model_filename="model.onnx", save_dir=str(tmp_path / f"out{next(runs)}"),
-            config={"QuantPost": {"batch_nums": 2, **section}}, eval_callback=lambda predictor: 1.0,
+            str(model_dir),
+            loader,
+            model_filename="model.onnx",
+            save_dir=str(tmp_path / f"out{next(runs)}"),
+            config={"QuantPost": {"batch_nums": 2, **section}},
+            eval_callback=lambda predictor: 1.0,
         ).compress()
         quantized = onnx.load(str(result.model_path))
         floats = {t.name for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
@@ -171,8 +184,10 @@ def test_the_image_stem_stays_float_on_cpu_unless_asked(float_conv_weights):
 
 
 def _fallback_run(model_path, data, tmp_path, name: str, max_metric_drop: float | None):
-    config = {"Global": {"cache_dir": str(tmp_path / "cache")},
-              "QuantPost": {"batch_nums": 2, "max_metric_drop": max_metric_drop}}
+    config = {
+        "Global": {"cache_dir": str(tmp_path / "cache")},
+        "QuantPost": {"batch_nums": 2, "max_metric_drop": max_metric_drop},
+    }
     result = AutoCompression(model_path, data, save_dir=tmp_path / name, config=config, eval_dataloader=data).compress()
     return result.report["timeline"][0]["info"], onnx.load(str(result.model_path))
 

@@ -8,7 +8,7 @@ stage normalises them.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -72,7 +72,7 @@ class _QuantCommon(Section):
     for_tensorrt: bool = False
     #: Leave an image stem (a Conv over <= 4 input channels, kernel up to 3x3) in float; None: on CPU targets,
     #: whose uint8 Conv is slower than the float one there, and not for TensorRT/GPU.
-    float_stem: Optional[bool] = None
+    float_stem: bool | None = None
 
     _listify = field_validator("quantize_op_types", "not_quant_pattern", mode="before")(_as_list)
 
@@ -114,8 +114,11 @@ class QuantAware(_QuantCommon):
     @classmethod
     def _per_tensor_weights(cls, value: Any) -> Any:
         if value in _TRACKED_WEIGHT_TYPES:
-            log.warning("QuantAware.weight_quantize_type = %r is read as 'abs_max': one scale per weight tensor, "
-                        "its abs max at each step (no window or moving average over steps)", value)
+            log.warning(
+                "QuantAware.weight_quantize_type = %r is read as 'abs_max': one scale per weight tensor, "
+                "its abs max at each step (no window or moving average over steps)",
+                value,
+            )
             return "abs_max"
         return value
 
@@ -126,21 +129,21 @@ class QuantPost(_QuantCommon):
     legacy_aliases: ClassVar[dict[str, str]] = {"bias_correction": "bias_correct"}
 
     batch_size: int = Field(32, ge=1)
-    batch_nums: Optional[int] = Field(None, ge=1)
+    batch_nums: int | None = Field(None, ge=1)
     algo: PtqAlgo = "hist"
     hist_percent: float = Field(0.999, gt=0.0, le=1.0)
     bias_correct: bool = False
     activation_quantize_type: Literal["range_abs_max", "moving_average_abs_max", "abs_max"] = "range_abs_max"
-    skip_tensor_list: Optional[list[str]] = None
+    skip_tensor_list: list[str] | None = None
     # Reconstruction (AdaRound/BRECQ-style) options of PaddleSlim; accepted, and rejected if switched on.
     epochs: int = Field(20, ge=1)
     lr: float = Field(0.1, gt=0.0)
-    regions: Optional[list[list[str]]] = None
-    region_weights_names: Optional[list[list[str]]] = None
-    recon_level: Optional[Literal["layer-wise", "region-wise"]] = None
+    regions: list[list[str]] | None = None
+    region_weights_names: list[list[str]] | None = None
+    recon_level: Literal["layer-wise", "region-wise"] | None = None
     simulate_activation_quant: bool = False
     #: Accuracy-driven fallback: largest allowed metric drop; the most harmful ops return to float until met.
-    max_metric_drop: Optional[float] = Field(None, ge=0.0)
+    max_metric_drop: float | None = Field(None, ge=0.0)
     #: Per-op precision: auto keeps in float the ops whose int8 form is slower on the target, too sensitive for the
     #: allowed drop (max_metric_drop, else Global.auto_max_relative_drop) or next to mixed-range tensors.
     mixed_precision: Literal["auto", "none"] = "none"
@@ -171,12 +174,12 @@ class Distillation(Section):
         "distill_lambda": "alpha",
     }
 
-    loss: Union[DistillLoss, list[DistillLoss]] = "l2"
-    node: list[Union[str, list[str]]] = Field(default_factory=list)
-    alpha: Union[float, list[float]] = 1.0
-    teacher_model_dir: Optional[str] = None
-    teacher_model_filename: Optional[str] = None
-    teacher_params_filename: Optional[str] = None
+    loss: DistillLoss | list[DistillLoss] = "l2"
+    node: list[str | list[str]] = Field(default_factory=list)
+    alpha: float | list[float] = 1.0
+    teacher_model_dir: str | None = None
+    teacher_model_filename: str | None = None
+    teacher_params_filename: str | None = None
     merge_feed: bool = True
     #: Temperature of the soft_label loss.
     temperature: float = Field(1.0, gt=0.0)
@@ -202,8 +205,8 @@ class MultiTeacherDistillation(Section):
     node: list[list[str]] = Field(default_factory=list)
     alpha: list[float] = Field(default_factory=list)
     teacher_model_dir: list[str] = Field(default_factory=list)
-    teacher_model_filename: list[Optional[str]] = Field(default_factory=list)
-    teacher_params_filename: list[Optional[str]] = Field(default_factory=list)
+    teacher_model_filename: list[str | None] = Field(default_factory=list)
+    teacher_params_filename: list[str | None] = Field(default_factory=list)
     merge_feed: bool = True
     temperature: float = Field(1.0, gt=0.0)
 
@@ -256,8 +259,8 @@ class HyperParameterOptimization(Section):
 class ChannelPrune(Section):
     """Structured pruning: whole channels are removed from the graph."""
 
-    pruned_ratio: Union[float, dict[str, float]] = 0.3
-    prune_params_name: Optional[list[str]] = None
+    pruned_ratio: float | dict[str, float] = 0.3
+    prune_params_name: list[str] | None = None
     #: output_error scores a channel by what removing it changes in the next layers' outputs, measured on
     #: batch_nums training batches; the others read the weights only.
     criterion: Literal["l1_norm", "bn_scale", "geometry_median", "output_error"] = "l1_norm"
@@ -283,15 +286,17 @@ class ChannelPrune(Section):
     @model_validator(mode="after")
     def _allocation_needs_one_ratio(self):
         if self.ratio_allocation == "sensitivity" and isinstance(self.pruned_ratio, dict):
-            raise ValueError("ratio_allocation 'sensitivity' chooses the per-layer ratios itself; give pruned_ratio as "
-                             "one number (the MACs to remove are those of that uniform ratio) or use 'uniform'")
+            raise ValueError(
+                "ratio_allocation 'sensitivity' chooses the per-layer ratios itself; give pruned_ratio as "
+                "one number (the MACs to remove are those of that uniform ratio) or use 'uniform'"
+            )
         return self
 
 
 class ASPPrune(Section):
     """2:4 semi-structured sparsity (sparse tensor cores)."""
 
-    prune_params_name: Optional[list[str]] = None
+    prune_params_name: list[str] | None = None
 
 
 class TransformerPrune(Section):
@@ -321,20 +326,25 @@ class GmpConfig(Section):
         data = dict(data)
         period = data.pop("prune_steps")
         if "pruning_steps" in data:
-            raise ValueError("set prune_steps (iterations between ratio increases) or pruning_steps (number of "
-                             "increases), not both")
+            raise ValueError(
+                "set prune_steps (iterations between ratio increases) or pruning_steps (number of increases), not both"
+            )
         iterations = data.get("pruning_iterations", cls.model_fields["pruning_iterations"].default)
         if isinstance(iterations, int) and not (isinstance(period, int) and 1 <= period <= iterations):
-            raise ValueError(f"prune_steps = {period!r}: the iterations between two ratio increases must be an "
-                             f"integer from 1 to pruning_iterations ({iterations})")
+            raise ValueError(
+                f"prune_steps = {period!r}: the iterations between two ratio increases must be an "
+                f"integer from 1 to pruning_iterations ({iterations})"
+            )
         data["pruning_steps"] = iterations // period if isinstance(iterations, int) else period
         return data
 
     @model_validator(mode="after")
     def _steps_fit(self):
         if self.pruning_steps > self.pruning_iterations:
-            raise ValueError(f"pruning_steps ({self.pruning_steps}) must be at most pruning_iterations "
-                             f"({self.pruning_iterations}): the ratio rises at most once per iteration")
+            raise ValueError(
+                f"pruning_steps ({self.pruning_steps}) must be at most pruning_iterations "
+                f"({self.pruning_iterations}): the ratio rises at most once per iteration"
+            )
         return self
 
 
@@ -343,12 +353,12 @@ class UnstructurePrune(Section):
 
     legacy_aliases: ClassVar[dict[str, str]] = {"pruned_ratio": "prune_ratio", "ratio": "prune_ratio"}
 
-    prune_strategy: Optional[Literal["gmp"]] = None
+    prune_strategy: Literal["gmp"] | None = None
     prune_mode: Literal["ratio", "threshold"] = "ratio"
     threshold: float = Field(0.01, ge=0.0)
     prune_ratio: float = Field(0.55, ge=0.0, lt=1.0)
-    gmp_config: Optional[GmpConfig] = None
-    prune_params_type: Optional[Literal["conv1x1_only"]] = "conv1x1_only"
+    gmp_config: GmpConfig | None = None
+    prune_params_type: Literal["conv1x1_only"] | None = "conv1x1_only"
     local_sparsity: bool = False
 
     @model_validator(mode="after")
@@ -358,30 +368,84 @@ class UnstructurePrune(Section):
         if self.prune_strategy == "gmp" and self.prune_mode != "ratio":
             raise ValueError("prune_strategy 'gmp' ramps a ratio; it needs prune_mode 'ratio'")
         if self.prune_strategy == "gmp" and self.gmp_config.initial_ratio > self.prune_ratio:
-            raise ValueError(f"gmp_config.initial_ratio ({self.gmp_config.initial_ratio}) must be at most "
-                             f"prune_ratio ({self.prune_ratio}): the GMP ramp rises from one to the other")
+            raise ValueError(
+                f"gmp_config.initial_ratio ({self.gmp_config.initial_ratio}) must be at most "
+                f"prune_ratio ({self.prune_ratio}): the GMP ramp rises from one to the other"
+            )
         return self
 
 
 _STAGES = "autocompress.strategy"
 # Structure changes first, then distillation on its own, quantization last; one strategy per family.
-register_strategy(StrategySpec("ChannelPrune", ChannelPrune, f"{_STAGES}.channel_prune:ChannelPruneStage", order=10,
-                               family="prune/sparse", trains=True, aliases=("Prune",)))
-register_strategy(StrategySpec("ASPPrune", ASPPrune, f"{_STAGES}.asp_prune:ASPPruneStage", order=11,
-                               family="prune/sparse", trains=True))
-register_strategy(StrategySpec("TransformerPrune", TransformerPrune,
-                               f"{_STAGES}.transformer_prune:TransformerPruneStage", order=12, family="prune/sparse",
-                               trains=True))
-register_strategy(StrategySpec("UnstructurePrune", UnstructurePrune,
-                               f"{_STAGES}.unstructured_prune:UnstructurePruneStage", order=13,
-                               family="prune/sparse", trains=True))
-register_strategy(StrategySpec("Distillation", Distillation, f"{_STAGES}.distillation:DistillationStage", order=20,
-                               family="distillation", distils=True))
-register_strategy(StrategySpec("MultiTeacherDistillation", MultiTeacherDistillation,
-                               f"{_STAGES}.distillation:MultiTeacherDistillationStage", order=21,
-                               family="distillation", distils=True, runs_alone=True))
-register_strategy(StrategySpec("QuantAware", QuantAware, f"{_STAGES}.quant_aware:QuantAwareStage", order=30,
-                               family="quantization", trains=True, aliases=("Quantization",)))
-register_strategy(StrategySpec("QuantPost", QuantPost, f"{_STAGES}.quant_post:QuantPostStage", order=31,
-                               family="quantization"))
+register_strategy(
+    StrategySpec(
+        "ChannelPrune",
+        ChannelPrune,
+        f"{_STAGES}.channel_prune:ChannelPruneStage",
+        order=10,
+        family="prune/sparse",
+        trains=True,
+        aliases=("Prune",),
+    )
+)
+register_strategy(
+    StrategySpec(
+        "ASPPrune", ASPPrune, f"{_STAGES}.asp_prune:ASPPruneStage", order=11, family="prune/sparse", trains=True
+    )
+)
+register_strategy(
+    StrategySpec(
+        "TransformerPrune",
+        TransformerPrune,
+        f"{_STAGES}.transformer_prune:TransformerPruneStage",
+        order=12,
+        family="prune/sparse",
+        trains=True,
+    )
+)
+register_strategy(
+    StrategySpec(
+        "UnstructurePrune",
+        UnstructurePrune,
+        f"{_STAGES}.unstructured_prune:UnstructurePruneStage",
+        order=13,
+        family="prune/sparse",
+        trains=True,
+    )
+)
+register_strategy(
+    StrategySpec(
+        "Distillation",
+        Distillation,
+        f"{_STAGES}.distillation:DistillationStage",
+        order=20,
+        family="distillation",
+        distils=True,
+    )
+)
+register_strategy(
+    StrategySpec(
+        "MultiTeacherDistillation",
+        MultiTeacherDistillation,
+        f"{_STAGES}.distillation:MultiTeacherDistillationStage",
+        order=21,
+        family="distillation",
+        distils=True,
+        runs_alone=True,
+    )
+)
+register_strategy(
+    StrategySpec(
+        "QuantAware",
+        QuantAware,
+        f"{_STAGES}.quant_aware:QuantAwareStage",
+        order=30,
+        family="quantization",
+        trains=True,
+        aliases=("Quantization",),
+    )
+)
+register_strategy(
+    StrategySpec("QuantPost", QuantPost, f"{_STAGES}.quant_post:QuantPostStage", order=31, family="quantization")
+)
 register_strategy(StrategySpec("HyperParameterOptimization", HyperParameterOptimization, part_of="QuantPost"))

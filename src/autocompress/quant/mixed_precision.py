@@ -80,14 +80,17 @@ class Verification:
 def mixed_range_candidates(model: onnx.ModelProto) -> dict[str, int | None]:
     """The tensors whose channels may mix ranges, with their channel axis: Concat outputs (the Concat's axis) and
     graph outputs (None: the layout's channel axis)."""
-    candidates: dict[str, int | None] = {n.output[0]: attribute(n, "axis", 1) for n in model.graph.node
-                                         if n.op_type == "Concat"}  # fmt: skip
+    candidates: dict[str, int | None] = {
+        n.output[0]: attribute(n, "axis", 1) for n in model.graph.node if n.op_type == "Concat"
+    }
     for output in model.graph.output:
         candidates.setdefault(output.name, None)
     return candidates
 
 
-def mixed_range_tensors(ranges: Mapping[str, tuple[np.ndarray, np.ndarray]], ratio: float = MIXED_RANGE_RATIO) -> list[str]:
+def mixed_range_tensors(
+    ranges: Mapping[str, tuple[np.ndarray, np.ndarray]], ratio: float = MIXED_RANGE_RATIO
+) -> list[str]:
     """The tensors whose widest channel span exceeds `ratio` times their narrowest non-constant one."""
     mixed = []
     for name, (low, high) in ranges.items():
@@ -122,7 +125,10 @@ def _last_op(index: GraphIndex, tensor: str, ops: set[str]) -> str:
 
 
 def greedy_plan(
-    op_types: Mapping[str, str], sensitivity: Mapping[str, float], gains: Mapping[str, float], tolerance: float,
+    op_types: Mapping[str, str],
+    sensitivity: Mapping[str, float],
+    gains: Mapping[str, float],
+    tolerance: float,
     forced: Mapping[str, str],
 ) -> list[OpChoice]:
     """int8 for the ops with the best gain per unit of sensitivity while the summed sensitivity stays within
@@ -169,8 +175,12 @@ def verified_plan(
 
 
 def interleaved_latency(
-    float_model: onnx.ModelProto, int8_model: onnx.ModelProto, feed: Mapping[str, np.ndarray],
-    hardware: HardwareTarget, threads: int, rounds: int = LATENCY_ROUNDS,
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    feed: Mapping[str, np.ndarray],
+    hardware: HardwareTarget,
+    threads: int,
+    rounds: int = LATENCY_ROUNDS,
 ) -> tuple[float, float]:
     """(float ms, int8 ms): medians of rounds that measure the two models one after the other, so that a change
     of the machine's load hits both alike."""
@@ -218,7 +228,8 @@ class MixedPrecisionPlan:
         """The plan's figures for the stage's details (the per-op rows are written from `choices`)."""
         return {
             "mixed_precision": {
-                "int8_ops": sum(c.int8 for c in self.choices), "float_ops": len(self.float_ops),
+                "int8_ops": sum(c.int8 for c in self.choices),
+                "float_ops": len(self.float_ops),
                 "mixed_range_tensors": self.mixed_tensors,
                 "verifications": [{**vars(v), "accepted": v.accepted} for v in self.verifications],
             }
@@ -236,8 +247,9 @@ def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     gains = _gains(job, plan, ops)
     choices = greedy_plan(op_types, sensitivity, gains, job.tolerance, forced)
     choices, history = verified_plan(choices, lambda float_ops: _verify(job, ops, float_ops))
-    log.info("mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops),
-             len(history))
+    log.info(
+        "mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops), len(history)
+    )
     return MixedPrecisionPlan(choices, history, mixed)
 
 
@@ -262,6 +274,11 @@ def _verify(job: MixedPrecisionJob, ops: list[str], float_ops: list[str]) -> Ver
     candidate = job.quantize(float_ops)
     drop = job.drop_of(candidate)
     float_ms, int8_ms = interleaved_latency(job.model, candidate, job.sample_feed, job.hardware, job.threads)
-    log.info("mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float", len(ops) - len(float_ops),
-             drop, int8_ms, float_ms)
+    log.info(
+        "mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float",
+        len(ops) - len(float_ops),
+        drop,
+        int8_ms,
+        float_ms,
+    )
     return Verification(len(ops) - len(float_ops), drop, float_ms, int8_ms, drop <= job.max_drop)

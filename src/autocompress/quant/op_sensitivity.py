@@ -73,7 +73,10 @@ def op_sensitivity(
 
 
 def _cache_path(
-    model: onnx.ModelProto, ops: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]], cache_dir: str | None,
+    model: onnx.ModelProto,
+    ops: Sequence[str],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    cache_dir: str | None,
     settings: str,
 ) -> str | None:
     if cache_dir is None:

@@ -63,8 +63,7 @@ def quantize_post_training(
     plan = checked_plan(model, options)
     if statistics.activation_bits != options.activation_bits:
         raise ConfigError(
-            f"statistics were collected for activation_bits={statistics.activation_bits}, "
-            f"not {options.activation_bits}"
+            f"statistics were collected for activation_bits={statistics.activation_bits}, not {options.activation_bits}"
         )
     missing = [t for t in plan.activation_tensors if t not in statistics.tensor_names]
     if missing:
@@ -86,12 +85,18 @@ def quantize_post_training(
     return quantized, info
 
 
+def all_float(info: PTQInfo) -> PTQInfo:
+    """The record of `info`'s model with every quantized node back in float: the float model itself."""
+    return replace(
+        info,
+        quantized_op_counts={},
+        quantized_nodes=[],
+        thresholds={},
+        ranges={},
+        skipped_nodes=[*info.skipped_nodes, *info.quantized_nodes],
+    )
+
+
 def calibration_tensors(model: onnx.ModelProto, options: QDQOptions = QDQOptions()) -> list[str]:
     """The activation tensors whose statistics quantize_post_training needs, for collect_statistics."""
     return plan_quantization(fold_conv_affine(model, keep=options.skip_names)[0], options).activation_tensors
-def all_float(info: PTQInfo) -> PTQInfo:
-    """The record of `info`'s model with every quantized node back in float: the float model itself."""
-    return replace(info, quantized_op_counts={}, quantized_nodes=[], thresholds={}, ranges={},
-                   skipped_nodes=[*info.skipped_nodes, *info.quantized_nodes])
-
-

@@ -32,8 +32,8 @@ from autocompress.graph.index import GraphIndex, attribute
 from autocompress.graph.large import WeightsLayout, compacted, copy_model, weightless, weights_layout
 from autocompress.graph.naming import aliases, carry_names, name_nodes, name_table, stable_names
 from autocompress.graph.op_facts import op_facts
-from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.quant.affine import AffineChain, affine_chains, record_absorbed
+from autocompress.quant.bias_correction import bias_corrected_weight
 from autocompress.quant.op_types import DEFAULT_QUANTIZE_OP_TYPES, WEIGHT_OP_TYPES, normalize_op_types
 from autocompress.quant.scales import activation_qparams, unsupported_bits
 from autocompress.quant.weights import (
@@ -364,10 +364,15 @@ class _GraphWriter:
         """QuantizeLinear of `source` with the `write` (scale, zero point) names, DequantizeLinear with `read`'s,
         to `name`_dequantized, which the consumers of `name` are pointed at."""
         quantized, dequantized = f"{name}_quantized", f"{name}_dequantized"
-        self._place(source, [
-            helper.make_node("QuantizeLinear", [source, *write], [quantized], name=f"{name}_QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [quantized, *read], [dequantized], name=f"{name}_DequantizeLinear"),
-        ])
+        self._place(
+            source,
+            [
+                helper.make_node("QuantizeLinear", [source, *write], [quantized], name=f"{name}_QuantizeLinear"),
+                helper.make_node(
+                    "DequantizeLinear", [quantized, *read], [dequantized], name=f"{name}_DequantizeLinear"
+                ),
+            ],
+        )
         self.renamed[name] = dequantized
         return dequantized
 
@@ -416,8 +421,13 @@ class _GraphWriter:
         value = self.index.constant_value(name).astype(np.float32)
         if scale is None and self.weight_cache is not None:
             # the int8 weight depends on the values and the settings only: a search re-uses it across trials
-            content = (hashlib.blake2b(value.tobytes(), digest_size=16).digest(), value.shape, axis, bits,
-                       self.options.bias_correct)
+            content = (
+                hashlib.blake2b(value.tobytes(), digest_size=16).digest(),
+                value.shape,
+                axis,
+                bits,
+                self.options.bias_correct,
+            )
             if content not in self.weight_cache:
                 self.weight_cache[content] = self._quantized(name, value, axis, bits, None)
             q, scale = self.weight_cache[content]
@@ -427,8 +437,9 @@ class _GraphWriter:
         self.weights[key] = (self._dequantized_constant(base, q, scale, axis), scale)
         return self.weights[key]
 
-    def _quantized(self, name: str, value: np.ndarray, axis: int | None, bits: int,
-                   scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _quantized(
+        self, name: str, value: np.ndarray, axis: int | None, bits: int, scale: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(int weight, scale): abs-max scales unless learned ones are given, then bias correction if asked."""
         scale = weight_scales(value, axis, bits) if scale is None else np.asarray(scale, dtype=np.float32)
         if axis is not None and scale.shape != (value.shape[axis],):
@@ -449,10 +460,15 @@ class _GraphWriter:
             numpy_helper.from_array(np.zeros(scale.shape, dtype=q.dtype), f"{base}_zero_point"),
         ]
         attributes = {"axis": axis} if axis is not None else {}
-        self.head.append(helper.make_node(
-            "DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"], [f"{base}_dequantized"],
-            name=f"{base}_DequantizeLinear", **attributes,
-        ))
+        self.head.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dequantized"],
+                name=f"{base}_DequantizeLinear",
+                **attributes,
+            )
+        )
         return f"{base}_dequantized"
 
     def bias(self, name: str, input_name: str, weight_name: str, weight_scale: np.ndarray) -> str | None:
@@ -584,7 +600,7 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         used.update(node.input)
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 used |= _used_names(sub)
     return used
 

@@ -70,9 +70,13 @@ HISTOGRAM, GRID = "histogram", "grid"
 ALL_PARTS = frozenset({HISTOGRAM, GRID})
 #: The parts each range algorithm reads.
 ALGORITHM_PARTS: dict[str, frozenset[str]] = {
-    "abs_max": frozenset(), "avg": frozenset(), "hist": frozenset({HISTOGRAM}), "KL": frozenset({HISTOGRAM}),
-    "mse": frozenset({GRID}), "emd": frozenset({GRID}),
-}  # fmt: skip
+    "abs_max": frozenset(),
+    "avg": frozenset(),
+    "hist": frozenset({HISTOGRAM}),
+    "KL": frozenset({HISTOGRAM}),
+    "mse": frozenset({GRID}),
+    "emd": frozenset({GRID}),
+}
 #: Per-batch scalar fields, [T, B] each; the GRID_FIELDS are [T, 0] when GRID was not collected.
 BASE_FIELDS = ("abs_max", "min", "max", "sample_abs_max_mean")
 GRID_FIELDS = ("mse_loss", "mse_threshold", "emd_loss", "emd_threshold")
@@ -127,8 +131,13 @@ class ActivationStatistics:
         kept = int(np.searchsorted(self.hist_batches, num_batches, side="right"))
         scalars = {name: getattr(self, name)[:, :num_batches] for name in BATCH_FIELDS}
         return ActivationStatistics(
-            self.tensor_names, self.activation_bits, **scalars, hist_batches=self.hist_batches[:kept],
-            hist_exponent=self.hist_exponent[:, :kept], hist=self.hist[:, :kept], parts=self.parts,
+            self.tensor_names,
+            self.activation_bits,
+            **scalars,
+            hist_batches=self.hist_batches[:kept],
+            hist_exponent=self.hist_exponent[:, :kept],
+            hist=self.hist[:, :kept],
+            parts=self.parts,
         )
 
     def require(self, algo: str) -> None:
@@ -257,8 +266,10 @@ def batch_statistics(
         mse_index, emd_index = last_argmin(mse), last_argmin(emd)
         candidate_scale = abs_max or 1e-8
         stats.update(
-            mse_loss=float(mse[mse_index]), mse_threshold=float(SEARCH_GRID[mse_index] * candidate_scale),
-            emd_loss=float(emd[emd_index]), emd_threshold=float(SEARCH_GRID[emd_index] * candidate_scale),
+            mse_loss=float(mse[mse_index]),
+            mse_threshold=float(SEARCH_GRID[mse_index] * candidate_scale),
+            emd_loss=float(emd[emd_index]),
+            emd_threshold=float(SEARCH_GRID[emd_index] * candidate_scale),
         )
     if HISTOGRAM in parts:
         stats["hist_exponent"], stats["hist"] = _abs_histogram(x.ravel(), abs_max)
@@ -342,7 +353,10 @@ def _row_dots(rows: np.ndarray) -> np.ndarray:
 
 
 def statistics_fingerprint(
-    model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]], tensor_names: Sequence[str], activation_bits: int
+    model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    tensor_names: Sequence[str],
+    activation_bits: int,
 ) -> str:
     """Cache key: model bytes, every batch (names, dtypes, shapes, bytes), the tensor list and the bit width."""
     digest = hashlib.sha256()
@@ -365,8 +379,15 @@ def _hash_model(digest, model: onnx.ModelProto) -> None:
         return
     # Over protobuf's 2 GB limit a model cannot be serialized whole: hash it part by part.
     graph = model.graph
-    for part in (*model.opset_import, *graph.input, *graph.output, *graph.node, *graph.initializer,
-                 *graph.sparse_initializer, *model.functions):  # fmt: skip
+    for part in (
+        *model.opset_import,
+        *graph.input,
+        *graph.output,
+        *graph.node,
+        *graph.initializer,
+        *graph.sparse_initializer,
+        *model.functions,
+    ):
         digest.update(part.SerializeToString(deterministic=True))
         if isinstance(part, onnx.TensorProto) and is_on_disk(part):  # the reference names the file, not its bytes
             digest.update(memoryview(mapped(part)).cast("B"))
@@ -376,9 +397,12 @@ class StatisticsAccumulator:
     """Running statistics of T tensors over a stream of batches, with histogram snapshots at given batch counts."""
 
     def __init__(
-        self, tensor_names: Sequence[str], activation_bits: int, prefixes: Iterable[int] = (),
+        self,
+        tensor_names: Sequence[str],
+        activation_bits: int,
+        prefixes: Iterable[int] = (),
         parts: frozenset[str] = ALL_PARTS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.tensor_names = list(tensor_names)
         self.activation_bits = activation_bits
         self.parts = frozenset(parts)
@@ -421,11 +445,17 @@ class StatisticsAccumulator:
         missing = {name: np.empty((t, 0)) for name in BATCH_FIELDS if name not in scalars}
         if self.snapshots:
             counts, exponents, hists = zip(*self.snapshots)
-            histograms = dict(hist_batches=np.array(counts, np.int64), hist_exponent=np.stack(exponents, axis=1),
-                              hist=np.stack(hists, axis=1))  # fmt: skip
+            histograms = dict(
+                hist_batches=np.array(counts, np.int64),
+                hist_exponent=np.stack(exponents, axis=1),
+                hist=np.stack(hists, axis=1),
+            )
         else:
-            histograms = dict(hist_batches=np.zeros(0, np.int64), hist_exponent=np.zeros((t, 0), np.int64),
-                              hist=np.zeros((t, 0, FINE_BINS), np.int64))  # fmt: skip
+            histograms = dict(
+                hist_batches=np.zeros(0, np.int64),
+                hist_exponent=np.zeros((t, 0), np.int64),
+                hist=np.zeros((t, 0, FINE_BINS), np.int64),
+            )
         return ActivationStatistics(
             self.tensor_names, self.activation_bits, **scalars, **missing, **histograms, parts=self.parts
         )
@@ -479,7 +509,9 @@ def collect_statistics(
     if batch_nums is not None and accumulator.count < batch_nums:
         logger.warning(
             "batch_nums=%d but the calibration data has only %d batches; using %d",
-            batch_nums, accumulator.count, accumulator.count,
+            batch_nums,
+            accumulator.count,
+            accumulator.count,
         )
 
     statistics = accumulator.result()
@@ -496,7 +528,9 @@ def _batch_count(batches: Iterable, batch_nums: int | None) -> int | None:
 
 
 def _calibrate(
-    session: ort.InferenceSession, batches: Iterable[Mapping[str, np.ndarray]], accumulator: StatisticsAccumulator,
+    session: ort.InferenceSession,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    accumulator: StatisticsAccumulator,
     total: int | None,
 ) -> None:
     """Run the session over the batches and add the activations of accumulator's tensors."""
@@ -525,7 +559,9 @@ def _read_cache(path: str, tensor_names: list[str], activation_bits: int) -> Act
 
 
 def statistics_from_arrays(
-    arrays: Mapping[str, Sequence[np.ndarray]], activation_bits: int = 8, prefixes: Iterable[int] = (),
+    arrays: Mapping[str, Sequence[np.ndarray]],
+    activation_bits: int = 8,
+    prefixes: Iterable[int] = (),
     algorithms: Iterable[str] = tuple(ALGORITHM_PARTS),
 ) -> ActivationStatistics:
     """Statistics of tensors given directly as per-batch arrays (same batch count for each tensor)."""
@@ -536,7 +572,9 @@ def statistics_from_arrays(
     return accumulator.result()
 
 
-def _checked_feed(batch: Mapping[str, np.ndarray], input_names: Sequence[str], batch_index: int) -> dict[str, np.ndarray]:
+def _checked_feed(
+    batch: Mapping[str, np.ndarray], input_names: Sequence[str], batch_index: int
+) -> dict[str, np.ndarray]:
     """The batch as an ORT feed; raises DataError for missing inputs or non-finite values."""
     missing = [n for n in input_names if n not in batch]
     if missing:
@@ -554,7 +592,9 @@ def _checked_feed(batch: Mapping[str, np.ndarray], input_names: Sequence[str], b
 
 
 def channel_ranges(
-    model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]], axes: Mapping[str, int | None],
+    model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    axes: Mapping[str, int | None],
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel (min, max) of each tensor of `axes` along its channel axis, over the batches: a tensor whose

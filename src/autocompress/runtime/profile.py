@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import statistics
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,8 +32,11 @@ _TOKEN = "_token_"
 
 
 def node_times(
-    model: onnx.ModelProto, feed: Mapping[str, np.ndarray], hardware: str | HardwareTarget = "cpu",
-    threads: int = 1, runs: int = 5,
+    model: onnx.ModelProto,
+    feed: Mapping[str, np.ndarray],
+    hardware: str | HardwareTarget = "cpu",
+    threads: int = 1,
+    runs: int = 5,
 ) -> dict[str, float]:
     """Median time in ms of every kernel ORT runs for one inference of `model` (after a warm-up run), by node name;
     medians over `runs` because single kernel times on a shared machine jump by several times."""
@@ -106,7 +109,10 @@ class OpPrice:
 
 
 def price_ops(
-    ops: Iterable[str], float_times: Mapping[str, float], int8_times: Mapping[str, float], owners: QDQOwners,
+    ops: Iterable[str],
+    float_times: Mapping[str, float],
+    int8_times: Mapping[str, float],
+    owners: QDQOwners,
     outputs: Mapping[str, str] | None = None,
 ) -> dict[str, OpPrice]:
     """Each op's float time, int8 kernel time and the Q/DQ time charged to it (shared Q/DQ split evenly);

@@ -89,10 +89,15 @@ class QuantPostStage(Stage):
     ) -> tuple[onnx.ModelProto, PTQInfo]:
         """The section's options with the searched settings of `params`, and `skip` also left in float."""
         return quantize_post_training(
-            model, stats, self._options,
-            algo=params["algo"], hist_percent=params.get("hist_percent", self.section.hist_percent),
-            batch_num=params.get("batch_num"), weight_cache=self._weight_cache,
-            weight_quantize_type=params["weight_quantize_type"], bias_correct=params["bias_correct"],
+            model,
+            stats,
+            self._options,
+            algo=params["algo"],
+            hist_percent=params.get("hist_percent", self.section.hist_percent),
+            batch_num=params.get("batch_num"),
+            weight_cache=self._weight_cache,
+            weight_quantize_type=params["weight_quantize_type"],
+            bias_correct=params["bias_correct"],
             skip_names=(*self._options.skip_names, *skip),
         )
 
@@ -105,9 +110,14 @@ class QuantPostStage(Stage):
             raise ConfigError("QuantPost needs calibration data: pass train_dataloader")
         tensors = calibration_tensors(model, self._options)
         return collect_statistics(
-            model, ctx.train_batches.feeds(), tensors, batch_nums=batch_nums,
-            activation_bits=self._options.activation_bits, cache_dir=ctx.config.global_.resolved_cache_dir(),
-            prefixes=prefixes, algorithms=algorithms,
+            model,
+            ctx.train_batches.feeds(),
+            tensors,
+            batch_nums=batch_nums,
+            activation_bits=self._options.activation_bits,
+            cache_dir=ctx.config.global_.resolved_cache_dir(),
+            prefixes=prefixes,
+            algorithms=algorithms,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
@@ -131,8 +141,13 @@ class QuantPostStage(Stage):
 
         info: dict[str, Any] = {"calibration_batches": stats.num_batches}
         candidates: list[Candidate] = []
-        default = {"algo": cfg.algo, "hist_percent": cfg.hist_percent, "bias_correct": cfg.bias_correct,
-                   "weight_quantize_type": cfg.weight_quantize_type, "batch_num": cfg.batch_nums}
+        default = {
+            "algo": cfg.algo,
+            "hist_percent": cfg.hist_percent,
+            "bias_correct": cfg.bias_correct,
+            "weight_quantize_type": cfg.weight_quantize_type,
+            "batch_num": cfg.batch_nums,
+        }
         if hpo is None:
             best_params = default
             best_model, ptq_info = self._quantize(model, stats, best_params)
@@ -163,11 +178,20 @@ class QuantPostStage(Stage):
             best_model, best_score, best_metric, ptq_info = fallback.model, fallback.drop, fallback.metric, fallback.ptq
             float_nodes = fallback.float_nodes
             info.update(fallback.record())
-        info.update({"params": best_params, "score": best_score, "metric": best_metric,
-                     **_precision_record(ptq_info, float_nodes)})
+        info.update(
+            {
+                "params": best_params,
+                "score": best_score,
+                "metric": best_metric,
+                **_precision_record(ptq_info, float_nodes),
+            }
+        )
         info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
-        info[OPS_KEY] = (mixed_precision_ops(ptq_info.decisions, mixed.choices) if mixed else
-                         quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ())))
+        info[OPS_KEY] = (
+            mixed_precision_ops(ptq_info.decisions, mixed.choices)
+            if mixed
+            else quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ()))
+        )
         return StageResult(best_model, StageInfo.from_mapping(info), candidates)
 
     def _mixed_precision(self, model, stats, ctx: CompressionContext, params: dict[str, Any]) -> MixedPrecisionPlan:
@@ -178,12 +202,18 @@ class QuantPostStage(Stage):
         relative = ctx.config.global_.auto_max_relative_drop
         max_drop = relative * scale if cfg.max_metric_drop is None else cfg.max_metric_drop
         job = MixedPrecisionJob(
-            model=model, options=self._options,
+            model=model,
+            options=self._options,
             quantize=lambda float_ops: self._quantize(model, stats, params, float_ops)[0],
-            feeds=list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES)), sample_feed=ctx.sample_feed,
-            hardware=ctx.hardware, threads=ctx.threads, tolerance=max_drop / scale, max_drop=max_drop,
+            feeds=list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES)),
+            sample_feed=ctx.sample_feed,
+            hardware=ctx.hardware,
+            threads=ctx.threads,
+            tolerance=max_drop / scale,
+            max_drop=max_drop,
             drop_of=lambda candidate: ctx.evaluator.drop(ctx.baseline_metric, ctx.evaluator(candidate)),
-            cache_dir=ctx.config.global_.resolved_cache_dir(), settings=json.dumps(params, sort_keys=True),
+            cache_dir=ctx.config.global_.resolved_cache_dir(),
+            settings=json.dumps(params, sort_keys=True),
         )
         return plan_mixed_precision(job)
 
@@ -195,8 +225,15 @@ class QuantPostStage(Stage):
             return model, all_float(quantized)
         return self._quantize(model, stats, params, float_ops)
 
-    def _search(self, model, stats, ctx: CompressionContext, hpo: HyperParameterOptimization,
-                score_of: Callable[[onnx.ModelProto], tuple[float, float]], latency: LatencyProbe) -> list[Trial]:
+    def _search(
+        self,
+        model,
+        stats,
+        ctx: CompressionContext,
+        hpo: HyperParameterOptimization,
+        score_of: Callable[[onnx.ModelProto], tuple[float, float]],
+        latency: LatencyProbe,
+    ) -> list[Trial]:
         """The trials of the Optuna search over HyperParameterOptimization's space."""
         # The QDQ model is a function of the activation ranges and the weight settings alone; other settings
         # often give the same ranges (mse/emd/abs_max keep their best batch for any larger batch_num), and
@@ -274,10 +311,20 @@ def mixed_precision_ops(decisions: Iterable[NodeDecision], choices: Iterable[OpC
     for decision in decisions:
         choice = planned.get(decision.node)
         if choice is None:
-            rows.append(OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason))
+            rows.append(
+                OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason)
+            )
         else:
-            rows.append(OpRecord(choice.name, choice.op_type, "int8" if choice.int8 else "float", choice.reason,
-                                 sensitivity=float(f"{choice.sensitivity:.4g}"), gain_ms=round(choice.gain_ms, 4)))
+            rows.append(
+                OpRecord(
+                    choice.name,
+                    choice.op_type,
+                    "int8" if choice.int8 else "float",
+                    choice.reason,
+                    sensitivity=float(f"{choice.sensitivity:.4g}"),
+                    gain_ms=round(choice.gain_ms, 4),
+                )
+            )
     return rows
 
 
@@ -287,8 +334,11 @@ def _precision_record(ptq: PTQInfo, fallback_nodes: list[str]) -> dict[str, Any]
     precision = dict.fromkeys(ptq.quantized_nodes, "int8")
     for name in ptq.skipped_nodes:
         precision[name] = "float: metric fallback" if name in fallback else "float: skipped (skip list or float stem)"
-    return {"quantized_op_counts": ptq.quantized_op_counts, "quantized_nodes": len(ptq.quantized_nodes),
-            "op_precision": precision}
+    return {
+        "quantized_op_counts": ptq.quantized_op_counts,
+        "quantized_nodes": len(ptq.quantized_nodes),
+        "op_precision": precision,
+    }
 
 
 def _speed_check(float_ms: float, int8_ms: float, hardware: str) -> dict[str, Any]:
@@ -298,8 +348,11 @@ def _speed_check(float_ms: float, int8_ms: float, hardware: str) -> dict[str, An
     The result is kept as it is; the warning tells the user to compare with the float model.
     """
     speedup = float_ms / max(int8_ms, 1e-9)
-    info: dict[str, Any] = {"float_latency_ms": round(float_ms, 4), "int8_latency_ms": round(int8_ms, 4),
-                            "int8_speedup": round(speedup, 3)}  # fmt: skip
+    info: dict[str, Any] = {
+        "float_latency_ms": round(float_ms, 4),
+        "int8_latency_ms": round(int8_ms, 4),
+        "int8_speedup": round(speedup, 3),
+    }
     if speedup < 1.0:
         info["warning"] = (
             f"the int8 model is slower than the float input on {hardware}: {int8_ms:.3f} ms vs {float_ms:.3f} ms "

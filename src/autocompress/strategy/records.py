@@ -6,8 +6,9 @@ Only the standard library is imported here, so the report can be written and rea
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import onnx
@@ -45,8 +46,13 @@ class OpRecord:
         out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "action": self.action}
         if self.reason:
             out["reason"] = self.reason
-        optional = {"kept": self.kept, "original": self.original, "sparsity": self.sparsity,
-                    "sensitivity": self.sensitivity, "gain_ms": self.gain_ms}
+        optional = {
+            "kept": self.kept,
+            "original": self.original,
+            "sparsity": self.sparsity,
+            "sensitivity": self.sensitivity,
+            "gain_ms": self.gain_ms,
+        }
         out.update({key: value for key, value in optional.items() if value is not None})
         return out
 
@@ -54,8 +60,10 @@ class OpRecord:
 def sparsity_ops(sparse: Mapping[str, float], dense: Mapping[str, str], op_types: Mapping[str, str]) -> list[OpRecord]:
     """The per-weight rows of a sparse model: the fraction of zeros of each pruned weight, and why the others
     stayed dense."""
-    rows = [OpRecord(name, op_types.get(name, ""), "sparse", sparsity=round(float(value), 4))
-            for name, value in sparse.items()]
+    rows = [
+        OpRecord(name, op_types.get(name, ""), "sparse", sparsity=round(float(value), 4))
+        for name, value in sparse.items()
+    ]
     return rows + [OpRecord(name, op_types.get(name, ""), "dense", reason) for name, reason in dense.items()]
 
 
@@ -77,7 +85,9 @@ def quantization_ops(decisions: Iterable[QuantDecision], fallback: Iterable[str]
         if decision.node in back:
             rows.append(OpRecord(decision.node, decision.op_type, "float", FALLBACK_REASON))
         else:
-            rows.append(OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason))
+            rows.append(
+                OpRecord(decision.node, decision.op_type, "int8" if decision.int8 else "float", decision.reason)
+            )
     return rows
 
 
