@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -87,3 +88,12 @@ def test_nudenet_boxes_agree_with_themselves_and_not_with_moved_boxes(tmp_path):
     for out in moved:
         out[0][0, 0] += out[0][0, 2]  # every box one width to the right: IoU 0 with where it was
     assert nudenet.MODEL.score(moved, fp32, None) == 0.0
+
+
+def test_ddddocr_refuses_an_output_reshaped_to_the_declared_shape():
+    needs("ddddocr")
+    from autocompress.errors import DataError
+    from benchmarks.zoo.models import ddddocr_ocr
+
+    with pytest.raises(DataError, match=r"must be \[T, 1, 8210\].*\(1, 180620\)"):
+        ddddocr_ocr.decode([np.zeros((1, 22 * 8210), dtype=np.float32)])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from autocompress.errors import DataError
 from benchmarks.zoo.spec import EvalSet, Feed, Outputs, ZooModel, package_file
 from benchmarks.zoo.text import ctc_greedy, draw_clutter, exact_match_score, module_constant, rotated_glyph
 from examples.common.text_render import blend, light_background
@@ -91,8 +92,14 @@ def evaluation(n: int) -> EvalSet:
 
 
 def decode(outputs: Outputs) -> str:
-    """Text of one [T, 1, C] output; follows `OCREngine._process_text_output` (argmax, then CTC collapse)."""
-    return ctc_greedy(outputs[0][:, 0, :].argmax(axis=-1), charset())
+    """Text of one [T, 1, C] output; follows `OCREngine._process_text_output` (argmax, then CTC collapse). A model
+    whose output took another shape (such as the declared [1, seqlen]) computes something else and is refused."""
+    logits = outputs[0]
+    if logits.ndim != 3 or logits.shape[1:] != (1, len(charset())):
+        raise DataError(
+            f"ddddocr's output must be [T, 1, {len(charset())}] (what the model computes), got {logits.shape}"
+        )
+    return ctc_greedy(logits[:, 0, :].argmax(axis=-1), charset())
 
 
 MODEL = ZooModel(
