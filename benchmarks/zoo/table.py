@@ -94,7 +94,8 @@ def _ort_beats(rows: Sequence[Row], auto: Row | None, fp32: Row, tolerance: floa
     found = []
     for row in rows:
         drop, fast = relative_drop(row, fp32), speedup(row, fp32, "1T")
-        if row.result.tool in ORT_TOOLS and drop is not None and drop <= tolerance and (fast or 0) > (auto_speed or 0):
+        quantized = row.result.tool in ORT_TOOLS and row.result.outcome == "int8"
+        if quantized and drop is not None and drop <= tolerance and (fast or 0) > (auto_speed or 0):
             found.append(f"{row.model.name} {row.result.tool} {fast:.2f}x vs auto {auto_speed or 0:.2f}x")
     return found
 
