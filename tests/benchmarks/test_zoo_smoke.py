@@ -27,11 +27,7 @@ def _time_budget() -> float | None:
     return SMOKE_BUDGET_S if "time_budget" in GlobalConfig.model_fields else None
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("silero_vad", marks=pytest.mark.xfail(
-        reason="auto's latency probe cuts every input on axis 0; silero's state [2, B, 128] has its batch on axis 1")),
-    "captcha_whisperer",
-])
+@pytest.mark.parametrize("name", ["silero_vad", "captcha_whisperer"])
 def test_auto_mode_contract_on_small_zoo_models(name: str, tmp_path: Path) -> None:
     model = load_model(name)
     results = compress_model(model, tmp_path, SMALL, timeout_s=300, time_budget=_time_budget(), tools=["auto"])
@@ -51,12 +47,19 @@ def _recurrent_model(path: Path) -> Path:
         helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
         helper.make_node("Add", ["state", "srf"], ["state_out"]),
     ]
-    graph = helper.make_graph(nodes, "recurrent", [
-        helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4]),
-        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 3]),
-        helper.make_tensor_value_info("sr", TensorProto.INT64, []),
-    ], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1]),
-        helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, None, 3])])
+    graph = helper.make_graph(
+        nodes,
+        "recurrent",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 3]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1]),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, None, 3]),
+        ],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -70,16 +73,24 @@ def test_batch_one_cuts_each_input_on_its_own_batch_axis(tmp_path: Path) -> None
 
 
 def _row(name: str, tool: str, metric: float | None, ms: float | None, outcome: str) -> Row:
-    result = ToolResult(tool, None if outcome == "error" else f"/m/{tool}.onnx", 2.5, outcome,
-                        "ValueError: bad" if outcome == "error" else "", 100.0)
+    result = ToolResult(
+        tool,
+        None if outcome == "error" else f"/m/{tool}.onnx",
+        2.5,
+        outcome,
+        "ValueError: bad" if outcome == "error" else "",
+        100.0,
+    )
     latency = {} if ms is None else {"1T": Latency(ms, ms * 0.9, ms * 1.1), "all": Latency(ms / 2, ms / 3, ms)}
     return Row(load_model(name), result, metric, latency)
 
 
 def test_table_writer_rows_speedups_and_summary(tmp_path: Path) -> None:
-    fast = [_row("captcha_whisperer", "fp32", 0.90, 10.0, "fp32"),
-            _row("captcha_whisperer", "ort_static", 0.895, 4.0, "int8"),
-            _row("captcha_whisperer", "auto", 0.90, 5.0, "int8")]
+    fast = [
+        _row("captcha_whisperer", "fp32", 0.90, 10.0, "fp32"),
+        _row("captcha_whisperer", "ort_static", 0.895, 4.0, "int8"),
+        _row("captcha_whisperer", "auto", 0.90, 5.0, "int8"),
+    ]
     broken = [_row("silero_vad", "fp32", 1.0, 1.0, "fp32"), _row("silero_vad", "auto", None, None, "error")]
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Other\n\nkept\n", encoding="utf-8")

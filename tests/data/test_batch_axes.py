@@ -33,3 +33,14 @@ def test_an_image_with_a_static_batch_and_dynamic_sides_is_fed_whole():
     feed = {"image": np.zeros((1, 3, 64, 48), np.float32)}
     assert batch_axes(feed, specs) == {"image": None}
     assert batch_one(feed, specs)["image"].shape == (1, 3, 64, 48)
+
+
+def test_a_scalar_input_stays_a_scalar_through_the_adapter_and_the_state_is_cut_beside_it():
+    from autocompress.data.batches import BatchAdapter
+
+    specs = [_spec("x", [None, None]), _spec("state", [2, None, 3]), _spec("sr", [], dtype=np.int64)]
+    batch = {"x": np.zeros((5, 8), np.float32), "state": np.zeros((2, 5, 3), np.float32), "sr": np.array(16000)}
+    feed, _ = BatchAdapter([batch], specs, prefetch=0).first()
+    assert feed["sr"].shape == ()  # np.ascontiguousarray would make it (1,), which ORT refuses for a scalar input
+    one = batch_one(feed, specs)
+    assert {k: v.shape for k, v in one.items()} == {"x": (1, 8), "state": (2, 1, 3), "sr": ()}

@@ -90,7 +90,7 @@ def batch_one(feed: Mapping[str, np.ndarray], specs: list[InputSpec]) -> dict[st
     """The feed cut to its first sample along each input's batch axis (batch_axes); other inputs whole."""
     axes = batch_axes(feed, specs)
     return {
-        name: value if axes[name] is None else np.ascontiguousarray(np.take(value, [0], axis=axes[name]))
+        name: value if axes[name] is None else np.require(np.take(value, [0], axis=axes[name]), requirements="C")
         for name, value in feed.items()
     }
 
@@ -268,7 +268,7 @@ class BatchAdapter:
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise NonFiniteBatchError(f"{where} contains {bad} NaN/Inf value(s)")
-        return np.ascontiguousarray(array)
+        return np.require(array, requirements="C")
 
 
 class FeedView:

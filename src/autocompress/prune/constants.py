@@ -12,7 +12,7 @@ from autocompress.graph.op_facts import LAYER_OP_TYPES
 
 def set_constant(index: GraphIndex, name: str, value: np.ndarray) -> None:
     """Replaces the value of constant `name` in index.model, keeping its name."""
-    tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+    tensor = numpy_helper.from_array(np.require(value, requirements="C"), name)
     if name in index.initializers:
         index.initializers[name].CopyFrom(tensor)
         return
@@ -52,7 +52,7 @@ def set_node_input(index: GraphIndex, node: onnx.NodeProto, idx: int, value: np.
     while new_name in names:
         n += 1
         new_name = f"{base}_{n}"
-    index.model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), new_name))
+    index.model.graph.initializer.append(numpy_helper.from_array(np.require(value, requirements="C"), new_name))
     while len(node.input) <= idx:
         node.input.append("")
     node.input[idx] = new_name

@@ -304,7 +304,7 @@ GRID_SAMPLE_SIZE = 1 << 16
 def _grid_sample(flat: np.ndarray) -> np.ndarray:
     if flat.size <= GRID_SAMPLE_SIZE:
         return flat
-    return np.ascontiguousarray(flat[:: flat.size // GRID_SAMPLE_SIZE][:GRID_SAMPLE_SIZE])
+    return np.require(flat[:: flat.size // GRID_SAMPLE_SIZE][:GRID_SAMPLE_SIZE], requirements="C")
 
 
 #: Elements quantized at once by grid_losses: small tensors evaluate many candidates per numpy call (per-call
@@ -366,7 +366,7 @@ def statistics_fingerprint(
         digest.update(name.encode() + b"\0")
     for batch in batches:
         for key in sorted(batch):
-            value = np.ascontiguousarray(batch[key])
+            value = np.require(batch[key], requirements="C")
             digest.update(f"{key}|{value.dtype.str}|{value.shape};".encode())
             digest.update(value.tobytes())
         digest.update(b"\1")

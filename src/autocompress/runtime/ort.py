@@ -252,7 +252,7 @@ class Predictor:
 def _to_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(value)
+    return np.require(value, requirements="C")
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,7 @@ def interleaved_latency(
     """Median ms per inference of each model at `threads`, the models taking turns round after round, so a machine
     that speeds up or slows down during the measurement skews no model's ratio to another."""
     sessions = [create_session(model, hardware, threads, prepack=True) for model in models]
-    feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
+    feed = {name: np.require(value, requirements="C") for name, value in feed.items()}
     for session in sessions:
         session.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]

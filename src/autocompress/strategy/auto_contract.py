@@ -98,7 +98,7 @@ def probe_training(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> tu
     training step, from a second such pass scaled by TRAIN_STEP_FACTOR, on one batch."""
     started = time.perf_counter()
     graph = TorchGraph(model).train()
-    inputs = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feed.items()}
+    inputs = {name: torch.from_numpy(np.require(value, requirements="C")) for name, value in feed.items()}
     ends = []
     for _ in range(2):
         outputs = [out for out in graph(inputs).values() if out.is_floating_point() and out.requires_grad]

@@ -141,7 +141,7 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 def _to_tensor(value: Array, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    return torch.from_numpy(np.ascontiguousarray(value)).to(device)
+    return torch.from_numpy(np.require(value, requirements="C")).to(device)
 
 
 def _split(batch: Any, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
