@@ -36,6 +36,7 @@ def load_average() -> tuple[float, float, float]:
 
 def source_revision(paths: Sequence[str] = ("src",)) -> str:
     """The commit the numbers were measured on, flagged when `paths` hold uncommitted changes."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
 
@@ -117,7 +118,7 @@ def interleaved_times(
     block = max(1, -(-runs // rounds))
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             session = sessions[name]
             for _ in range(block):

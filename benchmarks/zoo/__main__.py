@@ -26,8 +26,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", help="comma-separated model names (default: every zoo model)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--time-budget", type=float, help="Global.time_budget in seconds for auto and QuantPost")
-    parser.add_argument("--tool-timeout", type=float, default=DEFAULT_TOOL_TIMEOUT_S,
-                        help="seconds after which a tool's process is stopped (its outcome: timeout)")
+    parser.add_argument(
+        "--tool-timeout",
+        type=float,
+        default=DEFAULT_TOOL_TIMEOUT_S,
+        help="seconds after which a tool's process is stopped (its outcome: timeout)",
+    )
     parser.add_argument("--calibration", type=int, help="calibration feeds (default: each model's own)")
     parser.add_argument("--evaluation", type=int, help="evaluation samples (default: each model's own)")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="rough timing budget per thread setting")
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> list[list[Row]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from autocompress.config.global_section import GlobalConfig  # noqa: PLC0415
+    from autocompress.config.global_section import GlobalConfig
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -61,8 +65,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     by_model = run(args)
     tolerance = GlobalConfig.model_fields["auto_max_relative_drop"].default
     budget = f"Global.time_budget {args.time_budget:.0f} s. " if args.time_budget else ""
-    body = render(by_model, command.strip(), MachineInfo.current(), source_revision(), tolerance,
-                  notes=f"{budget}Tool timeout {args.tool_timeout:.0f} s.")
+    body = render(
+        by_model,
+        command.strip(),
+        MachineInfo.current(),
+        source_revision(),
+        tolerance,
+        notes=f"{budget}Tool timeout {args.tool_timeout:.0f} s.",
+    )
     write_section(args.out, HEADING, body)
     log.info("wrote %s to %s", HEADING, args.out)
 

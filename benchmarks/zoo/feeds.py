@@ -11,7 +11,7 @@ from benchmarks.zoo.spec import EvalSet, Feed
 
 def batched(name: str, array: np.ndarray, size: int) -> list[Feed]:
     """Feeds of `size` items of `array` (the last one may be smaller) for the input `name`."""
-    return [{name: array[i:i + size]} for i in range(0, len(array), size)]
+    return [{name: array[i : i + size]} for i in range(0, len(array), size)]
 
 
 def accuracy(predicted: Sequence[object], labels: Sequence[object]) -> float:

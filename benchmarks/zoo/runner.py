@@ -59,9 +59,23 @@ class Row:
 
 
 def tool_argv(model: str, tool: str, work: Path, sizes: Sizes, source: Path | None, budget: float | None) -> list[str]:
-    argv = [sys.executable, "-m", "benchmarks.zoo.tools", "--model", model, "--tool", tool, "--work", str(work),
-            "--out", str(work / "result.json"), "--calibration", str(sizes.calibration),
-            "--evaluation", str(sizes.evaluation)]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.zoo.tools",
+        "--model",
+        model,
+        "--tool",
+        tool,
+        "--work",
+        str(work),
+        "--out",
+        str(work / "result.json"),
+        "--calibration",
+        str(sizes.calibration),
+        "--evaluation",
+        str(sizes.evaluation),
+    ]
     if source is not None:
         argv += ["--source", str(source)]
     if budget is not None:
@@ -69,13 +83,23 @@ def tool_argv(model: str, tool: str, work: Path, sizes: Sizes, source: Path | No
     return argv
 
 
-def run_tool(model: str, tool: str, work: Path, sizes: Sizes, source: Path | None = None,
-             timeout_s: float = DEFAULT_TOOL_TIMEOUT_S, time_budget: float | None = None) -> ToolResult:
+def run_tool(
+    model: str,
+    tool: str,
+    work: Path,
+    sizes: Sizes,
+    source: Path | None = None,
+    timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+    time_budget: float | None = None,
+) -> ToolResult:
     """One tool in a fresh process under `timeout`; a crash or a timeout is the result's outcome."""
     work.mkdir(parents=True, exist_ok=True)
     argv = ["timeout", "-k", "10", str(int(timeout_s)), *tool_argv(model, tool, work, sizes, source, time_budget)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "AUTOCOMPRESS_CACHE_DIR": str(work / "cache")}  # a cold statistics cache for every run
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "AUTOCOMPRESS_CACHE_DIR": str(work / "cache"),
+    }  # a cold statistics cache for every run
     start = time.perf_counter()
     try:
         peak, _ = child_peak_rss_mb(argv, env)
@@ -90,8 +114,14 @@ def run_tool(model: str, tool: str, work: Path, sizes: Sizes, source: Path | Non
     return result
 
 
-def compress_model(model: ZooModel, work: Path, sizes: Sizes, timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
-                   time_budget: float | None = None, tools: Sequence[str] | None = None) -> list[ToolResult]:
+def compress_model(
+    model: ZooModel,
+    work: Path,
+    sizes: Sizes,
+    timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+    time_budget: float | None = None,
+    tools: Sequence[str] | None = None,
+) -> list[ToolResult]:
     """fp32 first (it locates or exports the file every other tool starts from), then each applicable tool."""
     fp32 = run_tool(model.name, "fp32", work / "fp32", sizes, timeout_s=timeout_s)
     if fp32.model_path is None:
@@ -116,8 +146,9 @@ def batch_axes(path: Path, feed: Feed) -> dict[str, int | None]:
     (so a recurrent state [2, B, H] is cut on axis 1 and a scalar is never cut).
     """
     model = onnx.load(str(path), load_external_data=False)
-    declared = {i.name: [d.dim_param or (d.dim_value or None) for d in i.type.tensor_type.shape.dim]
-                for i in model.graph.input}
+    declared = {
+        i.name: [d.dim_param or (d.dim_value or None) for d in i.type.tensor_type.shape.dim] for i in model.graph.input
+    }
     first = next((name for name, value in feed.items() if value.ndim), None)
     if first is None:
         return dict.fromkeys(feed)
@@ -128,16 +159,19 @@ def batch_axes(path: Path, feed: Feed) -> dict[str, int | None]:
         if isinstance(batch_name, str) and batch_name in dims:
             axes[name] = dims.index(batch_name)
             continue
-        axes[name] = next((i for i, size in enumerate(value.shape) if size == batch and not isinstance(dims[i], int)),
-                          None)
+        axes[name] = next(
+            (i for i, size in enumerate(value.shape) if size == batch and not isinstance(dims[i], int)), None
+        )
     return axes
 
 
 def batch_one(path: Path, feed: Feed) -> Feed:
     """The feed's first item, cut on each input's batch axis; the whole feed where the cut one does not run."""
     axes = batch_axes(path, feed)
-    cut = {name: np.ascontiguousarray(np.take(value, [0], axis=axes[name])) if axes[name] is not None else value
-           for name, value in feed.items()}
+    cut = {
+        name: np.ascontiguousarray(np.take(value, [0], axis=axes[name])) if axes[name] is not None else value
+        for name, value in feed.items()
+    }
     try:
         cpu_session(path, 1).run(None, cut)
     except Exception as exc:  # noqa: BLE001 - any refusal means the model only runs the feed as given
@@ -180,4 +214,3 @@ def measure_model(model: ZooModel, results: Sequence[ToolResult], sizes: Sizes, 
     rows = score_rows(model, results, sizes)
     time_rows(rows, sizes, latency_seconds, thread_settings())
     return rows
-

