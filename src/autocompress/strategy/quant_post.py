@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -132,67 +132,72 @@ class QuantPostStage(Stage):
         prefixes = range(min(hpo.batch_num), max(hpo.batch_num) + 1) if hpo else ()
         # only what the searched (or the one configured) range algorithms read: the rest costs most of the pass
         stats = self._calibrate(model, ctx, batch_nums, prefixes, hpo.ptq_algo if hpo else [cfg.algo])
-        evaluator = ctx.evaluator
         latency = LatencyProbe(ctx)
-
-        def score_of(candidate: onnx.ModelProto) -> tuple[float, float]:
-            metric = evaluator(candidate)
-            return evaluator.drop(ctx.baseline_metric, metric), metric
-
         info: dict[str, Any] = {"calibration_batches": stats.num_batches}
-        candidates: list[Candidate] = []
-        default = {
-            "algo": cfg.algo,
-            "hist_percent": cfg.hist_percent,
-            "bias_correct": cfg.bias_correct,
-            "weight_quantize_type": cfg.weight_quantize_type,
-            "batch_num": cfg.batch_nums,
-        }
-        if hpo is None:
-            best_params = default
-            best_model, ptq_info = self._quantize(model, stats, best_params)
-            best_score, best_metric = score_of(best_model)
-        else:
-            trials = self._search(model, stats, ctx, hpo, score_of, latency)
-            best = min(trials, key=lambda t: t.score)
-            best_params, best_score, best_metric = best.params, best.score, best.metric
-            # quantizing again from the cached statistics is cheap and deterministic; no model is kept per trial
-            best_model, ptq_info = self._quantize(model, stats, best_params)
-            info["trials"] = [
-                {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
-            ]
-            candidates = [
-                Candidate(params=t.params, metric=t.metric, score=t.score, latency_ms=t.extra["latency_ms"])
-                for t in trials
-            ]
-
-        float_nodes: list[str] = []
-        mixed: MixedPrecisionPlan | None = None
-        if cfg.mixed_precision == "auto":
-            mixed = self._mixed_precision(model, stats, ctx, best_params)
-            best_model, ptq_info = self._with_float_ops(model, stats, best_params, ptq_info, mixed.float_ops)
-            best_score, best_metric = score_of(best_model)
-            info.update(mixed.record())
-        elif cfg.max_metric_drop is not None and best_score > cfg.max_metric_drop:
-            fallback = self._fallback(model, stats, ctx, best_params, ptq_info, cfg.max_metric_drop)
-            best_model, best_score, best_metric, ptq_info = fallback.model, fallback.drop, fallback.metric, fallback.ptq
-            float_nodes = fallback.float_nodes
-            info.update(fallback.record())
+        best, candidates = self._best(model, stats, ctx, hpo, latency, info)
+        best = self._precision(model, stats, ctx, best, info)
         info.update(
             {
-                "params": best_params,
-                "score": best_score,
-                "metric": best_metric,
-                **_precision_record(ptq_info, float_nodes),
+                "params": best.params,
+                "score": best.score,
+                "metric": best.metric,
+                **_precision_record(best.ptq, best.float_nodes),
             }
         )
-        info.update(_speed_check(latency(float_model), latency(best_model), ctx.hardware.name))
+        info.update(_speed_check(latency(float_model), latency(best.model), ctx.hardware.name))
         info[OPS_KEY] = (
-            mixed_precision_ops(ptq_info.decisions, mixed.choices)
-            if mixed
-            else quantization_ops(ptq_info.decisions, info.get("float_fallback_nodes", ()))
+            mixed_precision_ops(best.ptq.decisions, best.mixed.choices)
+            if best.mixed
+            else quantization_ops(best.ptq.decisions, info.get("float_fallback_nodes", ()))
         )
-        return StageResult(best_model, StageInfo.from_mapping(info), candidates)
+        return StageResult(best.model, StageInfo.from_mapping(info), candidates)
+
+    @staticmethod
+    def _score(ctx: CompressionContext, candidate: onnx.ModelProto) -> tuple[float, float]:
+        """(drop from the baseline, metric) of a candidate."""
+        metric = ctx.evaluator(candidate)
+        return ctx.evaluator.drop(ctx.baseline_metric, metric), metric
+
+    def _best(self, model, stats, ctx, hpo, latency, info: dict[str, Any]) -> tuple[_Chosen, list[Candidate]]:
+        """The configured settings' model, or the best of the search (its trials go into `info` and candidates)."""
+        cfg: QuantPost = self.section
+        if hpo is None:
+            params = {
+                "algo": cfg.algo,
+                "hist_percent": cfg.hist_percent,
+                "bias_correct": cfg.bias_correct,
+                "weight_quantize_type": cfg.weight_quantize_type,
+                "batch_num": cfg.batch_nums,
+            }
+            quantized, ptq_info = self._quantize(model, stats, params)
+            return _Chosen(params, quantized, ptq_info, *self._score(ctx, quantized)), []
+        trials = self._search(model, stats, ctx, hpo, lambda m: self._score(ctx, m), latency)
+        best = min(trials, key=lambda t: t.score)
+        # quantizing again from the cached statistics is cheap and deterministic; no model is kept per trial
+        quantized, ptq_info = self._quantize(model, stats, best.params)
+        info["trials"] = [
+            {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
+        ]
+        candidates = [
+            Candidate(params=t.params, metric=t.metric, score=t.score, latency_ms=t.extra["latency_ms"]) for t in trials
+        ]
+        return _Chosen(best.params, quantized, ptq_info, best.score, best.metric), candidates
+
+    def _precision(self, model, stats, ctx, best: _Chosen, info: dict[str, Any]) -> _Chosen:
+        """`best` with the ops that mixed precision or the max_metric_drop fallback put back to float."""
+        cfg: QuantPost = self.section
+        if cfg.mixed_precision == "auto":
+            mixed = self._mixed_precision(model, stats, ctx, best.params)
+            quantized, ptq_info = self._with_float_ops(model, stats, best.params, best.ptq, mixed.float_ops)
+            info.update(mixed.record())
+            return _Chosen(best.params, quantized, ptq_info, *self._score(ctx, quantized), mixed=mixed)
+        if cfg.max_metric_drop is not None and best.score > cfg.max_metric_drop:
+            fallback = self._fallback(model, stats, ctx, best.params, best.ptq, cfg.max_metric_drop)
+            info.update(fallback.record())
+            return _Chosen(
+                best.params, fallback.model, fallback.ptq, fallback.drop, fallback.metric, fallback.float_nodes
+            )
+        return best
 
     def _mixed_precision(self, model, stats, ctx: CompressionContext, params: dict[str, Any]) -> MixedPrecisionPlan:
         """The per-op plan of QuantPost.mixed_precision: auto, within max_metric_drop (metric units) or else
@@ -284,6 +289,20 @@ class QuantPostStage(Stage):
             )
             log.warning(warnings[-1])
         return _Fallback(candidate, ptq, drop, metric, float_nodes, sensitivity, warnings)
+
+
+@dataclass
+class _Chosen:
+    """The settings QuantPost keeps, their int8 model and record, its drop and metric, and the ops put back to
+    float (by the max_metric_drop fallback, or by the mixed-precision plan)."""
+
+    params: dict[str, Any]
+    model: onnx.ModelProto
+    ptq: PTQInfo
+    score: float
+    metric: float
+    float_nodes: list[str] = field(default_factory=list)
+    mixed: MixedPrecisionPlan | None = None
 
 
 @dataclass
