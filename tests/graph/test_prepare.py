@@ -258,3 +258,18 @@ def test_a_right_declaration_keeps_the_simplification_without_a_warning(caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 1, 5)).astype(np.float32)}
     np.testing.assert_allclose(_run(prepared, feed)[0], _run(original, feed)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_simplification_before_quantization_keeps_a_model_whose_declared_shape_is_wrong(caplog):
+    """QuantPost and QuantAware simplify again to fold BatchNormalization; onnxslim would rewrite the Reshape to the
+    declared [1, seqlen] (seen on a real CTC recognizer: its QuantPost model output (1, 180620) instead of
+    (22, 1, 8210)), so the pass is checked against the model's outputs and dropped."""
+    from autocompress.graph.prepare import simplify, simplify_for_quantization
+
+    original = _ctc_head_model([1, "seqlen"])
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 3, 1, 5)).astype(np.float32)}
+    assert _run(simplify(original, fold_batch_norm=True), feed)[0].shape == (1, 20)  # what the check prevents
+    with caplog.at_level("WARNING", logger="autocompress.graph.prepare"):
+        kept = simplify_for_quantization(original, feed)
+    np.testing.assert_allclose(_run(kept, feed)[0], _run(original, feed)[0], rtol=1e-6)
+    assert any("quantized without it" in r.getMessage() for r in caplog.records)

@@ -352,6 +352,29 @@ def _replay(
     return model
 
 
+def simplify_for_quantization(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """simplify(fold_batch_norm=True), kept only when the result computes what `model` does on `feed`: onnxslim
+    trusts declared output shapes and rewrites a Reshape to a wrong one (a recognizer declaring [1, seqlen] for
+    its [T, 1, C] output); the model is then quantized as it is, with its BatchNormalization unfolded."""
+    if weights_layout(model) is WeightsLayout.EXTERNAL:
+        return simplify(model, fold_batch_norm=True)  # left as it is; see simplify
+    try:
+        reference = run_model(model, feed)
+    except Exception as exc:  # noqa: BLE001 - a model ONNX Runtime cannot run on the sample is simplified unchecked
+        log.info("simplification is not checked: the model does not run on the sample (%s)", exc)
+        return simplify(model, fold_batch_norm=True)
+    simplified = simplify(model, fold_batch_norm=True)
+    changed = difference(simplified, reference, feed)
+    if changed is None:
+        return simplified
+    log.warning(
+        "simplification before quantization would change what the model computes (%s); the model is quantized "
+        "without it",
+        changed,
+    )
+    return model
+
+
 def _checked(
     original: onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None,

@@ -23,7 +23,7 @@ import onnx
 from autocompress.config.strategies import QuantAware
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
-from autocompress.graph.prepare import simplify
+from autocompress.graph.prepare import simplify_for_quantization
 from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.qat import FakeQuantSettings, candidate_ranges, export_qat, insert_fake_quant
 from autocompress.quant.qdq import QDQOptions, write_qdq_model
@@ -61,7 +61,7 @@ class QuantAwareStage(Stage):
             sparse_model=keep_zeros,
         )
 
-        model = simplify(model, fold_batch_norm=True)
+        model = simplify_for_quantization(model, ctx.sample_feed)
         # the constant scales PTQ folds into convs (hardswish's /6, per-channel Mul/Add): without the fold the
         # int8 model keeps them as extra QLinearMul/Add kernels and runs slower than the PTQ model
         model, _ = fold_conv_affine(model, keep=options.skip_names)

@@ -19,7 +19,7 @@ from typing import Any
 import onnx
 
 from autocompress.config.strategies import HyperParameterOptimization, QuantPost
-from autocompress.graph.prepare import simplify
+from autocompress.graph.prepare import simplify_for_quantization
 from autocompress.quant.fallback import fewest_float_nodes, node_sensitivity
 from autocompress.quant.mixed_precision import MixedPrecisionJob, MixedPrecisionPlan, OpChoice, plan_mixed_precision
 from autocompress.quant.ptq import PTQInfo, all_float, calibration_tensors, quantize_post_training
@@ -126,7 +126,7 @@ class QuantPostStage(Stage):
         self._options = QDQOptions.from_section(cfg, ctx.hardware)
         hpo: HyperParameterOptimization | None = self.config.strategies.get("HyperParameterOptimization")
         float_model = model
-        model = simplify(model, fold_batch_norm=True)
+        model = simplify_for_quantization(model, ctx.sample_feed)
         check_skip_names(model, cfg.skip_tensor_list or ())
         batch_nums = max(hpo.batch_num) if hpo else cfg.batch_nums
         prefixes = range(min(hpo.batch_num), max(hpo.batch_num) + 1) if hpo else ()
