@@ -33,6 +33,7 @@ def run_compression(
     train_loader: Any,
     eval_callback: EvalCallback,
     input_shapes: dict[str, list[int]] | None = None,
+    metric_name: str | None = None,
 ) -> Any:
     """Build AutoCompression from the parsed flags, compress, and print the report's headline numbers."""
     from autocompress import AutoCompression
@@ -49,6 +50,7 @@ def run_compression(
         eval_callback=eval_callback,
         deploy_hardware="cpu",
         devices=args.devices,
+        metric_name=metric_name,
     )
     result = compressor.compress()
     headline = {key: result.report.get(key) for key in ("baseline", "compressed", "speedup", "strategy")}

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None):
         eval_callback = make_agreement_eval(fp32, split.evaluation, args.batch_size, EFFICIENTNET_INPUT_NAME)
         train_loader = BatchLoader(split.calibration, args.batch_size, EFFICIENTNET_INPUT_NAME)
         input_shapes = {EFFICIENTNET_INPUT_NAME: [-1, 3, INPUT_SIZE, INPUT_SIZE]}
-        return run_compression(args, train_loader, eval_callback, input_shapes)
+        return run_compression(args, train_loader, eval_callback, input_shapes, metric_name="top-1 agreement with fp32")
 
 
 if __name__ == "__main__":

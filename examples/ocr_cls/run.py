@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None):
     evaluation = ocr_cls_dataset(args.num_eval, seed=args.seed + 1)
     eval_callback = make_top1_eval(evaluation.inputs, evaluation.labels, args.batch_size)
     input_shapes = {"x": [-1, *CLS_INPUT_SHAPE]}
-    return run_compression(args, BatchLoader(train.inputs, args.batch_size), eval_callback, input_shapes)
+    return run_compression(
+        args, BatchLoader(train.inputs, args.batch_size), eval_callback, input_shapes, metric_name="accuracy"
+    )
 
 
 if __name__ == "__main__":

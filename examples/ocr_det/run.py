@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     data = build_det_data(args.num_train, args.num_eval, args.image_size, args.batch_size, args.seed)
     input_shapes = {"x": [-1, 3, args.image_size, args.image_size]}
-    return run_compression(args, data.train_loader, data.eval_callback, input_shapes)
+    return run_compression(args, data.train_loader, data.eval_callback, input_shapes, metric_name="Total IoU")
 
 
 if __name__ == "__main__":
