@@ -126,3 +126,27 @@ def test_quant_post_mixed_precision_auto_lists_per_op_decisions(tiny_cnn, tmp_pa
     if plan["int8_ops"]:  # a plan kept in int8 passed the whole-model check: within tolerance and faster
         assert plan["verifications"][-1]["accepted"]
     assert sum(op["sensitivity"] for op in ops if op["action"] == "int8") <= 0.01 + 1e-9
+
+
+def test_concats_of_integer_shapes_are_no_mixed_range_candidates():
+    """A Concat that builds a Reshape's target shape is int64: reading it as a float output would not load."""
+    shape = helper.make_node("Shape", ["x"], ["s"], name="shape")
+    head = helper.make_node("Slice", ["s", "zero", "one"], ["n"], name="head")
+    join = helper.make_node("Concat", ["n", "minus_one"], ["target"], name="join", axis=0)
+    flat = helper.make_node("Reshape", ["x", "target"], ["y"], name="flat")
+    graph = helper.make_graph(
+        [shape, head, join, flat],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    candidates = mixed_range_candidates(model)
+    assert candidates == {"y": None}
+    feeds = [{"x": np.ones((2, 3, 4), np.float32)}]
+    assert set(channel_ranges(model, feeds, candidates)) == {"y"}

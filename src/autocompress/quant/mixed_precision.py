@@ -25,7 +25,7 @@ import onnx
 from autocompress.graph.index import GraphIndex, attribute
 from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.op_sensitivity import op_sensitivity
-from autocompress.quant.qdq import QDQOptions, QuantPlan, plan_quantization
+from autocompress.quant.qdq import QDQOptions, QuantPlan, plan_quantization, tensor_types
 from autocompress.quant.statistics import channel_ranges
 from autocompress.runtime.ort import HardwareTarget, measure_latency
 from autocompress.runtime.profile import QDQOwners, node_times, price_ops
@@ -78,14 +78,16 @@ class Verification:
 
 
 def mixed_range_candidates(model: onnx.ModelProto) -> dict[str, int | None]:
-    """The tensors whose channels may mix ranges, with their channel axis: Concat outputs (the Concat's axis) and
-    graph outputs (None: the layout's channel axis)."""
+    """The float tensors whose channels may mix ranges, with their channel axis: Concat outputs (the Concat's
+    axis) and graph outputs (None: the layout's channel axis). Concats that build integer shapes are left out, as
+    are tensors of unknown type: reading them as float outputs would not load."""
+    types = tensor_types(model)
     candidates: dict[str, int | None] = {
         n.output[0]: attribute(n, "axis", 1) for n in model.graph.node if n.op_type == "Concat"
     }
     for output in model.graph.output:
         candidates.setdefault(output.name, None)
-    return candidates
+    return {name: axis for name, axis in candidates.items() if types.get(name) == onnx.TensorProto.FLOAT}
 
 
 def mixed_range_tensors(

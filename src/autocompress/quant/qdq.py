@@ -220,7 +220,7 @@ def _weight_input(node: onnx.NodeProto, index: GraphIndex) -> int | None:
     return None
 
 
-def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor shape inference can type (Concat/Add also build int64 shapes)."""
     inferred = onnx.shape_inference.infer_shapes(weightless(model))  # the weights' bytes are not needed
     graph = inferred.graph
@@ -239,7 +239,7 @@ def plan_quantization(model: onnx.ModelProto, options: QDQOptions) -> QuantPlan:
     """
     op_types = set(normalize_op_types(options.quantize_op_types, options.is_full_quantize))
     index = GraphIndex(model)
-    types = _tensor_types(model)
+    types = tensor_types(model)
     plan = QuantPlan()
     for node, label in zip(model.graph.node, stable_names(model.graph.node)):
         reason = _float_reason(node, label, op_types, options, index)
