@@ -7,6 +7,7 @@ fp32 outputs computed once and timed in the same interleaved rounds.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import onnx
 
 from benchmarks.common import ROOT, child_peak_rss_mb, cpu_session, interleaved_times
+from benchmarks.zoo.ops import OpCount, count_ops
 from benchmarks.zoo.spec import Feed, ZooModel
 from benchmarks.zoo.tools import Sizes, ToolResult, one_line, outputs_on, tools_for
 
@@ -49,6 +51,8 @@ class Row:
     result: ToolResult
     metric: float | None = None
     latency: dict[str, Latency] = field(default_factory=dict)  # "1T" / "all" -> latency
+    ops: OpCount | None = None
+    report: dict | None = None  # autocompress's report.json, beside the model it saved
 
     @property
     def usable(self) -> bool:
@@ -122,13 +126,14 @@ def compress_model(
     time_budget: float | None = None,
     tools: Sequence[str] | None = None,
 ) -> list[ToolResult]:
-    """fp32 first (it locates or exports the file every other tool starts from), then each applicable tool."""
+    """fp32 first (it locates or exports the file every other tool starts from), then each applicable tool
+    (those of `tools` that apply, when given)."""
     fp32 = run_tool(model.name, "fp32", work / "fp32", sizes, timeout_s=timeout_s)
     if fp32.model_path is None:
         raise RuntimeError(f"{model.name}: the fp32 model could not be made: {fp32.message}")
     source = Path(fp32.model_path)
     results = [fp32]
-    for tool in tools or tools_for(source)[1:]:
+    for tool in [name for name in tools_for(source)[1:] if tools is None or name in tools]:
         log.info("%s: %s", model.name, tool)
         results.append(run_tool(model.name, tool, work / tool, sizes, source, timeout_s, time_budget))
         log.info("%s: %s -> %s %s", model.name, tool, results[-1].outcome, results[-1].message)
@@ -210,7 +215,19 @@ def thread_settings() -> dict[str, int]:
     return {"1T": 1, "all": os.cpu_count() or 1}
 
 
+def describe_rows(rows: Sequence[Row]) -> None:
+    """Every model's op counts, and the report autocompress saved beside its model (absent for other tools)."""
+    for row in rows:
+        if row.result.model_path is None:
+            continue
+        path = Path(row.result.model_path)
+        row.ops = count_ops(path)
+        report = path.parent / "report.json"
+        row.report = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+
+
 def measure_model(model: ZooModel, results: Sequence[ToolResult], sizes: Sizes, latency_seconds: float) -> list[Row]:
     rows = score_rows(model, results, sizes)
+    describe_rows(rows)
     time_rows(rows, sizes, latency_seconds, thread_settings())
     return rows

@@ -60,7 +60,7 @@ class ToolResult:
     model_path: str | None
     wall_s: float | None
     outcome: str  # "int8", "float kept", "error", "timeout", "crash"
-    message: str = ""  # the error's one line, or what the tool chose (strategy, candidates)
+    message: str = ""  # the error's one line, or a note on the run (ORT's preprocessing, candidates tried)
     peak_rss_mb: float | None = None
 
     @classmethod
@@ -198,9 +198,8 @@ def _compress(job: Job, config: dict | None) -> tuple[Path, str]:
         config=config,
         eval_callback=eval_callback(job),
     ).compress()
-    report = result.report
-    summary = f"strategy {'+'.join(report.get('strategy', [])) or '-'}; {len(report.get('candidates', []))} candidates"
-    return Path(result.model_path), summary
+    # the plan it chose is the table's own column, read from save_dir/report.json
+    return Path(result.model_path), f"{len(result.report.get('candidates', []))} candidates"
 
 
 def run_auto(job: Job) -> tuple[Path, str]:

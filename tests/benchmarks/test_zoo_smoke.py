@@ -1,4 +1,5 @@
-"""The zoo's runner on its smallest real models (auto mode's contract), and its table writer on made-up rows."""
+"""The zoo's runner on its smallest real models (auto mode's contract, with the op counts and the plan it reports),
+and the batch-1 cut of a feed."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from autocompress.config.global_section import GlobalConfig
-from benchmarks.common import MachineInfo, write_section
-from benchmarks.zoo.runner import Latency, Row, batch_axes, batch_one, compress_model, measure_model
-from benchmarks.zoo.table import HEADER, HEADING, render, summarize
-from benchmarks.zoo.tools import Sizes, ToolResult, load_model
+from benchmarks.zoo.runner import batch_axes, batch_one, compress_model, measure_model
+from benchmarks.zoo.table import plan_cell
+from benchmarks.zoo.tools import Sizes, load_model
 
 SMALL = Sizes(calibration=4, evaluation=8)
 TOLERANCE = GlobalConfig.model_fields["auto_max_relative_drop"].default
@@ -33,6 +33,8 @@ def test_auto_mode_contract_on_small_zoo_models(name: str, tmp_path: Path) -> No
     results = compress_model(model, tmp_path, SMALL, timeout_s=300, time_budget=_time_budget(), tools=["auto"])
     fp32, auto = measure_model(model, results, SMALL, latency_seconds=1.0)
     assert auto.result.outcome in ("int8", "float kept"), f"auto did not end with a model: {auto.result}"
+    assert plan_cell("auto", auto.report) != "-", "auto's report.json names no plan"
+    assert (auto.ops.int8 > 0) == (auto.result.outcome == "int8"), f"{auto.ops} for an {auto.result.outcome} model"
     drop = (fp32.metric - auto.metric) / max(abs(fp32.metric), 1e-12)
     assert drop <= TOLERANCE, f"auto lost {drop:.2%} of {model.metric} (allowed {TOLERANCE:.0%})"
     if auto.result.outcome != "float kept":
@@ -72,36 +74,10 @@ def test_batch_one_cuts_each_input_on_its_own_batch_axis(tmp_path: Path) -> None
     assert cut["x"].shape == (1, 4) and cut["state"].shape == (2, 1, 3) and cut["sr"].shape == ()
 
 
-def _row(name: str, tool: str, metric: float | None, ms: float | None, outcome: str) -> Row:
-    result = ToolResult(
-        tool,
-        None if outcome == "error" else f"/m/{tool}.onnx",
-        2.5,
-        outcome,
-        "ValueError: bad" if outcome == "error" else "",
-        100.0,
-    )
-    latency = {} if ms is None else {"1T": Latency(ms, ms * 0.9, ms * 1.1), "all": Latency(ms / 2, ms / 3, ms)}
-    return Row(load_model(name), result, metric, latency)
+def test_tools_option_takes_known_tools_and_refuses_others(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.zoo.__main__ import parse_args
 
-
-def test_table_writer_rows_speedups_and_summary(tmp_path: Path) -> None:
-    fast = [
-        _row("captcha_whisperer", "fp32", 0.90, 10.0, "fp32"),
-        _row("captcha_whisperer", "ort_static", 0.895, 4.0, "int8"),
-        _row("captcha_whisperer", "auto", 0.90, 5.0, "int8"),
-    ]
-    broken = [_row("silero_vad", "fp32", 1.0, 1.0, "fp32"), _row("silero_vad", "auto", None, None, "error")]
-    out = tmp_path / "BENCHMARKS.md"
-    out.write_text("# Benchmarks\n\n## Other\n\nkept\n", encoding="utf-8")
-    write_section(out, HEADING, render([fast, broken], "python -m benchmarks.zoo", MachineInfo.current(), "abc", 0.01))
-    text = out.read_text(encoding="utf-8")
-    assert "## Other\n\nkept" in text and text.count(HEADING) == 1
-    table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0] == "| " + " | ".join(HEADER) + " |" and len(table) == 1 + 5
-    auto = next(line for line in table if "| auto |" in line and "captcha" in line).split(" | ")
-    assert auto[HEADER.index("speedup 1T")] == "2.00" and auto[HEADER.index("Δ vs fp32")] == "+0.0000"
-    assert "error: ValueError: bad" in text
-    summary = summarize([fast, broken], 0.01)
-    assert (summary.models, summary.auto_kept, summary.auto_fast) == (2, 1, 1)
-    assert summary.ort_better == ("captcha_whisperer ort_static 2.50x vs auto 2.00x",)
+    assert parse_args(["--tools", "auto, ort_static", "--keep-rows"]).tools == ["auto", "ort_static"]
+    with pytest.raises(SystemExit):
+        parse_args(["--tools", "auto,ort_magic"])
+    assert "unknown tools ['ort_magic']; known: fp32, ort_static" in capsys.readouterr().err
