@@ -150,3 +150,62 @@ def test_concats_of_integer_shapes_are_no_mixed_range_candidates():
     assert candidates == {"y": None}
     feeds = [{"x": np.ones((2, 3, 4), np.float32)}]
     assert set(channel_ranges(model, feeds, candidates)) == {"y"}
+
+
+def test_only_ops_that_gain_in_int8_are_scored_and_each_alone(monkeypatch):
+    """Sensitivity costs one quantization per op: ops that stay float anyway (no gain, mixed range) are not scored,
+    and each scored op is quantized alone, the unscored ones float."""
+    import autocompress.quant.mixed_precision as mp
+    from autocompress.quant.qdq import QDQOptions
+
+    model = _detector()
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}]
+    stats = collect_statistics(model, feeds, calibration_tensors(model), algorithms=["abs_max"])
+    quantized_alone: list[set[str]] = []
+    every = set(quantize_post_training(model, stats, algo="abs_max")[1].quantized_nodes)
+
+    def quantize(float_ops):
+        quantized_alone.append(every - set(float_ops))
+        return quantize_post_training(model, stats, algo="abs_max", skip_names=float_ops)[0]
+
+    monkeypatch.setattr(mp, "_gains", lambda job, plan, ops: {op: (1.0 if op == "stem" else -1.0) for op in ops})
+    job = mp.MixedPrecisionJob(
+        model=model,
+        options=QDQOptions(),
+        quantize=quantize,
+        feeds=feeds,
+        sample_feed=feeds[0],
+        hardware=mp.HardwareTarget("cpu", ("CPUExecutionProvider",), True),
+        threads=1,
+        tolerance=1.0,
+        max_drop=1.0,
+        drop_of=lambda candidate: 0.0,
+    )
+    plan = mp.plan_mixed_precision(job)
+    assert quantized_alone[0] == {"stem"}  # the one sensitivity run: stem alone in int8
+    choices = {c.name: c for c in plan.choices}
+    assert choices["stem"].sensitivity > 0 and choices["stem"].reason != SLOWER
+    assert all(c.reason in (SLOWER, mp.MIXED_RANGE) and c.sensitivity == 0 for n, c in choices.items() if n != "stem")
+
+
+def test_a_check_far_over_the_allowed_drop_steps_back_in_proportion():
+    """A whole-model drop ten times the allowed one keeps about a twentieth of the sensitivity in int8 (the drop
+    taken as proportional to it, with a margin), not a fixed third; the least sensitive op stays for a check."""
+    ops = [f"op{i}" for i in range(10)]
+    sensitivity = {op: 0.001 * (i + 1) for i, op in enumerate(ops)}
+    choices = greedy_plan(dict.fromkeys(ops, "Conv"), sensitivity, dict.fromkeys(ops, 1.0), 1.0, {})
+    checks = []
+
+    def verify(float_ops):
+        checks.append(len(ops) - len(float_ops))
+        drop = sum(sensitivity[op] for op in ops if op not in float_ops)
+        return Verification(len(ops) - len(float_ops), drop, 2.0, 1.0, drop <= 0.0055)
+
+    stepped, history = verified_plan(choices, verify, max_drop=0.0055)
+    # drop 0.055 -> keep 5% of the sensitivity (0.00275): op0 alone, checked once more and accepted
+    assert checks == [10, 1] and history[-1].accepted
+    assert [c.name for c in stepped if c.int8] == ["op0"]
+    checks.clear()
+    by_thirds, _ = verified_plan(choices, verify, rounds=2)  # without the allowed drop: a third per step
+    assert checks == [10, 6] and not any(c.int8 for c in by_thirds)

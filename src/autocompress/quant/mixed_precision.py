@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -27,7 +26,8 @@ from autocompress.quant.fold import fold_conv_affine
 from autocompress.quant.op_sensitivity import op_sensitivity
 from autocompress.quant.qdq import QDQOptions, QuantPlan, plan_quantization, tensor_types
 from autocompress.quant.statistics import channel_ranges
-from autocompress.runtime.ort import HardwareTarget, measure_latency
+from autocompress.runtime.latency import compare_latency
+from autocompress.runtime.ort import HardwareTarget
 from autocompress.runtime.profile import QDQOwners, node_times, price_ops
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,12 @@ UNVERIFIED = "no plan passed the whole-model check"
 MIXED_RANGE_RATIO = 256.0
 #: Whole-model verifications before the plan gives up and stays float.
 MAX_ROUNDS = 4
-#: Runs per profile and latency rounds per verification: medians over a few, since single times jump.
+#: After a check that missed the allowed drop, the int8 share kept is this fraction of allowed drop / measured drop.
+DROP_MARGIN = 0.5
+#: Runs per profile (a median over a few, since single times jump), and the most seconds a verification's
+#: latency comparison may take before it stays undecided.
 PROFILE_RUNS = 5
-LATENCY_ROUNDS = 3
+LATENCY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -150,21 +153,41 @@ def greedy_plan(
     return [choices[op] for op in op_types]
 
 
-def step_back(choices: Sequence[OpChoice], slower: bool) -> list[OpChoice]:
-    """A third (at least one) of the int8 ops back to float: the least gainful when the model was not faster,
-    else the most sensitive."""
+def step_back(choices: Sequence[OpChoice], slower: bool, keep: float = 2 / 3) -> list[OpChoice]:
+    """The least gainful third (at least one) of the int8 ops back to float when the model was not faster; else the
+    most sensitive ones, until at most `keep` of them (by count and by summed sensitivity) stay int8."""
     int8 = [c for c in choices if c.int8]
-    key = (lambda c: c.gain_ms) if slower else (lambda c: -c.sensitivity)
-    back = {c.name for c in sorted(int8, key=key)[: max(1, math.ceil(len(int8) / 3))]}
-    reason = STEPPED_BACK_SLOW if slower else STEPPED_BACK
-    return [replace(c, int8=False, reason=reason) if c.name in back else c for c in choices]
+    if slower:
+        back = {c.name for c in sorted(int8, key=lambda c: c.gain_ms)[: max(1, math.ceil(len(int8) / 3))]}
+        return [replace(c, int8=False, reason=STEPPED_BACK_SLOW) if c.name in back else c for c in choices]
+    ranked = sorted(int8, key=lambda c: -c.sensitivity)
+    most = max(1, len(ranked) - 1)  # the least sensitive op is worth one more check
+    count = min(most, max(1, math.ceil(len(int8) * (1.0 - keep))))
+    left = sum(c.sensitivity for c in ranked[count:])
+    while count < most and left > keep * sum(c.sensitivity for c in int8):
+        left -= ranked[count].sensitivity
+        count += 1
+    back = {c.name for c in ranked[:count]}
+    return [replace(c, int8=False, reason=STEPPED_BACK) if c.name in back else c for c in choices]
+
+
+def kept_share(check: Verification, max_drop: float | None) -> float:
+    """The share of the int8 ops to keep after a check that missed the allowed drop: the drop is taken as
+    proportional to the int8 ops' summed sensitivity (to first order it is), with a margin of DROP_MARGIN for the
+    error of that estimate; a third goes back at least, and all but one op at most."""
+    if max_drop is None or check.drop <= 0:
+        return 2 / 3
+    return min(2 / 3, DROP_MARGIN * max_drop / check.drop)
 
 
 def verified_plan(
-    choices: list[OpChoice], verify: Callable[[list[str]], Verification], rounds: int = MAX_ROUNDS
+    choices: list[OpChoice],
+    verify: Callable[[list[str]], Verification],
+    rounds: int = MAX_ROUNDS,
+    max_drop: float | None = None,
 ) -> tuple[list[OpChoice], list[Verification]]:
-    """The plan after at most `rounds` whole-model checks (`verify(float_ops)`), stepping back after each failure;
-    with none passed, every op stays float."""
+    """The plan after at most `rounds` whole-model checks (`verify(float_ops)`), stepping back after each failure
+    (by as much as the measured drop exceeds `max_drop`, when given); with none passed, every op stays float."""
     history: list[Verification] = []
     for _ in range(rounds):
         if not any(c.int8 for c in choices):
@@ -172,26 +195,9 @@ def verified_plan(
         history.append(verify([c.name for c in choices if not c.int8]))
         if history[-1].accepted:
             return choices, history
-        choices = step_back(choices, slower=history[-1].within_tolerance)
+        slower = history[-1].within_tolerance
+        choices = step_back(choices, slower, keep=kept_share(history[-1], max_drop))
     return [replace(c, int8=False, reason=UNVERIFIED) if c.int8 else c for c in choices], history
-
-
-def interleaved_latency(
-    float_model: onnx.ModelProto,
-    int8_model: onnx.ModelProto,
-    feed: Mapping[str, np.ndarray],
-    hardware: HardwareTarget,
-    threads: int,
-    rounds: int = LATENCY_ROUNDS,
-) -> tuple[float, float]:
-    """(float ms, int8 ms): medians of rounds that measure the two models one after the other, so that a change
-    of the machine's load hits both alike."""
-    float_ms, int8_ms = [], []
-    for _ in range(rounds):
-        for model, times in ((float_model, float_ms), (int8_model, int8_ms)):
-            latency = measure_latency(model, feed, hardware, threads, warmup=1, runs=PROFILE_RUNS, max_seconds=2.0)
-            times.append(latency.median_ms)
-    return statistics.median(float_ms), statistics.median(int8_ms)
 
 
 @dataclass
@@ -245,10 +251,21 @@ def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     ops = list(op_types)
     mixed = mixed_range_tensors(channel_ranges(job.model, job.feeds, mixed_range_candidates(job.model)))
     forced = dict.fromkeys(mixed_range_ops(job.model, mixed, ops), MIXED_RANGE)
-    sensitivity = op_sensitivity(job.model, ops, job.quantize, job.feeds, job.cache_dir, job.settings)
     gains = _gains(job, plan, ops)
+    # an op that stays float anyway (slower in int8, or next to a mixed-range tensor) needs no sensitivity: on
+    # mobile nets that is most depthwise and thin convs, and each score costs one quantization and session
+    scored = [op for op in ops if gains.get(op, 0.0) > 0 and op not in forced]
+    unscored = [op for op in ops if op not in scored]
+    sensitivity = op_sensitivity(
+        job.model,
+        scored,
+        lambda float_ops: job.quantize([*float_ops, *unscored]),
+        job.feeds,
+        job.cache_dir,
+        job.settings,
+    )
     choices = greedy_plan(op_types, sensitivity, gains, job.tolerance, forced)
-    choices, history = verified_plan(choices, lambda float_ops: _verify(job, ops, float_ops))
+    choices, history = verified_plan(choices, lambda float_ops: _verify(job, ops, float_ops), max_drop=job.max_drop)
     log.info(
         "mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops), len(history)
     )
@@ -275,12 +292,17 @@ def _verify(job: MixedPrecisionJob, ops: list[str], float_ops: list[str]) -> Ver
     """The whole model with `float_ops` in float, judged by the user's metric and by interleaved latency."""
     candidate = job.quantize(float_ops)
     drop = job.drop_of(candidate)
-    float_ms, int8_ms = interleaved_latency(job.model, candidate, job.sample_feed, job.hardware, job.threads)
+    speed = compare_latency(
+        [job.model, candidate], job.sample_feed, job.hardware, job.threads, threshold=1.0, max_seconds=LATENCY_SECONDS
+    )
+    float_ms, int8_ms = (m.median_ms for m in speed.models)
     log.info(
-        "mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float",
+        "mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float (speedup interval %s, %s)",
         len(ops) - len(float_ops),
         drop,
         int8_ms,
         float_ms,
+        speed.ratios[0].interval,
+        speed.ratios[0].verdict,
     )
     return Verification(len(ops) - len(float_ops), drop, float_ms, int8_ms, drop <= job.max_drop)
