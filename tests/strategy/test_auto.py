@@ -49,7 +49,7 @@ def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
     assert not any("search" in r for r in plan.reasons)
     assert plan.plan[-1] in (
         "QuantPost: int8",
-        "QuantPost: int8 (depthwise convs float)",
+        "QuantPost: int8 (mixed precision)",
         "float (no faster plan here)",
     )
     assert result.report["plan"] == [{"plan": plan.plan, "reasons": plan.reasons}]

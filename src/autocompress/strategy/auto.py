@@ -1,10 +1,12 @@
 """Automatic strategy choice, used when the config names no strategy.
 
 Without target_speedup (ACT's flow, with thresholds that make sense):
-  A cheap PTQ trial (plus a variant that keeps depthwise convs in float, whose int8 kernels are often slower on
-  CPUs); a model with attention blocks also tries TransformerPrune + distillation, then PTQ. If no plan keeps the
-  metric drop within Global.auto_max_relative_drop (1% by default; for EMD, 1% of the spread of the original
-  outputs): a full PTQ search, then QAT with distillation.
+  A cheap PTQ trial with every supported op in int8, and the per-op mixed-precision plan (an op runs in int8 only
+  where its int8 kernel is faster on this target and its measured sensitivity fits the tolerance; depthwise and
+  thin convs, and ops next to mixed-range outputs, usually stay float); a model with attention blocks also tries
+  TransformerPrune + distillation, then PTQ. If no plan keeps the metric drop within
+  Global.auto_max_relative_drop (1% by default; for EMD, 1% of the spread of the original outputs): a full PTQ
+  search with the per-op plan on its best settings, then QAT with distillation.
 With target_speedup: cheap candidates (uniform channel pruning at several ratios without fine-tuning, int8 with a
 quick calibration, and both) are measured on the deploy hardware; the least aggressive plan that reaches the
 target is then run with fine-tuning, with quick int8 as its fallback. Latencies are cached per model and hardware,
@@ -39,7 +41,6 @@ from autocompress.config.strategies import (
     QuantPost,
     TransformerPrune,
 )
-from autocompress.graph.index import attribute
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
 from autocompress.prune.stats import count_params_and_macs
@@ -63,6 +64,9 @@ TRIAL_BATCHES = 8
 PRUNE_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 #: A compressed model must beat the float one by this factor, at 1 thread and at all cores, to be worth keeping.
 MIN_INT8_GAIN = 1.05
+#: The mixed-precision plan costs about this many PTQ trials: its sensitivity and profiles, and up to
+#: mixed_precision.MAX_ROUNDS whole-model checks (one evaluation each).
+MIXED_PRECISION_TRIALS = 4.0
 #: Accepted plans, fastest first, whose speed against the float model is checked before the float model is kept.
 SPEED_CHECKS = 2
 
@@ -71,16 +75,6 @@ def _sub_config(config: CompressConfig, strategies: dict[str, Any]) -> CompressC
     sub = copy.copy(config)
     sub.strategies = strategies
     return sub
-
-
-def _depthwise_weights(model: onnx.ModelProto) -> list[str]:
-    """The weights of the depthwise convs: QuantPost's BN folding keeps a conv's weight name, so they name the
-    convs on the folded model the stage receives as well as on this one."""
-    return [
-        node.input[1]
-        for node in model.graph.node
-        if node.op_type == "Conv" and attribute(node, "group", 1) > 1 and len(node.input) > 1
-    ]
 
 
 @dataclass(frozen=True)
@@ -195,6 +189,9 @@ class AutoStage(Stage):
         self.candidates += out.candidates
         if self.trial_s is None:
             self.trial_s = time.perf_counter() - started
+        if not any(op.action == "int8" for op in out.info.ops):
+            # the per-op plan found no op worth int8 here: the float model is no plan to choose
+            return rejected(label, "every op stays float: none is faster in int8 here within the tolerance")
         info = StageInfo(metric=out.info.metric, plan=[f"QuantPost: {label}"], stages={"QuantPost": out.info})
         return self._scored(label, StageResult(out.model, info), ctx)
 
@@ -240,18 +237,21 @@ class AutoStage(Stage):
         return self._trained("prune heads/FFN + int8", strategies, model, ctx, extra_s=self._trial_seconds(model, ctx))
 
     def _ptq_trials(self, model, ctx) -> list[Candidate]:
-        """The cheap PTQ trial, and its variant with the depthwise convs in float when the model has some."""
-        variants = {"int8": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}
-        depthwise = _depthwise_weights(model)
-        if depthwise:
-            variants["int8 (depthwise convs float)"] = QuantPost(
-                batch_nums=TRIAL_BATCHES, algo="KL", skip_tensor_list=depthwise
-            )
+        """The cheap PTQ trial with every supported op in int8, then the per-op plan: each op in int8 only where it
+        gains on this target, within the tolerance by its measured sensitivity, verified with the user's metric
+        and interleaved latency (quant/mixed_precision.py)."""
+        variants = {
+            "int8": (QuantPost(batch_nums=TRIAL_BATCHES, algo="KL"), 1.0),
+            "int8 (mixed precision)": (
+                QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto"),
+                MIXED_PRECISION_TRIALS,
+            ),
+        }
         trials = []
-        for label, section in variants.items():
+        for label, (section, cost) in variants.items():
 
-            def trial(label: str = label, section: QuantPost = section) -> Candidate:
-                self.budget.require(self.trial_s or 0.0)
+            def trial(label: str = label, section: QuantPost = section, cost: float = cost) -> Candidate:
+                self.budget.require(cost * (self.trial_s or 0.0))
                 return self._ptq(label, {"QuantPost": section}, model, ctx)
 
             trials.append(self._try(label, trial))
@@ -263,8 +263,10 @@ class AutoStage(Stage):
         search = HyperParameterOptimization()
 
         def searched() -> Candidate:
-            self.budget.require(search.max_quant_count * self._trial_seconds(model, ctx))
-            strategies = {"QuantPost": QuantPost(algo="KL"), "HyperParameterOptimization": search}
+            self.budget.require((search.max_quant_count + MIXED_PRECISION_TRIALS) * self._trial_seconds(model, ctx))
+            # the searched calibration settings, with the per-op plan on top of them
+            section = QuantPost(algo="KL", mixed_precision="auto")
+            strategies = {"QuantPost": section, "HyperParameterOptimization": search}
             return self._ptq("int8 (searched)", strategies, model, ctx)
 
         plans = [self._try("int8 (searched)", searched)]
