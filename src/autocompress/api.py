@@ -31,6 +31,7 @@ from autocompress.report.summary import ModelSummary, latencies_by_threads, summ
 from autocompress.runtime.ort import Predictor, resolve_hardware, thread_counts
 from autocompress.savedir import atomic_dir, check_save_dir, discard_work_dir, refuse_model_files, work_dir_for
 from autocompress.strategy.base import CompressionContext, StageResult
+from autocompress.strategy.deadline import deadline_after
 from autocompress.strategy.plan import plan_stages
 from autocompress.strategy.records import Candidate
 from autocompress.train import distributed
@@ -215,6 +216,7 @@ class AutoCompression:
             baseline_metric=baseline.metric,
             sample_feed=data.sample_feed,
             threads=self.config.global_.latency_threads,
+            deadline=self._deadline(started),
         )
         try:
             result = self._finish(ctx, baseline, data, external, started)
@@ -224,6 +226,13 @@ class AutoCompression:
         discard_work_dir(work_dir, self.save_dir)
         distributed.barrier()  # the other ranks return once save_dir is complete
         return result
+
+    def _deadline(self, started: float) -> float | None:
+        """With explicit strategies, Global.time_budget bounds the whole compress() run from `started`. The
+        automatic choice (no strategy) counts its own budget from its stage's start and bounds its plans itself."""
+        if not self.config.stage_keys:
+            return None
+        return deadline_after(self.config.global_.time_budget, started)
 
     def _load(self) -> tuple[onnx.ModelProto, list[Path], bool, _Data]:
         """The prepared float model, the user's input files, whether the model keeps its weights apart, and the

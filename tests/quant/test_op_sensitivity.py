@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -37,7 +39,8 @@ def _feed(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((2, 4, 8, 8)).astype(np.float32), "z": z}
 
 
-def test_the_conv_behind_an_outlier_channel_ranks_first_and_the_scores_are_cached(tmp_path, caplog):
+def _scoring_setup():
+    """The fragile model, its quantizable ops, a quantizer that records the float ops it is asked for, feeds."""
     model = _fragile_model()
     rng = np.random.default_rng(1)
     feeds = [_feed(rng) for _ in range(2)]
@@ -49,6 +52,11 @@ def test_the_conv_behind_an_outlier_channel_ranks_first_and_the_scores_are_cache
         return quantize_post_training(model, stats, algo="abs_max", skip_names=float_ops)[0]
 
     ops = quantize_post_training(model, stats, algo="abs_max")[1].quantized_nodes
+    return model, ops, quantize_all_but, feeds, calls
+
+
+def test_the_conv_behind_an_outlier_channel_ranks_first_and_the_scores_are_cached(tmp_path, caplog):
+    model, ops, quantize_all_but, feeds, calls = _scoring_setup()
     assert {"fine", "fragile"} <= set(ops)
     scores = op_sensitivity(model, ops, quantize_all_but, feeds, cache_dir=str(tmp_path), settings="abs_max")
     assert list(scores)[0] == "fragile"
@@ -61,3 +69,19 @@ def test_the_conv_behind_an_outlier_channel_ranks_first_and_the_scores_are_cache
     path.write_bytes(b"not a zip")
     assert op_sensitivity(model, ops, quantize_all_but, feeds, cache_dir=str(tmp_path), settings="abs_max") == scores
     assert len(calls) == 2 * len(ops) and "unreadable op sensitivity cache" in caplog.text
+
+
+def test_past_the_deadline_no_op_is_scored_and_every_op_counts_as_most_sensitive(tmp_path, caplog):
+    model, ops, quantize_all_but, feeds, calls = _scoring_setup()
+    scores = op_sensitivity(model, ops, quantize_all_but, feeds, cache_dir=str(tmp_path), deadline=0.0)
+    assert calls == [] and set(scores) == set(ops)
+    assert all(score == math.inf for score in scores.values())
+    assert f"op sensitivity stopped at the time budget after 0 of {len(ops)} ops" in caplog.text
+    assert not list(tmp_path.glob("sensitivity_*.npz"))  # incomplete scores are not cached
+
+
+def test_a_generous_deadline_scores_as_without_one():
+    model, ops, quantize_all_but, feeds, calls = _scoring_setup()
+    unbounded = op_sensitivity(model, ops, quantize_all_but, feeds)
+    bounded = op_sensitivity(model, ops, quantize_all_but, feeds, deadline=math.inf)
+    assert bounded == unbounded and len(calls) == 2 * len(ops)

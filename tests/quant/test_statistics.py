@@ -283,3 +283,24 @@ def test_scalars_from_per_sample_min_and_max_equal_those_of_the_magnitudes():
     assert stats["sample_abs_max_mean"] == float(magnitude.max(axis=1).mean())
     assert (stats["min"], stats["max"]) == (float(x.min()), float(x.max()))
     assert set(stats) == set(statistics_module.BASE_FIELDS)
+
+
+def test_a_past_deadline_stops_calibration_after_two_batches_and_caches_nothing(cnn_model, tensors, tmp_path, caplog):
+    batches = make_batches(5)
+    with caplog.at_level(logging.WARNING, logger="autocompress.quant.statistics"):
+        cut = collect_statistics(cnn_model, batches, tensors, cache_dir=str(tmp_path), deadline=0.0)
+    assert cut.num_batches == statistics_module.MIN_BATCHES_AT_DEADLINE == 2
+    assert "calibration stopped at the time budget after 2 of 5 batches" in caplog.text
+    assert not list(tmp_path.glob("statistics_*.npz"))  # a later run with time calibrates all five
+    full = collect_statistics(cnn_model, batches, tensors)
+    np.testing.assert_array_equal(cut.abs_max, full.abs_max[:, :2])
+
+
+def test_a_generous_deadline_changes_no_statistic(cnn_model, tensors):
+    batches = make_batches(4)
+    unbounded = collect_statistics(cnn_model, batches, tensors, prefixes=[2])
+    bounded = collect_statistics(cnn_model, batches, tensors, prefixes=[2], deadline=float("inf"))
+    for field in fields(ActivationStatistics):
+        value = getattr(unbounded, field.name)
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(bounded, field.name), value)

@@ -13,6 +13,7 @@ from autocompress.config.train import TrainConfig
 from autocompress.distill.distiller import Distiller
 from autocompress.distill.nodes import DistillTerm
 from autocompress.errors import ConfigError, DataError
+from autocompress.train import loop as loop_module
 from autocompress.train.checkpoint import CHECKPOINT_NAME
 from autocompress.train.loop import (
     DEFAULT_MAX_STEPS,
@@ -229,3 +230,68 @@ def test_a_checkpoint_of_a_student_with_other_shapes_is_not_resumed(tmp_path, ca
     assert rerun["steps"] == fresh["steps"] == 18
     for k in fresh["state"]:
         torch.testing.assert_close(rerun["state"][k], fresh["state"][k], rtol=0, atol=0)
+
+
+def test_past_the_deadline_training_stops_after_one_step_without_evaluating(tmp_path, caplog):
+    student, distiller = make_pair()
+    before, evaluations = _state(student), []
+    with caplog.at_level(logging.WARNING, logger="autocompress.train.loop"):
+        result = train_loop(
+            student,
+            distiller,
+            LabelledBatches(),
+            _config(),
+            lambda: evaluations.append(1) or 0.5,
+            True,
+            tmp_path,
+            deadline=0.0,
+        )
+    assert result.steps == 1 and result.total_steps == 12 and result.stopped_at_deadline
+    assert evaluations == [] and result.best_metric is None
+    assert "training stopped at the time budget after 1 of 12 steps" in caplog.text
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())  # the last weights
+
+
+class _StepClock:
+    """Stands in for the loop's `time` module: perf_counter() reads the number of steps taken."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_at_the_deadline_training_ends_with_the_best_evaluated_state(tmp_path, monkeypatch):
+    clock = _StepClock()
+    monkeypatch.setattr(loop_module, "time", clock)
+    student, distiller = make_pair()
+    snapshots = []
+
+    def evaluate():
+        snapshots.append(_state(student))
+        return 0.5
+
+    def tick(step):
+        clock.now = float(step)
+
+    result = train_loop(
+        student, distiller, LabelledBatches(), _config(), evaluate, True, tmp_path, on_step=tick, deadline=4.5
+    )
+    assert result.steps == 5 and result.stopped_at_deadline and result.best_step == 3
+    assert len(snapshots) == 1  # evaluated at step 3 (eval_iter), not again after the deadline
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(v, snapshots[0][k], rtol=0, atol=0)
+
+
+def test_a_generous_deadline_trains_as_without_one(tmp_path):
+    results, states = [], []
+    for name, deadline in (("free", None), ("bounded", math.inf)):
+        student, distiller = make_pair()
+        results.append(
+            train_loop(student, distiller, LabelledBatches(), _config(), None, True, tmp_path / name, deadline=deadline)
+        )
+        states.append(_state(student))
+    assert [r.steps for r in results] == [12, 12] and not results[1].stopped_at_deadline
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=0, atol=0)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -50,11 +52,14 @@ def op_sensitivity(
     feeds: Sequence[Mapping[str, np.ndarray]],
     cache_dir: str | None = None,
     settings: str = "",
+    deadline: float | None = None,
 ) -> dict[str, float]:
     """Relative output error of each op of `ops` quantized alone, most sensitive first.
 
     `quantize_all_but(float_ops)` returns `model` quantized with float_ops left in float; `settings` names the
-    quantization settings the scores depend on (algorithm, weight type), for the cache key.
+    quantization settings the scores depend on (algorithm, weight type), for the cache key. Past `deadline` (a
+    time.perf_counter() instant) no further op is scored: the rest get an infinite score, so that any plan keeps
+    them in float, and the incomplete scores are not cached.
     """
     path = _cache_path(model, ops, feeds, cache_dir, settings)
     cached = _read(path, ops) if path else None
@@ -64,10 +69,20 @@ def op_sensitivity(
     reference = [reference_predictor(dict(feed)) for feed in feeds]
     scores = {}
     for op in ops:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         predictor = Predictor(quantize_all_but([other for other in ops if other != op]))
         scores[op] = relative_error(reference, [predictor(dict(feed)) for feed in feeds])
+    complete = len(scores) == len(ops)
+    if not complete:
+        log.warning(
+            "op sensitivity stopped at the time budget after %d of %d ops; the others stay in float",
+            len(scores),
+            len(ops),
+        )
+        scores.update(dict.fromkeys([op for op in ops if op not in scores], math.inf))
     ranked = dict(sorted(scores.items(), key=lambda item: -item[1]))
-    if path:
+    if path and complete:
         _write(path, ranked)
     return ranked
 

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 FINE_BINS = 4096
 # Exponent given to all-zero batches: far below any real activation, so merging puts them in bin 0.
 ZERO_EXPONENT = -126
+#: Batches calibration collects even past the deadline: fewer leave ranges that one outlier batch decides.
+MIN_BATCHES_AT_DEADLINE = 2
 CACHE_FORMAT_VERSION = 4
 # What reading an unreadable, truncated or foreign cache file raises (np.load, zipfile, zlib, validation).
 CACHE_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -471,6 +474,7 @@ def collect_statistics(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     prefixes: Iterable[int] = (),
     algorithms: Iterable[str] = tuple(ALGORITHM_PARTS),
+    deadline: float | None = None,
 ) -> ActivationStatistics:
     """Run the model once over the calibration batches and return the statistics of tensor_names.
 
@@ -481,6 +485,8 @@ def collect_statistics(
     it held and what is asked, and replaced.
     A re-iterable `batches` (list, DataLoader) is read twice when caching (hash, then run), so it
     must yield the same data in the same order; a one-shot iterator is buffered instead.
+    Past `deadline` (a time.perf_counter() instant) no batch is added once MIN_BATCHES_AT_DEADLINE were; such
+    statistics are not cached, since they are not those of the batches the key names.
     """
     tensor_names = list(dict.fromkeys(tensor_names))
     parts = parts_for(algorithms)
@@ -502,23 +508,22 @@ def collect_statistics(
     # the tensors become extra graph outputs of the session's copy of the graph; the caller's model is not copied
     session = create_session(model, HardwareTarget("calibration", tuple(providers), True), outputs=tensor_names)
     accumulator = StatisticsAccumulator(tensor_names, activation_bits, prefixes, parts)
-    _calibrate(session, islice(batches, batch_nums), accumulator, _batch_count(batches, batch_nums))
+    stopped = _calibrate(session, islice(batches, batch_nums), accumulator, _batch_count(batches, batch_nums), deadline)
     del session  # its weights (a copy, or the shared arrays of a large model) go before the statistics are built
-    if accumulator.count == 0:
-        raise DataError("calibration data is empty: the dataloader yielded no batch")
-    if batch_nums is not None and accumulator.count < batch_nums:
-        logger.warning(
-            "batch_nums=%d but the calibration data has only %d batches; using %d",
-            batch_nums,
-            accumulator.count,
-            accumulator.count,
-        )
-
+    _check_count(accumulator.count, None if stopped else batch_nums)
     statistics = accumulator.result()
-    if cache_path is not None:
+    if cache_path is not None and not stopped:
         os.makedirs(cache_dir, exist_ok=True)
         statistics.save(cache_path)
     return statistics
+
+
+def _check_count(count: int, batch_nums: int | None) -> None:
+    """Refuse calibration without a batch; warn when the data held fewer than batch_nums batches."""
+    if count == 0:
+        raise DataError("calibration data is empty: the dataloader yielded no batch")
+    if batch_nums is not None and count < batch_nums:
+        logger.warning("batch_nums=%d but the calibration data has only %d batches; using %d", batch_nums, count, count)
 
 
 def _batch_count(batches: Iterable, batch_nums: int | None) -> int | None:
@@ -532,15 +537,30 @@ def _calibrate(
     batches: Iterable[Mapping[str, np.ndarray]],
     accumulator: StatisticsAccumulator,
     total: int | None,
-) -> None:
-    """Run the session over the batches and add the activations of accumulator's tensors."""
+    deadline: float | None = None,
+) -> bool:
+    """Run the session over the batches and add the activations of accumulator's tensors; True when the deadline
+    stopped it before the batches ran out."""
     input_names = [i.name for i in session.get_inputs()]
     tensor_names = accumulator.tensor_names
     with progress.bar(batches, "calibration", total=total, unit="batch") as bar:
         for batch in bar:
+            if (
+                accumulator.count >= MIN_BATCHES_AT_DEADLINE
+                and deadline is not None
+                and time.perf_counter() >= deadline
+            ):
+                of = f" of {total}" if total is not None else ""
+                logger.warning(
+                    "calibration stopped at the time budget after %d%s batches; these statistics are not cached",
+                    accumulator.count,
+                    of,
+                )
+                return True
             feed = _checked_feed(batch, input_names, accumulator.count)
             # session.run with no names returns every graph output: nothing to calibrate (all skipped) asks for none
             accumulator.add(session.run(tensor_names, feed) if tensor_names else [])
+    return False
 
 
 def _read_cache(path: str, tensor_names: list[str], activation_bits: int) -> ActivationStatistics | None:
@@ -563,6 +583,7 @@ def statistics_from_arrays(
     activation_bits: int = 8,
     prefixes: Iterable[int] = (),
     algorithms: Iterable[str] = tuple(ALGORITHM_PARTS),
+    deadline: float | None = None,
 ) -> ActivationStatistics:
     """Statistics of tensors given directly as per-batch arrays (same batch count for each tensor)."""
     names = list(arrays)

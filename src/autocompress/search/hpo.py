@@ -89,14 +89,28 @@ def _show_best(bar: progress.Bar, study: optuna.Study) -> None:
     bar.update()
 
 
+def _stop_at(deadline: float | None) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback that stops the study once `deadline` (a time.perf_counter() instant) is past: the trial
+    under way finishes, no other starts. Optuna's own `timeout` counts from optimize() and only in wall-clock."""
+
+    def stop(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        if deadline is not None and time.perf_counter() >= deadline:
+            study.stop()
+
+    return stop
+
+
 def search_ptq(
     space: HyperParameterOptimization,
     evaluate: Callable[[dict[str, Any]], tuple[float, float, dict[str, Any]]],
     journal_path: Path | None = None,
+    deadline: float | None = None,
 ) -> list[Trial]:
     """Run max_quant_count trials; `evaluate(params) -> (score, metric, extra)` with JSON-able extra.
 
-    Returns every finished trial in order, including those a previous, interrupted run finished.
+    Returns every finished trial in order, including those a previous, interrupted run finished. Past `deadline`
+    (a time.perf_counter() instant) no trial starts, except a first one when none has finished, so that the
+    search always has a best trial; fewer than max_quant_count trials then come back.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(space, journal_path)
@@ -123,8 +137,13 @@ def search_ptq(
         return float(score)
 
     remaining = space.max_quant_count - len(finished)
+    if finished and deadline is not None and time.perf_counter() >= deadline:
+        remaining = 0
     if remaining > 0:
         with progress.bar(desc="PTQ search", total=space.max_quant_count, unit="trial", initial=len(finished)) as bar:
-            study.optimize(objective, n_trials=remaining, callbacks=[lambda s, _: _show_best(bar, s)])
+            callbacks = [lambda s, _: _show_best(bar, s), _stop_at(deadline)]
+            study.optimize(objective, n_trials=remaining, callbacks=callbacks)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < space.max_quant_count:
+        log.warning("PTQ search stopped at the time budget after %d of %d trials", len(complete), space.max_quant_count)
     return [_record(t) for t in complete]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +23,7 @@ from autocompress.data.batches import BatchAdapter
 from autocompress.errors import ConfigError, StrategyNotImplementedError
 from autocompress.evaluation import Evaluator
 from autocompress.runtime.ort import HardwareTarget
+from autocompress.strategy.deadline import earliest, is_past, seconds_left
 from autocompress.strategy.records import Candidate, StageInfo
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,20 @@ class CompressionContext:
     baseline_metric: float
     sample_feed: dict[str, np.ndarray]
     threads: int = 1
+    #: the time.perf_counter() instant the work must end by (Global.time_budget); None: unbounded
+    deadline: float | None = None
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (0 once past, infinity without one)."""
+        return seconds_left(self.deadline)
+
+    def past_deadline(self) -> bool:
+        return is_past(self.deadline)
+
+    def bounded(self, deadline: float | None) -> CompressionContext:
+        """This context with `deadline` as well: the earlier of the two holds, so a sub-stage's bound never
+        extends the run's."""
+        return replace(self, deadline=earliest(self.deadline, deadline))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from autocompress.quant.statistics import ActivationStatistics, collect_statisti
 from autocompress.runtime.ort import measure_latency
 from autocompress.search.hpo import Trial, search_ptq
 from autocompress.strategy.base import CompressionContext, Stage, StageResult
+from autocompress.strategy.deadline import stopped_note
 from autocompress.strategy.records import OPS_KEY, Candidate, OpRecord, StageInfo, quantization_ops
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class QuantPostStage(Stage):
             cache_dir=ctx.config.global_.resolved_cache_dir(),
             prefixes=prefixes,
             algorithms=algorithms,
+            deadline=ctx.deadline,
         )
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
@@ -178,6 +180,8 @@ class QuantPostStage(Stage):
         info["trials"] = [
             {"params": t.params, "score": t.score, "metric": t.metric, "seconds": t.seconds} for t in trials
         ]
+        if len(trials) < hpo.max_quant_count:  # the search only ends early at the deadline
+            info["search_stopped"] = stopped_note(len(trials), hpo.max_quant_count, "trials")
         candidates = [
             Candidate(params=t.params, metric=t.metric, score=t.score, latency_ms=t.extra["latency_ms"]) for t in trials
         ]
@@ -258,7 +262,7 @@ class QuantPostStage(Stage):
         # name is keyed by the settings, so a rerun with another search space does not mix in old trials.
         settings = json.dumps([hpo.to_dict(), self.section.to_dict()], sort_keys=True).encode()
         journal = ctx.work_dir / self.key / f"hpo_{hashlib.sha256(settings).hexdigest()[:16]}.log"
-        return search_ptq(hpo, evaluate, journal_path=journal)
+        return search_ptq(hpo, evaluate, journal_path=journal, deadline=ctx.deadline)
 
     def _fallback(self, model, stats, ctx, params, quantized: PTQInfo, max_drop: float) -> _Fallback:
         """The fewest most sensitive ops back in float that bring the metric drop within max_drop; with every op

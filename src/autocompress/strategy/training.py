@@ -23,6 +23,7 @@ from autocompress.graph.load import load_model
 from autocompress.graph.prepare import prepare_model
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext
+from autocompress.strategy.deadline import stopped_note
 from autocompress.train.loop import TrainResult, train_loop
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,18 @@ def fine_tune(
         ctx.work_dir / stage_name,
         on_step=on_step,
         device=device,
+        deadline=ctx.deadline,
     )
     student.eval()
     with torch.no_grad():
         model = export(student.cpu())
     if result.diverged:
         log.warning("%s: training diverged (NaN/Inf loss); the best state before it is used", stage_name)
+    return FineTuneOutcome(model, result, _training_record(result, distiller))
+
+
+def _training_record(result: TrainResult, distiller: Distiller) -> dict[str, Any]:
+    """What a training stage's record says of its training; where the deadline cut it short, how far it got."""
     info = {
         "steps": result.steps,
         "best_metric": result.best_metric,
@@ -133,4 +140,6 @@ def fine_tune(
         "history": result.history[-HISTORY_IN_REPORT:],
         "distillation": {"terms": [t.label for t in distiller.terms]},
     }
-    return FineTuneOutcome(model, result, info)
+    if result.stopped_at_deadline:
+        info["stopped"] = stopped_note(result.steps, result.total_steps, "steps")
+    return info

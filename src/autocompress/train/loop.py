@@ -14,6 +14,10 @@ measures it). The best state by metric is kept and loaded into the student at th
 callback the last state is the result. A NaN/Inf loss stops training and restores the best state (or the initial
 one when nothing was evaluated yet); the result says diverged=True.
 
+A deadline (Global.time_budget, as a time.perf_counter() instant) stops training after the step under way; no
+evaluation starts after it, so the result is the best evaluated state (the last state when none was evaluated) and
+says stopped_at_deadline=True with the steps run and the steps asked for.
+
 Under torchrun with more than one process, training is data-parallel (see autocompress.train.distributed): each
 rank trains on its slice of every global batch, only rank 0 evaluates and writes checkpoints, and its metric and
 checkpoint are broadcast so that every rank takes the same decisions.
@@ -85,6 +89,9 @@ class TrainResult:
     elapsed_s: float = 0.0
     #: number of data-parallel training processes
     world_size: int = 1
+    #: steps the configuration asked for; fewer ran when the deadline stopped training
+    total_steps: int = 0
+    stopped_at_deadline: bool = False
 
 
 def check_origin_metric(measured: float, origin_metric: float | None, tolerance: float) -> None:
@@ -187,6 +194,7 @@ class _Progress:
     diverged: bool = False
     stopped_early: bool = False
     evaluated_step: int = -1
+    stopped_at_deadline: bool = False
 
 
 class _Trainer:
@@ -202,9 +210,10 @@ class _Trainer:
         on_step: Callable[[int], None] | None,
         device: torch.device,
         dist: distributed.DistributedContext | None = None,
+        deadline: float | None = None,
     ):
         self.student, self.loss_fn, self.batches, self.config = student, loss_fn, batches, config
-        self.dist = dist
+        self.dist, self.deadline = dist, deadline
         self.forward = self._parallel_loss() if dist is not None else loss_fn
         self.evaluate, self.higher_is_better, self.on_step, self.device = evaluate, higher_is_better, on_step, device
         self.checkpoint_path = Path(work_dir) / CHECKPOINT_NAME
@@ -378,7 +387,20 @@ class _Trainer:
 
     def _done(self) -> bool:
         p = self.progress
-        return p.step >= self.total or p.stopped_early or p.diverged
+        return p.step >= self.total or p.stopped_early or p.diverged or p.stopped_at_deadline
+
+    def _check_deadline(self) -> None:
+        """Stop after this step once the deadline is past; under torchrun the ranks stop together when any of them
+        is past it (their clocks start apart), so that none waits in a collective for the others."""
+        if self.deadline is None or self.progress.step >= self.total:
+            return
+        past = time.perf_counter() >= self.deadline
+        if self.dist is not None:
+            past = self.dist.mean(float(past)) > 0
+        if past:
+            p = self.progress
+            log.warning("training stopped at the time budget after %d of %d steps", p.step, self.total)
+            p.stopped_at_deadline = True
 
     def _train_mode(self) -> None:
         self.student.train()
@@ -415,6 +437,7 @@ class _Trainer:
                 if p.step % self.config.eval_iter == 0 or p.step == self.total:
                     self._evaluate_and_checkpoint()
                     self._train_mode()
+                self._check_deadline()
                 if self._done():
                     break
             else:
@@ -422,7 +445,8 @@ class _Trainer:
                     raise DataError(f"the training data yielded no batch in epoch {p.epoch}")
                 p.epoch, p.position = p.epoch + 1, 0
         p.finished = True
-        if not p.diverged and p.evaluated_step != p.step:
+        # past the deadline no evaluation starts: the best evaluated state, or the last one, is the result
+        if not p.diverged and not p.stopped_at_deadline and p.evaluated_step != p.step:
             self._evaluate_and_checkpoint()
         if not p.diverged and self.evaluate is not None and p.best_state is not None:
             self.student.load_state_dict(p.best_state)
@@ -439,10 +463,13 @@ def train_loop(
     work_dir: Path,
     on_step: Callable[[int], None] | None = None,
     device: str | torch.device = "cpu",
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train `student` against `distiller`'s loss as TrainConfig says (see the module docstring).
 
-    Under torchrun with several processes, `evaluate` is called on rank 0 only.
+    Under torchrun with several processes, `evaluate` is called on rank 0 only. Past `deadline` (a
+    time.perf_counter() instant) training stops after the step under way, as at its normal end but without
+    another evaluation.
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -453,7 +480,9 @@ def train_loop(
     student.to(device)
     if isinstance(distiller, nn.Module):
         distiller.to(device)
-    trainer = _Trainer(student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device, dist)
+    trainer = _Trainer(
+        student, distiller, batches, config, evaluate, higher_is_better, work_dir, on_step, device, dist, deadline
+    )
     trainer.restore()
     if not trainer.progress.finished:
         with (
@@ -473,4 +502,6 @@ def train_loop(
         stopped_early=p.stopped_early,
         elapsed_s=time.perf_counter() - start,
         world_size=1 if dist is None else dist.world_size,
+        total_steps=trainer.total,
+        stopped_at_deadline=p.stopped_at_deadline,
     )
