@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from autocompress.config.base import Section
+from autocompress.runtime.latency import resolve_threads, thread_setting
 
 #: Batches read ahead of the one being used, in a background thread (0: read in the calling thread).
 DEFAULT_PREFETCH_BATCHES = 2
@@ -54,8 +55,9 @@ class GlobalConfig(Section):
     #: Seconds the automatic choice may take in all (no strategy section). Unset: 600 s for a model of at most
     #: 1 GMAC on 2 or more cores, proportional to the MACs above 1 GMAC, doubled on 1 core (strategy/targets.py).
     time_budget: float | None = Field(None, gt=0)
-    #: Threads ORT uses when measuring latency (the seed's tables report 1 thread).
-    latency_threads: int = Field(1, ge=1)
+    #: Threads ORT uses when measuring latency (the seed's tables report 1 thread): a positive int, or "all" for
+    #: every core this process may run on (resolved_latency_threads()).
+    latency_threads: int | Literal["all"] = 1
     #: Where calibration statistics are cached across runs (default: $AUTOCOMPRESS_CACHE_DIR or
     #: ~/.cache/autocompress); a rerun with other PTQ settings on the same model and data reuses them.
     cache_dir: str | None = None
@@ -75,6 +77,15 @@ class GlobalConfig(Section):
                 "CUDA_VISIBLE_DEVICES)"
             )
         return name
+
+    @field_validator("latency_threads", mode="before")
+    @classmethod
+    def _thread_setting(cls, value: object) -> int | str:
+        return thread_setting(value)
+
+    def resolved_latency_threads(self) -> int:
+        """latency_threads as a count: "all" stays in the config as written, and is this machine's core count."""
+        return resolve_threads(self.latency_threads)
 
     def resolved_cache_dir(self) -> str:
         import os  # noqa: PLC0415

@@ -1,10 +1,13 @@
-"""ONNX Runtime sessions per deploy target, the predictor handed to eval callbacks, latency measurement."""
+"""ONNX Runtime sessions per deploy target, the predictor handed to eval callbacks, latency of one model.
+
+Comparisons of several models live in runtime/latency.py; all_cores, thread_counts and interleaved_latency are
+re-exported here for the modules that import them from this one.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import statistics
 import time
 import weakref
@@ -21,6 +24,9 @@ from autocompress import progress
 from autocompress.errors import ConfigError
 from autocompress.graph.external import is_on_disk, mapped
 from autocompress.graph.large import WeightsLayout, is_stubbed, saved_with_external_data, weights_layout
+from autocompress.runtime.latency import all_cores as all_cores
+from autocompress.runtime.latency import interleaved_latency as interleaved_latency
+from autocompress.runtime.latency import thread_counts as thread_counts
 from autocompress.runtime.ort_errors import REFUSALS, refusal_error
 
 log = logging.getLogger(__name__)
@@ -296,42 +302,3 @@ def measure_latency(
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     return Latency(statistics.median(times), p90, len(times), threads, target.name)
-
-
-#: Alternating rounds of an interleaved comparison, runs of each model per round, and the most seconds per call.
-SPEED_ROUNDS, RUNS_PER_ROUND, SPEED_SECONDS = 5, 4, 10.0
-
-
-def all_cores() -> int:
-    """The CPU cores this process may run on: its affinity where the system reports one, else the CPU count."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-
-
-def thread_counts() -> list[int]:
-    """The thread counts every comparison covers: 1 and all cores (one count on a single-core machine)."""
-    return sorted({1, all_cores()})
-
-
-def interleaved_latency(
-    models: Sequence[onnx.ModelProto], feed: Mapping[str, np.ndarray], hardware: HardwareTarget, threads: int
-) -> list[float]:
-    """Median ms per inference of each model at `threads`, the models taking turns round after round, so a machine
-    that speeds up or slows down during the measurement skews no model's ratio to another."""
-    sessions = [create_session(model, hardware, threads, prepack=True) for model in models]
-    feed = {name: np.require(value, requirements="C") for name, value in feed.items()}
-    for session in sessions:
-        session.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
-    deadline = time.perf_counter() + SPEED_SECONDS
-    with progress.bar(desc=f"latency at {threads} threads", total=SPEED_ROUNDS, unit="round") as bar:
-        for _ in range(SPEED_ROUNDS):
-            for session, series in zip(sessions, times):
-                for _ in range(RUNS_PER_ROUND):
-                    start = time.perf_counter()
-                    session.run(None, feed)
-                    series.append((time.perf_counter() - start) * 1000.0)
-            bar.update()
-            if time.perf_counter() > deadline:
-                break
-    return [statistics.median(series) for series in times]

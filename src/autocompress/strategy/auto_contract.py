@@ -3,7 +3,8 @@
 Each plan runs under `guarded`: a failure becomes a rejected Candidate with its reason and the next plan is tried.
 `Budget` tracks the time since the automatic stage started; a plan whose estimated cost exceeds what is left is
 not started (`OverBudget`). `speed_figures` measures the float model and a candidate in alternating rounds at 1
-thread and at all cores, so that a change of machine load during the measurement affects both alike.
+thread, at all cores and at Global.latency_threads, so that a change of machine load during the measurement affects
+both alike, until the speedup's interval settles it against the threshold or a time cap says undecided.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
-from autocompress.runtime.ort import all_cores, interleaved_latency
+from autocompress.runtime.latency import all_cores, compare_latency, resolve_threads
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext
 from autocompress.strategy.records import Candidate
@@ -84,12 +85,34 @@ def guarded(label: str, plan: Callable[[], Candidate]) -> Candidate:
         return rejected(label, reason)
 
 
-def speed_figures(float_model: onnx.ModelProto, model: onnx.ModelProto, ctx: CompressionContext) -> dict[str, dict]:
-    """The float model's and `model`'s latency and the speedup, at 1 thread and at all cores (keyed by count)."""
+def speed_figures(
+    float_model: onnx.ModelProto, model: onnx.ModelProto, ctx: CompressionContext, threshold: float | None = None
+) -> dict[str, dict]:
+    """The float model's and `model`'s latency (median, p10, p90 of round medians) and the speedup (float ms / ms),
+    at 1 thread, at all cores and at Global.latency_threads (keyed by count). `interval` is that of the median
+    paired round ratio, and `decided` whether it lies wholly on one side of `threshold` (default:
+    auto.MIN_INT8_GAIN); when not, the time cap came first and the speedup is no better than a guess."""
+    if threshold is None:
+        # auto.py imports this module, so its constant is read when first needed.
+        from autocompress.strategy.auto import MIN_INT8_GAIN  # noqa: PLC0415
+
+        threshold = MIN_INT8_GAIN
     figures = {}
-    for threads in sorted({1, all_cores()}):
-        base, ms = interleaved_latency([float_model, model], ctx.sample_feed, ctx.hardware, threads)
-        figures[str(threads)] = {"float_ms": round(base, 4), "ms": round(ms, 4), "speedup": round(base / ms, 3)}
+    # A context built without a thread count (tests, callers outside a run) measures at 1 thread and all cores only.
+    for threads in sorted({1, all_cores(), resolve_threads(getattr(ctx, "threads", 1))}):
+        result = compare_latency([float_model, model], ctx.sample_feed, ctx.hardware, threads, threshold=threshold)
+        (base, measured), (ratio,) = result.models, result.ratios
+        figures[str(threads)] = {
+            "float_ms": round(base.median_ms, 4),
+            "ms": round(measured.median_ms, 4),
+            "speedup": round(base.median_ms / measured.median_ms, 3),
+            "float_p10": round(base.p10_ms, 4),
+            "float_p90": round(base.p90_ms, 4),
+            "p10": round(measured.p10_ms, 4),
+            "p90": round(measured.p90_ms, 4),
+            "interval": [round(v, 3) for v in ratio.interval] if ratio.interval else None,
+            "decided": ratio.decided,
+        }
     return figures
 
 
