@@ -209,3 +209,21 @@ def test_a_check_far_over_the_allowed_drop_steps_back_in_proportion():
     checks.clear()
     by_thirds, _ = verified_plan(choices, verify, rounds=2)  # without the allowed drop: a third per step
     assert checks == [10, 6] and not any(c.int8 for c in by_thirds)
+
+
+def test_a_plan_within_the_drop_but_not_faster_moves_halfway_back_towards_more_int8_ops():
+    """Between a count of int8 ops known over the allowed drop and one known within it but not faster, the next
+    check takes the count halfway (the least sensitive ops first): 10 over, 2 not faster, 6 over, 4 accepted."""
+    ops = [f"op{i}" for i in range(10)]
+    sensitivity = {op: 0.001 for op in ops}
+    choices = greedy_plan(dict.fromkeys(ops, "Conv"), sensitivity, dict.fromkeys(ops, 1.0), 1.0, {})
+    checks = []
+
+    def verify(float_ops):
+        count = len(ops) - len(float_ops)
+        checks.append(count)
+        return Verification(count, 0.001 * count, 2.0, 1.0 if count >= 4 else 2.5, 0.001 * count <= 0.0055)
+
+    plan, history = verified_plan(choices, verify, max_drop=0.0055)
+    assert checks == [10, 2, 6, 4] and history[-1].accepted
+    assert sum(c.int8 for c in plan) == 4

@@ -171,6 +171,19 @@ def step_back(choices: Sequence[OpChoice], slower: bool, keep: float = 2 / 3) ->
     return [replace(c, int8=False, reason=STEPPED_BACK) if c.name in back else c for c in choices]
 
 
+def keep_least_sensitive(choices: Sequence[OpChoice], count: int) -> list[OpChoice]:
+    """`count` int8 ops: the least sensitive of the chosen ones and of those stepped back for the drop."""
+    pool = sorted((c for c in choices if c.int8 or c.reason == STEPPED_BACK), key=lambda c: c.sensitivity)
+    kept = {c.name for c in pool[:count]}
+    pooled = {c.name for c in pool}
+    return [
+        (replace(c, int8=True, reason=CHOSEN) if c.name in kept else replace(c, int8=False, reason=STEPPED_BACK))
+        if c.name in pooled
+        else c
+        for c in choices
+    ]
+
+
 def kept_share(check: Verification, max_drop: float | None) -> float:
     """The share of the int8 ops to keep after a check that missed the allowed drop: the drop is taken as
     proportional to the int8 ops' summed sensitivity (to first order it is), with a margin of DROP_MARGIN for the
@@ -186,17 +199,30 @@ def verified_plan(
     rounds: int = MAX_ROUNDS,
     max_drop: float | None = None,
 ) -> tuple[list[OpChoice], list[Verification]]:
-    """The plan after at most `rounds` whole-model checks (`verify(float_ops)`), stepping back after each failure
-    (by as much as the measured drop exceeds `max_drop`, when given); with none passed, every op stays float."""
+    """The plan after at most `rounds` whole-model checks (`verify(float_ops)`); with none passed, every op stays
+    float. After a check over the allowed drop, the most sensitive ops go back to float (by as much as the drop
+    exceeds `max_drop`, when given); after one within it but not faster, the least gainful go back, or, when more
+    int8 ops are known to miss the drop, the count moves halfway towards them (a bisection on the ranked ops)."""
     history: list[Verification] = []
+    over, within = None, 0  # fewest int8 ops known over the allowed drop; most known within it but not faster
     for _ in range(rounds):
-        if not any(c.int8 for c in choices):
+        count = sum(c.int8 for c in choices)
+        if not count:
             return choices, history
         history.append(verify([c.name for c in choices if not c.int8]))
-        if history[-1].accepted:
+        check = history[-1]
+        if check.accepted:
             return choices, history
-        slower = history[-1].within_tolerance
-        choices = step_back(choices, slower, keep=kept_share(history[-1], max_drop))
+        if check.within_tolerance and over is None:
+            choices = step_back(choices, slower=True)
+            continue
+        over, within = (over, count) if check.within_tolerance else (count, within)
+        if over - within <= 1:
+            break
+        if within:  # both bounds known: halfway between them
+            choices = keep_least_sensitive(choices, (within + over) // 2)
+        else:
+            choices = step_back(choices, False, keep=kept_share(check, max_drop))
     return [replace(c, int8=False, reason=UNVERIFIED) if c.int8 else c for c in choices], history
 
 
