@@ -270,3 +270,20 @@ def dynamic_candidate(
         }
     }
     return DynamicResult(chosen, plan.choices, record)
+
+
+def matmul_weight_share(model: onnx.ModelProto) -> float:
+    """The share of the model's float weights (elements) held by the weights dynamic_ops would quantize: high for
+    transformers, recurrent and MLP models, low for CNNs whose classifier is their only Gemm."""
+    index = GraphIndex(model)
+    sizes = {
+        name: int(np.prod(tensor.dims))
+        for name, tensor in index.initializers.items()
+        if tensor.data_type == onnx.TensorProto.FLOAT
+    }
+    weights = {
+        index.nodes_by_name[op].input[op_facts(index.nodes_by_name[op].op_type).weight_input]
+        for op in dynamic_ops(model)
+    }
+    total = sum(sizes.values())
+    return sum(sizes.get(name, 0) for name in weights) / total if total else 0.0

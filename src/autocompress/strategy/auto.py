@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from autocompress.config.strategies import (
 from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
 from autocompress.prune.stats import count_params_and_macs
+from autocompress.quant.dynamic import dynamic_candidate, matmul_weight_share
+from autocompress.quant.op_sensitivity import SENSITIVITY_BATCHES
 from autocompress.runtime.ort import all_cores, measure_latency
 from autocompress.strategy.auto_contract import (
     Budget,
@@ -53,7 +56,7 @@ from autocompress.strategy.auto_contract import (
     training_seconds,
 )
 from autocompress.strategy.base import CompressionContext, Stage, StageResult, stage_class
-from autocompress.strategy.records import Candidate, StageInfo
+from autocompress.strategy.records import OPS_KEY, Candidate, OpRecord, StageInfo
 from autocompress.strategy.targets import default_time_budget, detect_model_type, parse_target_speedup
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ MIN_INT8_GAIN = 1.05
 #: The mixed-precision plan costs about this many PTQ trials: its sensitivity and profiles, and up to
 #: mixed_precision.MAX_ROUNDS whole-model checks (one evaluation each).
 MIXED_PRECISION_TRIALS = 4.0
+#: Dynamic int8 is tried on a transformer, or on a model whose MatMul/Gemm weights hold at least this share of its
+#: float weights (recurrent and MLP models), where the activations' ranges vary too much for one static scale.
+DYNAMIC_WEIGHT_SHARE = 0.5
+DYNAMIC_LABEL = "dynamic int8 (MatMul/Gemm)"
 #: Accepted plans, fastest first, whose speed against the float model is checked before the float model is kept.
 SPEED_CHECKS = 2
 
@@ -215,7 +222,10 @@ class AutoStage(Stage):
         tolerance, the PTQ search and QAT."""
         trials = self._ptq_trials(model, ctx)
         plans = list(trials)
-        if kind == "transformer":
+        if kind == "transformer" or matmul_weight_share(model) >= DYNAMIC_WEIGHT_SHARE:
+            self.reasons.append("MatMul/Gemm weights dominate: dynamic int8 of them is tried too")
+            plans.append(self._try(DYNAMIC_LABEL, lambda: self._dynamic(model, ctx)))
+        if kind == "transformer" and not any(p.accepted for p in plans):
             self.reasons.append("transformer: prune heads/FFN with distillation, then int8")
             plans.append(self._try("prune heads/FFN + int8", lambda: self._transformer(model, ctx)))
         if any(p.accepted for p in plans):
@@ -226,6 +236,34 @@ class AutoStage(Stage):
             self.candidates += [rejected("int8 (searched)", why), rejected("QAT + distillation", why)]
             return plans
         return plans + self._beyond_trials(model, ctx)
+
+    def _dynamic(self, model, ctx) -> Candidate:
+        """Dynamic int8 of the MatMul/Gemm weights (ORT's route for transformers on CPU), the sensitive ones kept
+        float by the same per-op plan as static int8."""
+        self.budget.require(MIXED_PRECISION_TRIALS * self._trial_seconds(model, ctx))
+        relative = self.config.global_.auto_max_relative_drop
+        result = dynamic_candidate(
+            model,
+            list(islice(iter(ctx.train_batches.feeds()), SENSITIVITY_BATCHES)),
+            drop_of=lambda m: ctx.evaluator.drop(ctx.baseline_metric, ctx.evaluator(m)),
+            tolerance=relative,
+            max_drop=ctx.evaluator.tolerance(ctx.baseline_metric, relative),
+            hardware=ctx.hardware,
+            threads=ctx.threads,
+            cache_dir=self.config.global_.resolved_cache_dir(),
+            sample_feed=ctx.sample_feed,
+        )
+        if not any(choice.int8 for choice in result.choices):
+            return rejected(DYNAMIC_LABEL, "every op stays float: none is faster in int8 here within the tolerance")
+        ops = [
+            OpRecord(
+                c.name, c.op_type, "int8" if c.int8 else "float", c.reason, sensitivity=c.sensitivity, gain_ms=c.gain_ms
+            )
+            for c in result.choices
+        ]
+        stage = StageInfo(details={**result.record, OPS_KEY: ops})
+        info = StageInfo(plan=[DYNAMIC_LABEL], stages={"DynamicQuant": stage})
+        return self._scored(DYNAMIC_LABEL, StageResult(result.model, info), ctx)
 
     def _transformer(self, model, ctx) -> Candidate:
         """TransformerPrune with distillation, then the PTQ trial's int8 (whose cost is counted in the estimate)."""
