@@ -215,7 +215,7 @@ class AutoCompression:
             work_dir=work_dir,
             baseline_metric=baseline.metric,
             sample_feed=data.sample_feed,
-            threads=self.config.global_.latency_threads,
+            threads=self.config.global_.resolved_latency_threads(),
             deadline=self._deadline(started),
         )
         try:
@@ -289,7 +289,7 @@ class AutoCompression:
             evaluator.name,
             data.sample_feed,
             self.hardware,
-            g.latency_threads,
+            g.resolved_latency_threads(),
             extra_metrics=evaluator.extra_metrics,
         )
         return evaluator, summary
@@ -383,7 +383,7 @@ class AutoCompression:
             ctx.evaluator.name,
             ctx.sample_feed,
             self.hardware,
-            g.latency_threads,
+            g.resolved_latency_threads(),
             extra_metrics=ctx.evaluator.extra_metrics,
         )
 
@@ -413,7 +413,7 @@ class AutoCompression:
             latency_measured_on_target=self.hardware.measured,
             note=self.hardware.note,
             providers=list(self.hardware.providers),
-            latency_threads=self.config.global_.latency_threads,
+            latency_threads=self.config.global_.resolved_latency_threads(),
             machine=platform.machine(),
             processor=platform.processor() or platform.machine(),
             cpu_count=os.cpu_count(),

@@ -26,3 +26,16 @@ def test_other_values_are_refused_with_the_allowed_ones(value):
     with pytest.raises(ConfigError) as error:
         load_config({"Global": {"latency_threads": value}})
     assert "Global.latency_threads" in str(error.value) and "a positive integer or 'all'" in str(error.value)
+
+
+def test_a_run_with_all_measures_at_every_core(tiny_cnn, tmp_path):
+    """Latency threads "all" reach the run as the number of cores, not as a string ONNX Runtime would refuse."""
+    import numpy as np
+
+    from autocompress import AutoCompression
+
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((2, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
+    config = {"Global": {"latency_threads": "all"}, "QuantPost": {"algo": "abs_max", "batch_nums": 1}}
+    result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
+    assert result.report["hardware"]["latency_threads"] == all_cores()

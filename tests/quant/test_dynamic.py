@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ from torch import nn
 
 from autocompress.errors import ConfigError
 from autocompress.graph.naming import name_nodes
-from autocompress.quant import dynamic
+from autocompress.quant import dynamic, mixed_precision
 from autocompress.quant.dynamic import (
     DYNAMIC_KERNELS,
     dynamic_candidate,
@@ -197,7 +198,11 @@ def test_the_plan_keeps_the_fragile_op_float_and_quantizes_the_rest(monkeypatch)
     # Gains and latency are fixed here so that the choice depends on the sensitivity alone, not on this machine.
     model = _fragile()
     monkeypatch.setattr(dynamic, "dynamic_gains", lambda model, *args: dict.fromkeys(dynamic_ops(model), 1.0))
-    monkeypatch.setattr(dynamic, "interleaved_latency", lambda models, *args: [2.0, 1.0])
+    timed = SimpleNamespace(
+        models=[SimpleNamespace(median_ms=2.0), SimpleNamespace(median_ms=1.0)],
+        ratios=[SimpleNamespace(interval=(1.9, 2.1), verdict="above")],
+    )
+    monkeypatch.setattr(mixed_precision, "compare_latency", lambda *args, **kwargs: timed)
     evaluation = _fragile_feeds(11)  # another length than the calibration feeds
     reference = Predictor(model)
 
@@ -215,4 +220,6 @@ def test_the_plan_keeps_the_fragile_op_float_and_quantizes_the_rest(monkeypatch)
     assert _ops_of(result.model)["fragile"] == "MatMul"
     assert {"first_quant", "last_quant"} <= set(_ops_of(result.model))
     assert result.record["dynamic_int8"]["int8_ops"] == 2
-    assert result.record["dynamic_int8"]["verifications"][0]["accepted"]
+    first, *_, last = result.record["dynamic_int8"]["verifications"]
+    assert first["int8_ops"] == 3 and not first["accepted"]  # every op in int8 is checked first, and misses
+    assert last["int8_ops"] == 2 and last["accepted"]

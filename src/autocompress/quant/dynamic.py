@@ -37,11 +37,11 @@ from autocompress.quant.mixed_precision import (
     MixedPrecisionPlan,
     OpChoice,
     Verification,
-    greedy_plan,
-    verified_plan,
+    choose_precision,
+    verify_candidate,
 )
 from autocompress.quant.op_sensitivity import op_sensitivity
-from autocompress.runtime.ort import HardwareTarget, interleaved_latency, resolve_hardware
+from autocompress.runtime.ort import HardwareTarget, resolve_hardware
 from autocompress.runtime.profile import QDQOwners, node_times, price_ops
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,16 @@ def plan_dynamic(job: DynamicJob) -> tuple[onnx.ModelProto, MixedPrecisionPlan]:
     nodes = GraphIndex(job.model).nodes_by_name
     op_types = {op: nodes[op].op_type for op in ops}
     settings = f"dynamic int8, S8 weights per {'channel' if job.per_channel else 'tensor'}, U8 activations"
-    sensitivity = op_sensitivity(job.model, ops, job.quantize, job.feeds, job.cache_dir, settings)
     gains = dynamic_gains(job.model, job.latency_feed, job.hardware, job.threads)
-    choices = greedy_plan(op_types, sensitivity, gains, job.tolerance, {})
-    choices, history = verified_plan(choices, lambda float_ops: _verify(job, len(ops), float_ops))
+
+    def sensitivity_of(scored: list[str]) -> dict[str, float]:
+        unscored = [op for op in ops if op not in scored]
+        quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
+        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, settings)
+
+    choices, history = choose_precision(
+        op_types, gains, {}, sensitivity_of, job.tolerance, lambda f: _verify(job, len(ops), f), job.max_drop
+    )
     plan = MixedPrecisionPlan(choices, history)
     int8 = sum(c.int8 for c in choices)
     log.info("dynamic int8: %d of %d MatMul/Gemm in int8 after %d check(s)", int8, len(ops), len(history))
@@ -220,11 +226,9 @@ def plan_dynamic(job: DynamicJob) -> tuple[onnx.ModelProto, MixedPrecisionPlan]:
 
 def _verify(job: DynamicJob, total: int, float_ops: list[str]) -> Verification:
     """The whole model with `float_ops` float, judged by the user's metric and latency interleaved with float."""
-    candidate = job.quantize(float_ops)
-    drop = job.drop_of(candidate)
-    float_ms, int8_ms = interleaved_latency([job.model, candidate], job.latency_feed, job.hardware, job.threads)
-    log.info("dynamic int8 check: drop %.4g, %.3f ms vs %.3f ms float", drop, int8_ms, float_ms)
-    return Verification(total - len(float_ops), drop, float_ms, int8_ms, drop <= job.max_drop)
+    speed = (job.latency_feed, job.hardware, job.threads)
+    int8_ops = total - len(float_ops)
+    return verify_candidate(job.model, job.quantize(float_ops), int8_ops, job.drop_of, job.max_drop, *speed)
 
 
 @dataclass

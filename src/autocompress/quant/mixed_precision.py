@@ -270,6 +270,39 @@ class MixedPrecisionPlan:
         }
 
 
+def choose_precision(
+    op_types: Mapping[str, str],
+    gains: Mapping[str, float],
+    forced: Mapping[str, str],
+    sensitivity_of: Callable[[list[str]], dict[str, float]],
+    tolerance: float,
+    verify: Callable[[list[str]], Verification],
+    max_drop: float | None,
+) -> tuple[list[OpChoice], list[Verification]]:
+    """The verified per-op choice. First every op that gains goes int8 and the whole model is checked: when that
+    passes, no sensitivity is needed (each score costs one quantization and session per op). Otherwise only the
+    ops that gain are scored (`sensitivity_of(ops)`: the others stay float anyway), then the greedy plan within
+    `tolerance` is verified and stepped back (verified_plan). A set of float ops is verified once."""
+    checked: dict[frozenset[str], Verification] = {}
+
+    def verify_once(float_ops: list[str]) -> Verification:
+        key = frozenset(float_ops)
+        if key not in checked:
+            checked[key] = verify(float_ops)
+        return checked[key]
+
+    optimistic = greedy_plan(op_types, {}, gains, math.inf, forced)
+    history: list[Verification] = []
+    if any(c.int8 for c in optimistic):
+        history.append(verify_once([c.name for c in optimistic if not c.int8]))
+        if history[-1].accepted:
+            return optimistic, history
+    sensitivity = sensitivity_of([c.name for c in optimistic if c.int8])
+    choices = greedy_plan(op_types, sensitivity, gains, tolerance, forced)
+    choices, verified = verified_plan(choices, verify_once, max_drop=max_drop)
+    return choices, history + verified
+
+
 def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     """The per-op plan for job.model: sensitivity, int8 gain and mixed ranges, then the verified greedy choice."""
     plan = plan_quantization(fold_conv_affine(job.model, keep=job.options.skip_names)[0], job.options)
@@ -278,20 +311,15 @@ def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     mixed = mixed_range_tensors(channel_ranges(job.model, job.feeds, mixed_range_candidates(job.model)))
     forced = dict.fromkeys(mixed_range_ops(job.model, mixed, ops), MIXED_RANGE)
     gains = _gains(job, plan, ops)
-    # an op that stays float anyway (slower in int8, or next to a mixed-range tensor) needs no sensitivity: on
-    # mobile nets that is most depthwise and thin convs, and each score costs one quantization and session
-    scored = [op for op in ops if gains.get(op, 0.0) > 0 and op not in forced]
-    unscored = [op for op in ops if op not in scored]
-    sensitivity = op_sensitivity(
-        job.model,
-        scored,
-        lambda float_ops: job.quantize([*float_ops, *unscored]),
-        job.feeds,
-        job.cache_dir,
-        job.settings,
+
+    def sensitivity_of(scored: list[str]) -> dict[str, float]:
+        unscored = [op for op in ops if op not in scored]
+        quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
+        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, job.settings)
+
+    choices, history = choose_precision(
+        op_types, gains, forced, sensitivity_of, job.tolerance, lambda f: _verify(job, ops, f), job.max_drop
     )
-    choices = greedy_plan(op_types, sensitivity, gains, job.tolerance, forced)
-    choices, history = verified_plan(choices, lambda float_ops: _verify(job, ops, float_ops), max_drop=job.max_drop)
     log.info(
         "mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops), len(history)
     )
@@ -316,19 +344,33 @@ def _gains(job: MixedPrecisionJob, plan: QuantPlan, ops: list[str]) -> dict[str,
 
 def _verify(job: MixedPrecisionJob, ops: list[str], float_ops: list[str]) -> Verification:
     """The whole model with `float_ops` in float, judged by the user's metric and by interleaved latency."""
-    candidate = job.quantize(float_ops)
-    drop = job.drop_of(candidate)
-    speed = compare_latency(
-        [job.model, candidate], job.sample_feed, job.hardware, job.threads, threshold=1.0, max_seconds=LATENCY_SECONDS
-    )
+    speed = (job.sample_feed, job.hardware, job.threads)
+    int8_ops = len(ops) - len(float_ops)
+    return verify_candidate(job.model, job.quantize(float_ops), int8_ops, job.drop_of, job.max_drop, *speed)
+
+
+def verify_candidate(
+    model: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    int8_ops: int,
+    drop_of: Callable[[onnx.ModelProto], float],
+    max_drop: float,
+    feed: Mapping[str, np.ndarray],
+    hardware: HardwareTarget,
+    threads: int,
+) -> Verification:
+    """A candidate with `int8_ops` int8 ops against `model`: its metric drop (`drop_of`, allowed up to `max_drop`)
+    and both latencies on `feed`, measured in interleaved rounds until their ratio is settled or a time cap."""
+    drop = drop_of(candidate)
+    speed = compare_latency([model, candidate], feed, hardware, threads, threshold=1.0, max_seconds=LATENCY_SECONDS)
     float_ms, int8_ms = (m.median_ms for m in speed.models)
     log.info(
-        "mixed precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float (speedup interval %s, %s)",
-        len(ops) - len(float_ops),
+        "precision check: %d int8 ops, drop %.4g, %.3f ms vs %.3f ms float (speedup interval %s, %s)",
+        int8_ops,
         drop,
         int8_ms,
         float_ms,
         speed.ratios[0].interval,
         speed.ratios[0].verdict,
     )
-    return Verification(len(ops) - len(float_ops), drop, float_ms, int8_ms, drop <= job.max_drop)
+    return Verification(int8_ops, drop, float_ms, int8_ms, drop <= max_drop)

@@ -118,6 +118,8 @@ class AutoStage(Stage):
 
     def run(self, model: onnx.ModelProto, ctx: CompressionContext) -> StageResult:
         self.budget = Budget(self._time_budget(model, ctx))
+        # the budget is a hard bound: searches, training and sensitivity runs stop at its end with what they have
+        ctx = ctx.bounded(self.budget.started + self.budget.seconds)
         kind = detect_model_type(model)
         self.reasons.append(f"model type: {kind}")
         if not ctx.hardware.measured:
