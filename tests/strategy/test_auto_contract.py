@@ -16,6 +16,7 @@ from autocompress import AutoCompression
 from autocompress.errors import ConfigError
 from autocompress.runtime.ort import Predictor, all_cores, resolve_hardware
 from autocompress.strategy import auto
+from autocompress.strategy.auto import AutoStage
 from autocompress.strategy.auto_contract import guarded, speed_figures
 from autocompress.strategy.base import StageResult, stage_class
 from autocompress.strategy.records import Candidate, StageInfo
@@ -77,12 +78,14 @@ class AttentionLikeCNN(nn.Module):
         return self.head((attention @ tokens).transpose(1, 2).reshape(y.shape))
 
 
-def test_a_plan_that_finds_nothing_to_do_is_recorded_and_the_next_is_used(tmp_path, caplog):
+def test_a_plan_that_finds_nothing_to_do_is_recorded_and_the_next_is_used(tmp_path, caplog, monkeypatch):
     path = tmp_path / "m" / "m.onnx"
     _export(AttentionLikeCNN(), path, (1, 3, 6, 6))
     assert detect_model_type(onnx.load(str(path))) == "transformer"
     data = _data((2, 3, 6, 6))
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.5}}
+    # head pruning is tried when no cheaper plan is within the tolerance: here no int8 plan can be built
+    monkeypatch.setattr(stage_class("QuantPost"), "run", _no_int8_kernel)
     with caplog.at_level(logging.WARNING, logger="autocompress.strategy.auto_contract"):
         result = AutoCompression(
             path.parent, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config
@@ -91,16 +94,17 @@ def test_a_plan_that_finds_nothing_to_do_is_recorded_and_the_next_is_used(tmp_pa
     assert pruned.accepted is False and pruned.reason.startswith("failed: ConfigError: TransformerPrune found no")
     assert any(PRUNE in r.message and "ConfigError" in r.message for r in caplog.records)
     plan = result.record.plans[0].plan
-    assert plan[-1] in ("QuantPost: int8", "float (no faster plan here)")
+    assert plan[-1] == "float (no plan within tolerance)"
     (reported,) = [c for c in result.report["candidates"] if c.get("label") == PRUNE]
     assert reported["accepted"] is False and reported["reason"] == pruned.reason
 
 
-def test_a_quantizer_that_raises_ends_with_the_float_model_and_the_reason(tiny_cnn, tmp_path, monkeypatch):
-    def broken(self, model, ctx):
-        raise RuntimeError("no int8 kernel for this op")
+def _no_int8_kernel(self, model, ctx):
+    raise RuntimeError("no int8 kernel for this op")
 
-    monkeypatch.setattr(stage_class("QuantPost"), "run", broken)
+
+def test_a_quantizer_that_raises_ends_with_the_float_model_and_the_reason(tiny_cnn, tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_class("QuantPost"), "run", _no_int8_kernel)
     data = _data((2, 3, 16, 16))
     result = AutoCompression(
         tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config={"TrainConfig": TRAIN}
@@ -132,6 +136,9 @@ def test_a_transformer_plan_that_breaks_the_model_is_not_returned(tmp_path, monk
     monkeypatch.setattr(
         stage_class("TransformerPrune"), "run", lambda self, model, ctx: StageResult(_ruined(model), StageInfo())
     )
+    # head pruning is tried when no cheaper plan is within the tolerance: here there is none
+    monkeypatch.setattr(AutoStage, "_ptq_trials", lambda self, model, ctx: [])
+    monkeypatch.setattr(AutoStage, "_dynamic", _no_int8_kernel)
     result = AutoCompression(
         model_dir, data, save_dir=tmp_path / "o", eval_callback=cosine, config={"TrainConfig": TRAIN}
     ).compress()

@@ -46,6 +46,7 @@ from autocompress.graph.stats import model_size_mb
 from autocompress.prune.channel import prune_channels
 from autocompress.prune.stats import count_params_and_macs
 from autocompress.quant.dynamic import dynamic_candidate, matmul_weight_share
+from autocompress.quant.mixed_precision import MIN_SPEEDUP
 from autocompress.quant.op_sensitivity import SENSITIVITY_BATCHES
 from autocompress.runtime.ort import all_cores, measure_latency
 from autocompress.strategy.auto_contract import (
@@ -66,7 +67,7 @@ TRIAL_BATCHES = 8
 #: Channel-pruning ratios probed for target_speedup, least aggressive first.
 PRUNE_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 #: A compressed model must beat the float one by this factor, at 1 thread and at all cores, to be worth keeping.
-MIN_INT8_GAIN = 1.05
+MIN_INT8_GAIN = MIN_SPEEDUP
 #: The mixed-precision plan costs about this many PTQ trials: its sensitivity and profiles, and up to
 #: mixed_precision.MAX_ROUNDS whole-model checks (one evaluation each).
 MIXED_PRECISION_TRIALS = 4.0

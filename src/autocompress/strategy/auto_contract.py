@@ -20,6 +20,7 @@ import torch
 
 from autocompress.config.train import TrainConfig
 from autocompress.errors import ConfigError
+from autocompress.quant.mixed_precision import MIN_SPEEDUP
 from autocompress.runtime.latency import all_cores, compare_latency, resolve_threads
 from autocompress.runtime.torch_graph import TorchGraph
 from autocompress.strategy.base import CompressionContext
@@ -91,12 +92,8 @@ def speed_figures(
     """The float model's and `model`'s latency (median, p10, p90 of round medians) and the speedup (float ms / ms),
     at 1 thread, at all cores and at Global.latency_threads (keyed by count). `interval` is that of the median
     paired round ratio, and `decided` whether it lies wholly on one side of `threshold` (default:
-    auto.MIN_INT8_GAIN); when not, the time cap came first and the speedup is no better than a guess."""
-    if threshold is None:
-        # auto.py imports this module, so its constant is read when first needed.
-        from autocompress.strategy.auto import MIN_INT8_GAIN  # noqa: PLC0415
-
-        threshold = MIN_INT8_GAIN
+    MIN_SPEEDUP); when not, the time cap came first and the speedup is no better than a guess."""
+    threshold = MIN_SPEEDUP if threshold is None else threshold
     figures = {}
     # A context built without a thread count (tests, callers outside a run) measures at 1 thread and all cores only.
     for threads in sorted({1, all_cores(), resolve_threads(getattr(ctx, "threads", 1))}):
