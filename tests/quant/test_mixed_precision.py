@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress import AutoCompression
@@ -14,6 +15,7 @@ from autocompress.quant.mixed_precision import (
     SLOWER,
     STEPPED_BACK,
     UNVERIFIED,
+    MixedPrecisionPlan,
     Verification,
     greedy_plan,
     mixed_range_candidates,
@@ -227,3 +229,21 @@ def test_a_plan_within_the_drop_but_not_faster_moves_halfway_back_towards_more_i
     plan, history = verified_plan(choices, verify, max_drop=0.0055)
     assert checks == [10, 2, 6, 4] and history[-1].accepted
     assert sum(c.int8 for c in plan) == 4
+
+
+def test_without_an_eval_callback_the_allowed_drop_is_a_share_of_the_outputs_spread(tiny_cnn, tmp_path, monkeypatch):
+    """EMD's baseline is 0: the allowed drop is 5% of the original outputs' spread, not 5% of 0."""
+    import autocompress.strategy.quant_post as quant_post
+
+    jobs = []
+    monkeypatch.setattr(quant_post, "plan_mixed_precision", lambda job: jobs.append(job) or MixedPrecisionPlan([]))
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
+    config = {
+        "Global": {"cache_dir": str(tmp_path / "cache"), "auto_max_relative_drop": 0.05},
+        "QuantPost": {"mixed_precision": "auto", "algo": "abs_max"},
+    }
+    AutoCompression(tiny_cnn, data, save_dir=tmp_path / "out", config=config, eval_dataloader=data).compress()
+    (job,) = jobs
+    assert job.tolerance == pytest.approx(0.05)
+    assert job.max_drop > 1e-6  # 5% of the outputs' spread (of order 0.1 here), where 5% of 0 was 5e-14

@@ -207,9 +207,10 @@ class QuantPostStage(Stage):
         """The per-op plan of QuantPost.mixed_precision: auto, within max_metric_drop (metric units) or else
         Global.auto_max_relative_drop (relative), on the calibration batches and the deploy target."""
         cfg: QuantPost = self.section
-        scale = max(abs(ctx.baseline_metric), 1e-12)
+        # the drop that counts as 100 %: the baseline for a user metric, the outputs' spread for EMD (baseline 0)
+        unit = ctx.evaluator.tolerance(ctx.baseline_metric, 1.0)
         relative = ctx.config.global_.auto_max_relative_drop
-        max_drop = relative * scale if cfg.max_metric_drop is None else cfg.max_metric_drop
+        max_drop = relative * unit if cfg.max_metric_drop is None else cfg.max_metric_drop
         job = MixedPrecisionJob(
             model=model,
             options=self._options,
@@ -218,7 +219,7 @@ class QuantPostStage(Stage):
             sample_feed=ctx.sample_feed,
             hardware=ctx.hardware,
             threads=ctx.threads,
-            tolerance=max_drop / scale,
+            tolerance=max_drop / unit if unit > 0 else relative,
             max_drop=max_drop,
             drop_of=lambda candidate: ctx.evaluator.drop(ctx.baseline_metric, ctx.evaluator(candidate)),
             cache_dir=ctx.config.global_.resolved_cache_dir(),
