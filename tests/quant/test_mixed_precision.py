@@ -247,3 +247,11 @@ def test_without_an_eval_callback_the_allowed_drop_is_a_share_of_the_outputs_spr
     (job,) = jobs
     assert job.tolerance == pytest.approx(0.05)
     assert job.max_drop > 1e-6  # 5% of the outputs' spread (of order 0.1 here), where 5% of 0 was 5e-14
+
+
+def test_no_check_starts_past_the_deadline():
+    """Past the time budget the plan is not verified, and an unverified op does not stay int8."""
+    choices = greedy_plan({"a": "Conv"}, {"a": 0.0}, {"a": 1.0}, 1.0, {})
+    checked = []
+    plan, history = verified_plan(choices, lambda f: checked.append(f), deadline=0.0)
+    assert checked == [] and history == [] and [c.reason for c in plan] == [UNVERIFIED]

@@ -52,8 +52,10 @@ class GlobalConfig(Section):
     target_speedup: float | str | None = None
     #: Largest relative metric drop the automatic choice accepts (0.01 = 1%; for EMD, 1% of the outputs' spread).
     auto_max_relative_drop: float = Field(0.01, ge=0.0)
-    #: Seconds the automatic choice may take in all (no strategy section). Unset: 600 s for a model of at most
-    #: 1 GMAC on 2 or more cores, proportional to the MACs above 1 GMAC, doubled on 1 core (strategy/targets.py).
+    #: Seconds the automatic choice may take in all (no strategy section), or, with explicit strategies, the whole
+    #: compress() run: searches, training, calibration and per-op sensitivity stop at its end with what they have.
+    #: Unset: no bound for explicit strategies; for the automatic choice 600 s for a model of at most 1 GMAC on 2 or
+    #: more cores, proportional to the MACs above 1 GMAC, doubled on 1 core (strategy/targets.py).
     time_budget: float | None = Field(None, gt=0)
     #: Threads ORT uses when measuring latency (the seed's tables report 1 thread): a positive int, or "all" for
     #: every core this process may run on (resolved_latency_threads()).

@@ -189,6 +189,7 @@ class DynamicJob:
     cache_dir: str | None = None
     sample_feed: Mapping[str, np.ndarray] | None = None
     per_channel: bool = True
+    deadline: float | None = None  # a time.perf_counter() instant: no sensitivity run or check starts after it
 
     @property
     def latency_feed(self) -> Mapping[str, np.ndarray]:
@@ -213,10 +214,17 @@ def plan_dynamic(job: DynamicJob) -> tuple[onnx.ModelProto, MixedPrecisionPlan]:
     def sensitivity_of(scored: list[str]) -> dict[str, float]:
         unscored = [op for op in ops if op not in scored]
         quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
-        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, settings)
+        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, settings, job.deadline)
 
     choices, history = choose_precision(
-        op_types, gains, {}, sensitivity_of, job.tolerance, lambda f: _verify(job, len(ops), f), job.max_drop
+        op_types,
+        gains,
+        {},
+        sensitivity_of,
+        job.tolerance,
+        lambda f: _verify(job, len(ops), f),
+        job.max_drop,
+        job.deadline,
     )
     plan = MixedPrecisionPlan(choices, history)
     int8 = sum(c.int8 for c in choices)
@@ -251,6 +259,7 @@ def dynamic_candidate(
     threads: int = 1,
     cache_dir: str | None = None,
     sample_feed: Mapping[str, np.ndarray] | None = None,
+    deadline: float | None = None,
 ) -> DynamicResult:
     """Dynamic int8 (per-channel S8 weights) of a transformer's MatMul/Gemm with the sensitive ones float.
 
@@ -258,11 +267,14 @@ def dynamic_candidate(
     the user's metric drop of a candidate model, in the metric's units, accepted up to `max_drop`; `tolerance`:
     the allowed relative output error (summed over the int8 ops), e.g. max_drop / |baseline metric|;
     `hardware`/`threads`: the target latency is profiled and verified on; `cache_dir`: where the sensitivity is
-    cached; `sample_feed`: the input latency is measured with (default feeds[0]). When no plan passes the metric
+    cached; `sample_feed`: the input latency is measured with (default feeds[0]); `deadline`: a perf_counter()
+    instant after which no sensitivity run or check starts. When no plan passes the metric
     and a speed-up over float within the verification rounds, the result holds the float model and no int8 op.
     """
     target = hardware if isinstance(hardware, HardwareTarget) else resolve_hardware(hardware)
-    job = DynamicJob(model, feeds, drop_of, tolerance, max_drop, target, threads, cache_dir, sample_feed)
+    job = DynamicJob(
+        model, feeds, drop_of, tolerance, max_drop, target, threads, cache_dir, sample_feed, deadline=deadline
+    )
     chosen, plan = plan_dynamic(job)
     record = {
         "dynamic_int8": {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -205,6 +206,7 @@ def verified_plan(
     verify: Callable[[list[str]], Verification],
     rounds: int = MAX_ROUNDS,
     max_drop: float | None = None,
+    deadline: float | None = None,
 ) -> tuple[list[OpChoice], list[Verification]]:
     """The plan after at most `rounds` whole-model checks (`verify(float_ops)`); with none passed, every op stays
     float. After a check over the allowed drop, the most sensitive ops go back to float (by as much as the drop
@@ -216,6 +218,9 @@ def verified_plan(
         count = sum(c.int8 for c in choices)
         if not count:
             return choices, history
+        if deadline is not None and time.perf_counter() >= deadline:
+            log.info("precision checks stopped at the time budget after %d check(s)", len(history))
+            break
         history.append(verify([c.name for c in choices if not c.int8]))
         check = history[-1]
         if check.accepted:
@@ -251,6 +256,7 @@ class MixedPrecisionJob:
     drop_of: Callable[[onnx.ModelProto], float]
     cache_dir: str | None = None
     settings: str = ""
+    deadline: float | None = None  # a time.perf_counter() instant: no sensitivity run or check starts after it
 
 
 @dataclass
@@ -285,6 +291,7 @@ def choose_precision(
     tolerance: float,
     verify: Callable[[list[str]], Verification],
     max_drop: float | None,
+    deadline: float | None = None,
 ) -> tuple[list[OpChoice], list[Verification]]:
     """The verified per-op choice. First every op that gains goes int8 and the whole model is checked: when that
     passes, no sensitivity is needed (each score costs one quantization and session per op). Otherwise only the
@@ -306,7 +313,7 @@ def choose_precision(
             return optimistic, history
     sensitivity = sensitivity_of([c.name for c in optimistic if c.int8])
     choices = greedy_plan(op_types, sensitivity, gains, tolerance, forced)
-    choices, verified = verified_plan(choices, verify_once, max_drop=max_drop)
+    choices, verified = verified_plan(choices, verify_once, max_drop=max_drop, deadline=deadline)
     return choices, history + verified
 
 
@@ -322,10 +329,17 @@ def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     def sensitivity_of(scored: list[str]) -> dict[str, float]:
         unscored = [op for op in ops if op not in scored]
         quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
-        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, job.settings)
+        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, job.settings, job.deadline)
 
     choices, history = choose_precision(
-        op_types, gains, forced, sensitivity_of, job.tolerance, lambda f: _verify(job, ops, f), job.max_drop
+        op_types,
+        gains,
+        forced,
+        sensitivity_of,
+        job.tolerance,
+        lambda f: _verify(job, ops, f),
+        job.max_drop,
+        job.deadline,
     )
     log.info(
         "mixed precision: %d of %d ops in int8 after %d check(s)", sum(c.int8 for c in choices), len(ops), len(history)

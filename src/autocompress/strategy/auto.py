@@ -255,6 +255,7 @@ class AutoStage(Stage):
             threads=ctx.threads,
             cache_dir=self.config.global_.resolved_cache_dir(),
             sample_feed=ctx.sample_feed,
+            deadline=ctx.deadline,
         )
         if not any(choice.int8 for choice in result.choices):
             return rejected(DYNAMIC_LABEL, "every op stays float: none is faster in int8 here within the tolerance")

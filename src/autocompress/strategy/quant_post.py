@@ -224,6 +224,7 @@ class QuantPostStage(Stage):
             drop_of=lambda candidate: ctx.evaluator.drop(ctx.baseline_metric, ctx.evaluator(candidate)),
             cache_dir=ctx.config.global_.resolved_cache_dir(),
             settings=json.dumps(params, sort_keys=True),
+            deadline=ctx.deadline,
         )
         return plan_mixed_precision(job)
 
