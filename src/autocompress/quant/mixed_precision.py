@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 #: Why an op runs in int8 or stays float (OpChoice.reason).
 CHOSEN = "best gain per sensitivity within tolerance"
+ALL_INT8 = "every op in int8 passed the whole-model check"
 SLOWER = "slower in int8 on the target"
 OVER_TOLERANCE = "over tolerance: its sensitivity would cross the allowed drop"
 MIXED_RANGE = "mixed-range tensor: its channels span very different ranges"
@@ -293,9 +294,10 @@ def choose_precision(
     max_drop: float | None,
     deadline: float | None = None,
 ) -> tuple[list[OpChoice], list[Verification]]:
-    """The verified per-op choice. First every op that gains goes int8 and the whole model is checked: when that
-    passes, no sensitivity is needed (each score costs one quantization and session per op). Otherwise only the
-    ops that gain are scored (`sensitivity_of(ops)`: the others stay float anyway), then the greedy plan within
+    """The verified per-op choice. First every op goes int8 and the whole model is checked, then every op that
+    gains alone (the profile prices each op against float neighbours, so ops cheap in a chain of int8 ops can look
+    no faster): when one passes (the faster, when both do), no sensitivity is needed (each score costs one quantization and session per op).
+    Otherwise only the ops that gain are scored (`sensitivity_of(ops)`: the others stay float anyway), then the greedy plan within
     `tolerance` is verified and stepped back (verified_plan). A set of float ops is verified once."""
     checked: dict[frozenset[str], Verification] = {}
 
@@ -305,12 +307,21 @@ def choose_precision(
             checked[key] = verify(float_ops)
         return checked[key]
 
+    every = [
+        replace(c, gain_ms=gains.get(c.name, 0.0), reason=ALL_INT8 if c.int8 else c.reason)
+        for c in greedy_plan(op_types, {}, dict.fromkeys(op_types, 1.0), math.inf, forced)
+    ]
     optimistic = greedy_plan(op_types, {}, gains, math.inf, forced)
     history: list[Verification] = []
-    if any(c.int8 for c in optimistic):
-        history.append(verify_once([c.name for c in optimistic if not c.int8]))
-        if history[-1].accepted:
-            return optimistic, history
+    passed = []
+    for first in (every, optimistic):
+        float_ops = [c.name for c in first if not c.int8]
+        if len(float_ops) < len(first) and frozenset(float_ops) not in checked:
+            history.append(verify_once(float_ops))
+            if history[-1].accepted:
+                passed.append((history[-1].int8_ms / history[-1].float_ms, first))
+    if passed:
+        return min(passed, key=lambda item: item[0])[1], history
     sensitivity = sensitivity_of([c.name for c in optimistic if c.int8])
     choices = greedy_plan(op_types, sensitivity, gains, tolerance, forced)
     choices, verified = verified_plan(choices, verify_once, max_drop=max_drop, deadline=deadline)

@@ -279,13 +279,14 @@ class AutoStage(Stage):
         return self._trained("prune heads/FFN + int8", strategies, model, ctx, extra_s=self._trial_seconds(model, ctx))
 
     def _ptq_trials(self, model, ctx) -> list[Candidate]:
-        """The cheap PTQ trial with every supported op in int8, then the per-op plan: each op in int8 only where it
-        gains on this target, within the tolerance by its measured sensitivity, verified with the user's metric
-        and interleaved latency (quant/mixed_precision.py)."""
+        """The cheap PTQ trial with the default op types in int8, then the per-op plan over every op with an
+        integer kernel (Sigmoid, Resize and LeakyRelu too: ORT runs an LSTM's gates as QLinearSigmoid): each op in
+        int8 only where it gains on this target, within the tolerance by its measured sensitivity, verified with
+        the user's metric and interleaved latency (quant/mixed_precision.py)."""
         variants = {
             "int8": (QuantPost(batch_nums=TRIAL_BATCHES, algo="KL"), 1.0),
             "int8 (mixed precision)": (
-                QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto"),
+                QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto", is_full_quantize=True),
                 MIXED_PRECISION_TRIALS,
             ),
         }
@@ -307,7 +308,7 @@ class AutoStage(Stage):
         def searched() -> Candidate:
             self.budget.require((search.max_quant_count + MIXED_PRECISION_TRIALS) * self._trial_seconds(model, ctx))
             # the searched calibration settings, with the per-op plan on top of them
-            section = QuantPost(algo="KL", mixed_precision="auto")
+            section = QuantPost(algo="KL", mixed_precision="auto", is_full_quantize=True)
             strategies = {"QuantPost": section, "HyperParameterOptimization": search}
             return self._ptq("int8 (searched)", strategies, model, ctx)
 
