@@ -84,8 +84,10 @@ def candidate_ranges(
     candidates: Sequence[tuple[str, float]],
     batch_nums: int | None = None,
     cache_dir: str | None = None,
+    deadline: float | None = None,
 ) -> list[dict[str, Range]]:
-    """calibrated_ranges for each (algo, hist_percent) candidate, from one pass over the batches."""
+    """calibrated_ranges for each (algo, hist_percent) candidate, from one pass over the batches (cut short at
+    `deadline`, a perf_counter() instant, once a couple of batches are in)."""
     tensors = checked_plan(model, options).activation_tensors
     statistics = collect_statistics(
         model,
@@ -95,6 +97,7 @@ def candidate_ranges(
         options.activation_bits,
         cache_dir,
         algorithms=[algo for algo, _ in candidates],
+        deadline=deadline,
     )
     return [
         activation_ranges(

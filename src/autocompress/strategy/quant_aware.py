@@ -116,6 +116,7 @@ class QuantAwareStage(Stage):
             INITIAL_RANGES,
             batch_nums=CALIBRATION_BATCHES,
             cache_dir=ctx.config.global_.resolved_cache_dir(),
+            deadline=ctx.deadline,
         )
         best = None
         for (algo, percent), ranges in zip(INITIAL_RANGES, candidates):
