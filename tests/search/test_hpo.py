@@ -1,4 +1,5 @@
-"""The PTQ search obeys its deadline: past it no trial starts beyond the one a search needs to have a best."""
+"""The PTQ search: its deadline (past it no trial starts beyond the one a search needs to have a best), and a small
+space searched whole."""
 
 from __future__ import annotations
 
@@ -41,3 +42,19 @@ def test_a_generous_deadline_runs_every_trial_as_without_one(caplog):
         bounded = search_ptq(SPACE, _counting([]), deadline=math.inf)
     assert len(bounded) == 5 and [t.params for t in bounded] == [t.params for t in unbounded]
     assert "stopped at the time budget" not in caplog.text
+
+
+def test_a_space_no_larger_than_the_trial_count_is_searched_whole_each_setting_once():
+    space = HyperParameterOptimization(
+        ptq_algo=["KL", "abs_max", "mse"], bias_correct=[False], batch_num=[8], hist_percent=[0.999], max_quant_count=5
+    )
+    calls: list[dict] = []
+    trials = search_ptq(space, _counting(calls))
+    assert sorted(p["algo"] for p in calls) == ["KL", "abs_max", "mse"] and len(trials) == 3
+
+
+def test_a_larger_space_is_sampled():
+    from autocompress.search.hpo import grid
+
+    assert grid(SPACE) is None  # batch_num is a range
+    assert grid(HyperParameterOptimization(batch_num=[8], hist_percent=[0.999], max_quant_count=3)) is None  # 8 > 3

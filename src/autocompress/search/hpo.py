@@ -1,4 +1,5 @@
-"""Hyperparameter search over post-training quantization settings with Optuna's TPE sampler.
+"""Hyperparameter search over post-training quantization settings with Optuna's TPE sampler (a grid when the
+space is finite and no larger than the trial count).
 
 The seed's search space: ptq_algo, bias_correct, weight_quantize_type (categorical), hist_percent (uniform in
 [min, max], asked only when the algo is 'hist'), batch_num (integer in [min, max]). Trials with settings already
@@ -61,8 +62,28 @@ def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in params.items()))
 
 
+def grid(space: HyperParameterOptimization) -> dict[str, list[Any]] | None:
+    """The search space as a grid when it is finite and no larger than max_quant_count (no range to sample in
+    batch_num, nor in hist_percent where 'hist' is searched), else None: a space that small is searched whole,
+    each setting once, where TPE's random start could draw one setting twice and miss another."""
+    if min(space.batch_num) != max(space.batch_num):
+        return None
+    if "hist" in space.ptq_algo and min(space.hist_percent) != max(space.hist_percent):
+        return None
+    points = {
+        "algo": list(dict.fromkeys(space.ptq_algo)),
+        "bias_correct": list(dict.fromkeys(space.bias_correct)),
+        "weight_quantize_type": list(dict.fromkeys(space.weight_quantize_type)),
+    }
+    size = len(points["algo"]) * len(points["bias_correct"]) * len(points["weight_quantize_type"])
+    return points if size <= space.max_quant_count else None
+
+
 def _study(space: HyperParameterOptimization, journal_path: Path | None) -> optuna.Study:
-    sampler = optuna.samplers.TPESampler(seed=space.seed)
+    points = grid(space)
+    sampler = (
+        optuna.samplers.GridSampler(points, seed=space.seed) if points else optuna.samplers.TPESampler(seed=space.seed)
+    )
     if journal_path is None:
         return optuna.create_study(direction="minimize", sampler=sampler)
     journal_path.parent.mkdir(parents=True, exist_ok=True)

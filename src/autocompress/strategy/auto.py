@@ -75,6 +75,8 @@ MIXED_PRECISION_TRIALS = 4.0
 #: float weights (recurrent and MLP models), where the activations' ranges vary too much for one static scale.
 DYNAMIC_WEIGHT_SHARE = 0.5
 DYNAMIC_LABEL = "dynamic int8 (MatMul/Gemm)"
+#: Calibrations the per-op plan is tried on (each one quantization and evaluation; one calibration pass for all).
+TRIAL_CALIBRATIONS = ("KL", "abs_max", "mse")
 #: Accepted plans, fastest first, whose speed against the float model is checked before the float model is kept.
 SPEED_CHECKS = 2
 
@@ -280,22 +282,31 @@ class AutoStage(Stage):
 
     def _ptq_trials(self, model, ctx) -> list[Candidate]:
         """The cheap PTQ trial with the default op types in int8, then the per-op plan over every op with an
-        integer kernel (Sigmoid, Resize and LeakyRelu too: ORT runs an LSTM's gates as QLinearSigmoid): each op in
-        int8 only where it gains on this target, within the tolerance by its measured sensitivity, verified with
-        the user's metric and interleaved latency (quant/mixed_precision.py)."""
+        integer kernel (Sigmoid, Resize and LeakyRelu too: ORT runs an LSTM's gates as QLinearSigmoid) on the best
+        of a few calibrations (which one suits a model is measured, not known: MinMax keeps one recognizer's text
+        where KL loses it, and loses another's): each op in int8 only where it gains on this target, within the
+        tolerance by its measured sensitivity, verified with the user's metric and interleaved latency."""
+        mixed = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto", is_full_quantize=True)
+        calibrations = HyperParameterOptimization(
+            ptq_algo=list(TRIAL_CALIBRATIONS),
+            bias_correct=[False],
+            batch_num=[TRIAL_BATCHES],
+            hist_percent=[0.999],
+            max_quant_count=len(TRIAL_CALIBRATIONS),
+        )
         variants = {
-            "int8": (QuantPost(batch_nums=TRIAL_BATCHES, algo="KL"), 1.0),
+            "int8": ({"QuantPost": QuantPost(batch_nums=TRIAL_BATCHES, algo="KL")}, 1.0),
             "int8 (mixed precision)": (
-                QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto", is_full_quantize=True),
-                MIXED_PRECISION_TRIALS,
+                {"QuantPost": mixed, "HyperParameterOptimization": calibrations},
+                MIXED_PRECISION_TRIALS + len(TRIAL_CALIBRATIONS),
             ),
         }
         trials = []
-        for label, (section, cost) in variants.items():
+        for label, (strategies, cost) in variants.items():
 
-            def trial(label: str = label, section: QuantPost = section, cost: float = cost) -> Candidate:
+            def trial(label: str = label, strategies: dict = strategies, cost: float = cost) -> Candidate:
                 self.budget.require(cost * (self.trial_s or 0.0))
-                return self._ptq(label, {"QuantPost": section}, model, ctx)
+                return self._ptq(label, strategies, model, ctx)
 
             trials.append(self._try(label, trial))
         return trials
