@@ -57,7 +57,7 @@ def test_ptq_is_kept_when_it_is_accurate(tiny_cnn, tmp_path):
     (tried,) = [c for c in result.record.candidates if c.label == "int8"]
     assert tried.latency_ms > 0 and tried.size_mb > 0 and tried.model is None
     # within the tolerance, it is chosen unless it is not faster than float at 1 thread and at all cores
-    assert tried.accepted is True or tried.reason.startswith("not 1.05x faster than float")
+    assert tried.accepted is True or tried.reason.startswith("not surely 1.05x faster than float")
     assert (tried.accepted is True) == (plan.plan[-1] == "QuantPost: int8")
     assert tried.stage == result.strategy[0] and tried.params == {"variant": "int8"}
 

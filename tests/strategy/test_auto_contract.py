@@ -165,15 +165,19 @@ def test_a_tiny_time_budget_skips_the_search_and_qat_and_says_why(tmp_path):
 
 
 def test_a_plan_slower_at_all_cores_leaves_the_float_model_with_the_figures(tiny_cnn, tmp_path, monkeypatch):
-    figures = {"1": {"float_ms": 1.0, "ms": 0.5, "speedup": 2.0}, "4": {"float_ms": 1.0, "ms": 1.1, "speedup": 0.91}}
-    monkeypatch.setattr(auto, "speed_figures", lambda float_model, model, ctx: figures)
+    figures = {
+        "1": {"float_ms": 1.0, "ms": 0.5, "speedup": 2.0, "interval": [1.9, 2.1]},
+        "4": {"float_ms": 1.0, "ms": 1.1, "speedup": 0.91, "interval": [0.85, 0.97]},
+    }
+    monkeypatch.setattr(auto, "speed_figures", lambda float_model, model, ctx, threshold: figures)
     data = _data((2, 3, 16, 16))
     config = {"TrainConfig": TRAIN, "Global": {"auto_max_relative_drop": 0.5}}
     result = AutoCompression(tiny_cnn, data, save_dir=tmp_path / "o", eval_dataloader=data, config=config).compress()
     info = result.record.plans[0]
     assert info.plan == ["float (no faster plan here)"] and info.details["latency_check"] == figures
     assert any("0.91x at 4 threads" in r for r in info.reasons)
-    assert _candidates(result)["int8"].reason == "not 1.05x faster than float: 2.00x at 1 thread, 0.91x at 4 threads"
+    reason = "not surely 1.05x faster than float: 2.00x at 1 thread, 0.91x at 4 threads"
+    assert _candidates(result)["int8"].reason == reason
     assert result.report["timeline"][0]["info"]["latency_check"] == figures
 
 
@@ -216,3 +220,11 @@ def test_time_budget_default_scales_with_macs_and_single_cores_and_must_be_posit
             eval_dataloader=_data((2, 3, 16, 16)),
             config={"Global": {"time_budget": 0}},
         )
+
+
+def test_a_speedup_whose_interval_reaches_below_1_is_not_taken_for_one():
+    """A median 1.2x whose confidence interval reaches below 1 (a loaded machine) does not count as faster."""
+    assert auto._surely_faster({"speedup": 1.2, "interval": [1.05, 1.4]})
+    assert not auto._surely_faster({"speedup": 1.2, "interval": [0.95, 1.4]})
+    assert not auto._surely_faster({"speedup": 1.2, "interval": None})
+    assert not auto._surely_faster({"speedup": 1.03, "interval": [1.01, 1.05]})
