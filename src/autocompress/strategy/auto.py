@@ -225,11 +225,13 @@ class AutoStage(Stage):
     def _choose(self, model, ctx, kind: str) -> list[Candidate]:
         """The PTQ trials (and, for a transformer, pruning with distillation), then, when none is within the
         tolerance, the PTQ search and QAT."""
-        trials = self._ptq_trials(model, ctx)
-        plans = list(trials)
+        plans = []
         if kind == "transformer" or matmul_weight_share(model) >= DYNAMIC_WEIGHT_SHARE:
-            self.reasons.append("MatMul/Gemm weights dominate: dynamic int8 of them is tried too")
+            # first: its whole-model check is cheap, and static int8's per-op sensitivity on a large encoder is not
+            self.reasons.append("MatMul/Gemm weights dominate: dynamic int8 of them is tried first")
             plans.append(self._try(DYNAMIC_LABEL, lambda: self._dynamic(model, ctx)))
+        trials = self._ptq_trials(model, ctx)
+        plans += trials
         if kind == "transformer" and not any(p.accepted for p in plans):
             self.reasons.append("transformer: prune heads/FFN with distillation, then int8")
             plans.append(self._try("prune heads/FFN + int8", lambda: self._transformer(model, ctx)))
