@@ -186,3 +186,6 @@ def test_a_transformer_tries_dynamic_int8_and_returns_a_model_within_tolerance(t
     (dynamic,) = [c for c in result.record.candidates if c.label == "dynamic int8 (MatMul/Gemm)"]
     assert dynamic.accepted is not None and not (dynamic.reason or "").startswith("failed")
     assert cosine(Predictor(onnx.load(result.model_path))) >= 0.99 * cosine(reference)
+    from autocompress.report.html import op_rows
+
+    assert all(row[3] for row in op_rows(result.report))  # every per-op row says what was done

@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -282,7 +282,6 @@ def dynamic_candidate(
             "tolerance": tolerance,
             "max_drop": max_drop,
             **plan.record()["mixed_precision"],
-            "ops": [asdict(choice) for choice in plan.choices],
         }
     }
     return DynamicResult(chosen, plan.choices, record)
