@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -47,3 +48,26 @@ def test_model_type_detection(tmp_path):
     bert = onnx.load(str(path))
     assert count_attention_blocks(bert) >= 1
     assert detect_model_type(bert) == "transformer"
+
+
+def test_attention_behind_a_nan_guard_is_found():
+    """torch's exporter writes scaled-dot-product softmax as Where(IsNaN(p), 0, p) before the MatMul with V: the
+    block is still attention (a BERT sentence encoder was taken for a CNN)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("MatMul", ["q", "k"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+        helper.make_node("IsNaN", ["p"], ["nan"]),
+        helper.make_node("Where", ["nan", "zero", "p"], ["guarded"]),
+        helper.make_node("MatMul", ["guarded", "v"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 4]) for n in ("q", "k", "v")]
+    graph = helper.make_graph(
+        nodes,
+        "sdpa",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((), np.float32), "zero")],
+    )
+    assert count_attention_blocks(helper.make_model(graph)) == 1

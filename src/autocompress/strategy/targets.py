@@ -46,6 +46,7 @@ def parse_target_speedup(value: float | str | None) -> float | None:
 
 _SCALE_OPS = {"Div", "Mul"}
 _PASS_OPS = {"Add", "Where", "Cast", "Reshape"}
+_AFTER_SOFTMAX_OPS = {"IsNaN", "Dropout", "Identity"}
 
 
 def _is_dynamic_matmul(index: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -69,9 +70,21 @@ def count_attention_blocks(model: onnx.ModelProto) -> int:
             steps += 1
         if current is None or not _is_dynamic_matmul(index, current):
             continue
-        if any(_is_dynamic_matmul(index, c) for c in index.consumers.get(node.output[0], [])):
+        if _feeds_dynamic_matmul(index, node.output[0]):
             blocks += 1
     return blocks
+
+
+def _feeds_dynamic_matmul(index: GraphIndex, tensor: str, steps: int = 3) -> bool:
+    """Whether `tensor` reaches a MatMul of two activations directly or through pass-through ops (a NaN guard
+    `Where(IsNaN(p), 0, p)` as torch's exporter writes after scaled-dot-product softmax, a Cast, a Dropout)."""
+    for consumer in index.consumers.get(tensor, []):
+        if _is_dynamic_matmul(index, consumer):
+            return True
+        if steps > 0 and consumer.op_type in _PASS_OPS | _AFTER_SOFTMAX_OPS:
+            if any(_feeds_dynamic_matmul(index, out, steps - 1) for out in consumer.output):
+                return True
+    return False
 
 
 def detect_model_type(model: onnx.ModelProto) -> str:
