@@ -93,3 +93,11 @@ def test_thread_settings_resolve_all_to_every_core_and_refuse_other_words():
     for bad in ("two", 0, -1, 1.5, True):
         with pytest.raises(ValueError, match="positive integer or 'all'"):
             resolve_threads(bad)
+
+
+def test_a_time_cap_shorter_than_the_first_look_still_gives_an_interval():
+    """A model too slow for the cap to hold the first look's rounds is still measured up to that look: without an
+    interval nothing could ever be decided about it."""
+    result = compare_latency([conv_stack(1), conv_stack(4)], _feed(), "cpu", 1, threshold=1.0, max_seconds=0.0)
+    (ratio,) = result.ratios
+    assert result.models[0].rounds == LOOKS[0] and ratio.interval is not None and ratio.verdict == "below"

@@ -197,7 +197,7 @@ def compare_latency(
 ) -> LatencyComparison:
     """Each model's latency at `threads` and its ratio to model 0, from interleaved rounds added until, at one of
     the LOOKS, every ratio's interval lies wholly above or below `threshold`, or LOOKS[-1] rounds or `max_seconds`
-    have passed. Without a threshold there is nothing to decide: SPEED_ROUNDS rounds, one interval at `confidence`."""
+    (but at least LOOKS[0] rounds) have passed. Without a threshold there is nothing to decide: SPEED_ROUNDS rounds, one interval at `confidence`."""
     if len(models) < 2 and threshold is not None:
         raise ValueError(f"a comparison against threshold {threshold} needs at least 2 models, got {len(models)}")
     looks = LOOKS if threshold is not None else (SPEED_ROUNDS,)
@@ -210,7 +210,9 @@ def compare_latency(
         while True:
             rounds.append(_timed_round(sessions, feed, len(rounds) % len(sessions), RUNS_PER_ROUND))
             bar.update()
-            at_cap = len(rounds) >= looks[-1] or time.perf_counter() > deadline
+            # the time cap counts only after the first look: fewer rounds give no interval, so a large model
+            # (0.2 s an inference: 1.6 s a round) would stay undecided however clear its speedup
+            at_cap = len(rounds) >= looks[-1] or (time.perf_counter() > deadline and len(rounds) >= looks[0])
             if at_cap or len(rounds) in looks:
                 ratios = _ratios(rounds, threshold, per_look)
                 if at_cap or all(r.decided for r in ratios):
