@@ -228,3 +228,17 @@ def test_a_speedup_whose_interval_reaches_below_1_is_not_taken_for_one():
     assert not auto._surely_faster({"speedup": 1.2, "interval": [0.95, 1.4]})
     assert not auto._surely_faster({"speedup": 1.2, "interval": None})
     assert not auto._surely_faster({"speedup": 1.03, "interval": [1.01, 1.05]})
+
+
+def test_accepted_plans_are_ranked_by_latencies_measured_side_by_side(monkeypatch):
+    """Each plan's own latency was measured alone, at another moment of the machine's load; the ranking that picks
+    the plan to keep is measured again with the plans taking turns."""
+    from types import SimpleNamespace
+
+    from autocompress.strategy.records import Candidate
+
+    first, second = (Candidate(label=name, latency_ms=ms, model=name) for name, ms in (("a", 7.8), ("b", 14.0)))
+    monkeypatch.setattr(auto, "interleaved_latency", lambda models, *args: [12.8, 9.9])
+    ctx = SimpleNamespace(sample_feed={}, hardware=None, threads=1)
+    ranked = auto.AutoStage._fastest_first(None, [first, second], ctx)
+    assert [p.label for p in ranked] == ["b", "a"] and ranked[0].latency_ms == 9.9
