@@ -242,3 +242,13 @@ def test_accepted_plans_are_ranked_by_latencies_measured_side_by_side(monkeypatc
     ctx = SimpleNamespace(sample_feed={}, hardware=None, threads=1)
     ranked = auto.AutoStage._fastest_first(None, [first, second], ctx)
     assert [p.label for p in ranked] == ["b", "a"] and ranked[0].latency_ms == 9.9
+
+
+def test_a_plan_is_kept_when_surely_faster_at_the_deploy_threads_and_not_slower_at_the_others():
+    sure = {"speedup": 1.5, "interval": [1.44, 1.62]}
+    wide = {"speedup": 1.49, "interval": [0.96, 2.0]}  # all cores of a shared machine
+    slower = {"speedup": 0.91, "interval": [0.85, 0.97]}
+    assert auto._worth_keeping({"1": sure, "2": wide}, deploy_threads=1)
+    assert not auto._worth_keeping({"1": wide, "2": sure}, deploy_threads=1)
+    assert auto._worth_keeping({"1": wide, "2": sure}, deploy_threads=2)
+    assert not auto._worth_keeping({"1": sure, "2": slower}, deploy_threads=1)
