@@ -75,8 +75,9 @@ MIXED_PRECISION_TRIALS = 4.0
 #: float weights (recurrent and MLP models), where the activations' ranges vary too much for one static scale.
 DYNAMIC_WEIGHT_SHARE = 0.5
 DYNAMIC_LABEL = "dynamic int8 (MatMul/Gemm)"
-#: Calibrations the per-op plan is tried on (each one quantization and evaluation; one calibration pass for all).
-TRIAL_CALIBRATIONS = ("KL", "abs_max", "mse")
+#: Calibrations the per-op plan is tried on (each one quantization and evaluation; one calibration pass for all):
+#: the trial's KL, QuantPost's default hist, MinMax and MSE.
+TRIAL_CALIBRATIONS = ("KL", "hist", "abs_max", "mse")
 #: Accepted plans, fastest first, whose speed against the float model is checked before the float model is kept.
 SPEED_CHECKS = 2
 
@@ -286,14 +287,14 @@ class AutoStage(Stage):
         """The cheap PTQ trial with the default op types in int8, then the per-op plan over every op with an
         integer kernel (Sigmoid, Resize and LeakyRelu too: ORT runs an LSTM's gates as QLinearSigmoid) on the best
         of a few calibrations (which one suits a model is measured, not known: MinMax keeps one recognizer's text
-        where KL loses it, and loses another's): each op in int8 only where it gains on this target, within the
+        where KL loses it, and loses another's; QuantPost's default, hist, suits a text segmenter best): each op in int8 only where it gains on this target, within the
         tolerance by its measured sensitivity, verified with the user's metric and interleaved latency."""
         mixed = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto", is_full_quantize=True)
         calibrations = HyperParameterOptimization(
             ptq_algo=list(TRIAL_CALIBRATIONS),
             bias_correct=[False],
             batch_num=[TRIAL_BATCHES],
-            hist_percent=[0.999],
+            hist_percent=[QuantPost().hist_percent],
             max_quant_count=len(TRIAL_CALIBRATIONS),
         )
         variants = {
