@@ -287,8 +287,9 @@ class AutoStage(Stage):
         """The cheap PTQ trial with the default op types in int8, then the per-op plan over every op with an
         integer kernel (Sigmoid, Resize and LeakyRelu too: ORT runs an LSTM's gates as QLinearSigmoid) on the best
         of a few calibrations (which one suits a model is measured, not known: MinMax keeps one recognizer's text
-        where KL loses it, and loses another's; QuantPost's default, hist, suits a text segmenter best): each op in int8 only where it gains on this target, within the
-        tolerance by its measured sensitivity, verified with the user's metric and interleaved latency."""
+        where KL loses it, and loses another's; hist suits a text segmenter best): each op in int8 only where it
+        gains on this target, within the tolerance by its measured sensitivity, verified with the user's metric and
+        interleaved latency."""
         mixed = QuantPost(batch_nums=TRIAL_BATCHES, algo="KL", mixed_precision="auto", is_full_quantize=True)
         calibrations = HyperParameterOptimization(
             ptq_algo=list(TRIAL_CALIBRATIONS),
