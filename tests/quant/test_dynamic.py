@@ -68,8 +68,15 @@ class TinyEncoder(nn.Module):
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> onnx.ModelProto:
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("encoder") / "encoder.onnx"
+    export_encoder(path)
+    return name_nodes(onnx.load(str(path)))
+
+
+def export_encoder(path) -> None:
+    """TinyEncoder (seeded) as ONNX at `path`: inputs ids and mask, outputs hidden and pooled, dynamic batch and
+    sequence length."""
+    torch.manual_seed(0)
     feed = _feed(2, 9, seed=0)
     axes = {
         "ids": {0: "batch", 1: "sequence"},
@@ -87,7 +94,6 @@ def encoder(tmp_path_factory) -> onnx.ModelProto:
             opset_version=17,
             dynamo=False,
         )
-    return name_nodes(onnx.load(str(path)))
 
 
 def _feed(batch: int, length: int, seed: int) -> dict[str, np.ndarray]:

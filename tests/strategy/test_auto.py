@@ -157,23 +157,10 @@ def test_a_qat_model_worse_than_the_best_ptq_is_not_returned(tmp_path, monkeypat
 def test_a_transformer_tries_dynamic_int8_and_returns_a_model_within_tolerance(tmp_path):
     """BERT-like: int64 ids and an attention mask. Dynamic int8 of its MatMuls is a candidate with a verdict (not a
     failure), and whatever auto returns keeps the mean cosine of the embeddings within the tolerance."""
-    from tests.quant.test_dynamic import TinyEncoder, _cosine, _feed
+    from tests.quant.test_dynamic import _cosine, _feed, export_encoder
 
-    torch.manual_seed(0)
     path = tmp_path / "encoder.onnx"
-    feed = _feed(2, 9, seed=0)
-    axes = {"ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}}
-    with torch.no_grad():
-        torch.onnx.export(
-            TinyEncoder().eval(),
-            (torch.from_numpy(feed["ids"]), torch.from_numpy(feed["mask"])),
-            str(path),
-            input_names=["ids", "mask"],
-            output_names=["hidden", "pooled"],
-            dynamic_axes={**axes, "hidden": {0: "batch", 1: "sequence"}, "pooled": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_encoder(path)
     data = [_feed(2, 9, seed) for seed in range(4)]
     reference = Predictor(onnx.load(str(path)))
     expected = [reference(f)[0] for f in data]

@@ -38,9 +38,9 @@ from autocompress.quant.mixed_precision import (
     OpChoice,
     Verification,
     choose_precision,
+    sensitivity_alone,
     verify_candidate,
 )
-from autocompress.quant.op_sensitivity import op_sensitivity
 from autocompress.runtime.ort import HardwareTarget, resolve_hardware
 from autocompress.runtime.profile import QDQOwners, node_times, price_ops
 
@@ -211,11 +211,7 @@ def plan_dynamic(job: DynamicJob) -> tuple[onnx.ModelProto, MixedPrecisionPlan]:
     settings = f"dynamic int8, S8 weights per {'channel' if job.per_channel else 'tensor'}, U8 activations"
     gains = dynamic_gains(job.model, job.latency_feed, job.hardware, job.threads)
 
-    def sensitivity_of(scored: list[str]) -> dict[str, float]:
-        unscored = [op for op in ops if op not in scored]
-        quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
-        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, settings, job.deadline)
-
+    sensitivity_of = sensitivity_alone(job.model, ops, job.quantize, job.feeds, job.cache_dir, settings, job.deadline)
     choices, history = choose_precision(
         op_types,
         gains,

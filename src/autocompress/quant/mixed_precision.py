@@ -284,6 +284,26 @@ class MixedPrecisionPlan:
         }
 
 
+def sensitivity_alone(
+    model: onnx.ModelProto,
+    ops: Sequence[str],
+    quantize: Callable[[list[str]], onnx.ModelProto],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    cache_dir: str | None,
+    settings: str,
+    deadline: float | None,
+) -> Callable[[list[str]], dict[str, float]]:
+    """`sensitivity_of(scored)` for choose_precision: op_sensitivity of the ops of `scored`, each quantized alone,
+    every other op of `ops` (scored or not) float; `quantize(float_ops)` quantizes `model` with float_ops float."""
+
+    def sensitivity_of(scored: list[str]) -> dict[str, float]:
+        unscored = [op for op in ops if op not in scored]
+        alone = lambda float_ops: quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone in int8
+        return op_sensitivity(model, scored, alone, feeds, cache_dir, settings, deadline)
+
+    return sensitivity_of
+
+
 def choose_precision(
     op_types: Mapping[str, str],
     gains: Mapping[str, float],
@@ -337,11 +357,9 @@ def plan_mixed_precision(job: MixedPrecisionJob) -> MixedPrecisionPlan:
     forced = dict.fromkeys(mixed_range_ops(job.model, mixed, ops), MIXED_RANGE)
     gains = _gains(job, plan, ops)
 
-    def sensitivity_of(scored: list[str]) -> dict[str, float]:
-        unscored = [op for op in ops if op not in scored]
-        quantize = lambda float_ops: job.quantize([*float_ops, *unscored])  # noqa: E731 - the scored op alone
-        return op_sensitivity(job.model, scored, quantize, job.feeds, job.cache_dir, job.settings, job.deadline)
-
+    sensitivity_of = sensitivity_alone(
+        job.model, ops, job.quantize, job.feeds, job.cache_dir, job.settings, job.deadline
+    )
     choices, history = choose_precision(
         op_types,
         gains,
